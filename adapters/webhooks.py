@@ -1,0 +1,173 @@
+"""Outbound DG callbacks: which URLs they may go to, and the one HTTP client that sends them.
+
+A callback URL is a request the gateway makes on someone else's say-so, so it must not reach
+inside the network it runs in (SSRF): loopback, private, link-local (cloud metadata at
+169.254.169.254 among them), shared, reserved and multicast addresses are refused unless
+`GATEWAY_CALLBACK_ALLOW_PRIVATE=1`. Names are judged by every address they resolve to, at
+registration and again by the sender's own resolver at each connection, so a name that later
+rebinds to 127.0.0.1 is refused on delivery as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import socket
+import time
+import zoneinfo
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp.abc import ResolveResult
+from aiohttp.resolver import ThreadedResolver
+from yarl import URL
+
+from adapters.factech import local_time
+from schemas.dg_callback import callback_body, signed_headers
+from storage.dg_events import DueEvent
+from storage.errors import DomainError, InvalidInput, Refused
+
+# Explicit bounds on every attempt: a slow receiver costs at most this, and never ingest's time.
+TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5, sock_read=10)
+USER_AGENT = "meter-gateway-callbacks/1"
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class UnsafeTarget(Refused):
+    """The callback URL points (or resolves) somewhere the gateway must not call."""
+
+
+def _refusal(address: IPAddress) -> str | None:
+    """Why this address may not be called, or None for a public one."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    # is_global is False for loopback, private, link-local, shared (100.64/10), reserved and
+    # documentation ranges; multicast is "global" to it but is no place for a callback.
+    if address.is_global and not address.is_multicast:
+        return None
+    return f"{address} is not a public address"
+
+
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+class PublicResolver(ThreadedResolver):
+    """The event loop's getaddrinfo, refusing a name if any address it resolves to is not public.
+
+    Refusing the whole name (not filtering its bad addresses) keeps a name that mixes public
+    and internal addresses from being used to reach the internal ones.
+    """
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_UNSPEC
+    ) -> list[ResolveResult]:
+        try:
+            results = await super().resolve(host, port, family)
+        except OSError as exc:
+            raise UnsafeTarget(f"callback URL refused: {host} does not resolve ({exc})") from None
+        if not results:
+            raise UnsafeTarget(f"callback URL refused: {host} does not resolve")
+        for result in results:
+            address = _literal(result["host"].partition("%")[0])  # drop an IPv6 zone id
+            reason = "unparsable address" if address is None else _refusal(address)
+            if reason:
+                raise UnsafeTarget(f"callback URL refused: {host} resolves to {result['host']}, {reason}")
+        return results
+
+
+def _checked_url(url: str) -> URL:
+    parsed = URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidInput(f"url {url!r} is not an http(s) URL", {"url": ["Must be an http or https URL."]})
+    return parsed
+
+
+def _check_literal(parsed: URL) -> None:
+    address = _literal(parsed.host or "")
+    reason = None if address is None else _refusal(address)
+    if reason:
+        raise UnsafeTarget(f"callback URL refused: {reason}")
+
+
+async def check_target(url: str, *, allow_private: bool) -> None:
+    """InvalidInput for a non-http(s) URL; UnsafeTarget if it is, or resolves to, a non-public address."""
+    parsed = _checked_url(url)
+    if allow_private:
+        return
+    _check_literal(parsed)
+    if _literal(parsed.host or "") is None:
+        await PublicResolver().resolve(parsed.host or "", parsed.port or 0)
+
+
+def event_body(event: DueEvent) -> bytes:
+    """The callback body of an event; the same bytes on every attempt (a site's timezone is fixed)."""
+    return callback_body(
+        site_id=event.site_id,
+        dg_no=event.dg_no,
+        status=event.status,
+        date_time=local_time(event.at, zoneinfo.ZoneInfo(event.timezone)),
+        event_id=event.event_id,
+    )
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one POST came to: the HTTP status, or the error that prevented one, and how long it took."""
+
+    http_status: int | None
+    error: str
+    latency_ms: int
+
+    @property
+    def delivered(self) -> bool:
+        """2xx only: a redirect is not followed, so it is not a delivery."""
+        return self.http_status is not None and 200 <= self.http_status < 300
+
+
+class WebhookSender:
+    """POSTs signed callbacks through one ClientSession; never follows redirects."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, allow_private: bool) -> None:
+        self._session = session
+        self._allow_private = allow_private
+
+    async def deliver(self, event: DueEvent, *, at: dt.datetime) -> AttemptResult:
+        """One attempt at an event, signed and stamped with the time `at`."""
+        body = event_body(event)
+        headers = signed_headers(event.secret, msg_id=event.event_id, timestamp=int(at.timestamp()), body=body)
+        return await self.post(event.url, headers=headers, body=body)
+
+    async def post(self, url: str, *, headers: dict[str, str], body: bytes) -> AttemptResult:
+        """One attempt; never raises for the receiver's or the network's failures, it reports them."""
+        started = time.perf_counter()
+        try:
+            parsed = _checked_url(url)
+            if not self._allow_private:
+                _check_literal(parsed)  # names are checked by the connector's PublicResolver
+            async with self._session.post(
+                url,
+                data=body,
+                headers={**headers, "Content-Type": "application/json", "User-Agent": USER_AGENT},
+                allow_redirects=False,
+            ) as response:
+                status, error = response.status, ""
+        except (aiohttp.ClientError, TimeoutError, DomainError) as exc:
+            status, error = None, f"{type(exc).__name__}: {exc}"[:500]
+        return AttemptResult(status, error, round((time.perf_counter() - started) * 1000))
+
+
+@contextlib.asynccontextmanager
+async def open_sender(*, allow_private: bool, max_connections: int = 16) -> AsyncIterator[WebhookSender]:
+    """The sender with its one ClientSession, open for the duration of the block."""
+    resolver = None if allow_private else PublicResolver()
+    connector = aiohttp.TCPConnector(resolver=resolver, limit=max_connections)
+    async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT, trust_env=False) as session:
+        yield WebhookSender(session, allow_private=allow_private)
+    if resolver is not None:
+        await resolver.close()

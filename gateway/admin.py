@@ -1,0 +1,302 @@
+"""Admin API under `/api/v1/admin/`: what the CLI does, over HTTP, for keys with role `admin`.
+
+Everything is scoped to the key's sites: objects of other sites answer 404 as if unknown.
+Creating a site, or a key for every site, needs an admin key for `*`. Replies are
+`{"status": "success", "message", "data"}`; errors take the plain middleware envelope
+`{"status": "error", "message", "errors"}`. Secrets (device tokens, API keys) appear only in the
+reply that creates them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from marshmallow import ValidationError
+
+from gateway.api import authenticated, json_reply, request_inputs
+from gateway.auth import Principal
+from gateway.keys import CLOCK, DB, DELIVERIES, KEYS, SETTINGS
+from schemas import admin as wire
+from schemas.fields import printable
+from storage import dg_events, inventory, ledger, meter_changes, registry
+from storage.errors import Forbidden, InvalidInput, NotFound
+from storage.models import Meter
+
+routes = web.RouteTableDef()
+admin_only = authenticated("admin")
+
+
+def ok(message: str, data: Any, status: int = 200) -> web.Response:
+    """The admin API's success envelope."""
+    return json_reply({"status": "success", "message": message, "data": data}, status)
+
+
+def _require_all_sites(principal: Principal, what: str) -> None:
+    if registry.ALL_SITES not in principal.sites:
+        raise Forbidden(f"{what} needs an admin key for every site ('*')")
+
+
+# Objects of other sites answer exactly as unknown ones do in the store (same message, same errors).
+
+
+def _path(request: web.Request, name: str) -> str:
+    """A path parameter, refused (400) if it holds control characters (PostgreSQL cannot even compare NUL)."""
+    value = request.match_info[name]
+    try:
+        printable(value)
+    except ValidationError as err:
+        raise InvalidInput(f"Invalid input: {name}", {name: [str(m) for m in err.messages]}) from None
+    return value
+
+
+def _site_in_scope(request: web.Request, principal: Principal) -> str:
+    site_id = _path(request, "site_id")
+    _require_site(principal, site_id)
+    return site_id
+
+
+def _require_site(principal: Principal, site_id: str) -> None:
+    """NotFound, worded as the store's unknown site, unless the key covers the site."""
+    if not principal.sees_site(site_id):
+        raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+
+
+async def _meter_in_scope(request: web.Request, principal: Principal) -> Meter:
+    meter_no = wire.MeterPath().load(request.match_info)["meter_no"]
+    meter = await inventory.get_meter(request.app[DB], meter_no=meter_no)
+    if not principal.sees_site(meter.site_id):
+        raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+    return meter
+
+
+def _covers(principal: Principal, sites: list[str]) -> bool:
+    """A key is the caller's business only if all its sites are (so '*' keys need a '*' caller)."""
+    return all(principal.sees_site(site) for site in sites)
+
+
+async def _key_in_scope(request: web.Request, principal: Principal) -> str:
+    name = _path(request, "name")
+    if not _covers(principal, (await inventory.get_key(request.app[DB], name=name)).sites):
+        raise NotFound(f"unknown key {name!r}", {"name": ["Unknown key."]})
+    return name
+
+
+# Sites
+
+
+@routes.post("/api/v1/admin/sites")
+@admin_only
+async def create_site(request: web.Request, principal: Principal) -> web.Response:
+    """Register a site (admin key for '*' only)."""
+    _require_all_sites(principal, "creating a site")
+    args = wire.SiteCreate().load(await request_inputs(request))
+    site = await registry.add_site(request.app[DB], **args)
+    return ok("Site created", wire.SiteOut().dump(site), 201)
+
+
+@routes.get("/api/v1/admin/sites")
+@admin_only
+async def list_sites(request: web.Request, principal: Principal) -> web.Response:
+    """The sites this key covers."""
+    only = None if registry.ALL_SITES in principal.sites else principal.sites
+    sites = await inventory.list_sites(request.app[DB], only=only)
+    return ok("Sites", wire.SiteOut(many=True).dump(sites))
+
+
+@routes.get("/api/v1/admin/sites/{site_id}")
+@admin_only
+async def get_site(request: web.Request, principal: Principal) -> web.Response:
+    """One site."""
+    site_id = _site_in_scope(request, principal)
+    return ok("Site", wire.SiteOut().dump(await inventory.get_site(request.app[DB], site_id=site_id)))
+
+
+@routes.patch("/api/v1/admin/sites/{site_id}")
+@admin_only
+async def edit_site(request: web.Request, principal: Principal) -> web.Response:
+    """Change a site's name, region, tariffs or auto_cut."""
+    site_id = _site_in_scope(request, principal)
+    changes = wire.SiteEdit().load(await request_inputs(request))
+    site = await inventory.edit_site(request.app[DB], site_id=site_id, changes=changes)
+    return ok("Site updated", wire.SiteOut().dump(site))
+
+
+# Meters
+
+
+@routes.post("/api/v1/admin/sites/{site_id}/meters")
+@admin_only
+async def create_meter(request: web.Request, principal: Principal) -> web.Response:
+    """Register a meter on a site; its device token is in this reply only."""
+    site_id = _site_in_scope(request, principal)
+    args = wire.MeterCreate().load(await request_inputs(request))
+    created = await registry.add_meter(request.app[DB], site_id=site_id, **args)
+    return ok("Meter created", {**wire.MeterOut().dump(created.meter), "token": created.token}, 201)
+
+
+@routes.get("/api/v1/admin/sites/{site_id}/meters")
+@admin_only
+async def list_meters(request: web.Request, principal: Principal) -> web.Response:
+    """Every meter of a site, retired ones included."""
+    site_id = _site_in_scope(request, principal)
+    await inventory.get_site(request.app[DB], site_id=site_id)  # 404 for an unknown site, not []
+    meters = await inventory.list_meters(request.app[DB], site_id=site_id)
+    return ok("Meters", wire.MeterOut(many=True).dump(meters))
+
+
+@routes.get("/api/v1/admin/meters/{meter_no}")
+@admin_only
+async def get_meter(request: web.Request, principal: Principal) -> web.Response:
+    """One meter."""
+    return ok("Meter", wire.MeterOut().dump(await _meter_in_scope(request, principal)))
+
+
+@routes.patch("/api/v1/admin/meters/{meter_no}")
+@admin_only
+async def edit_meter(request: web.Request, principal: Principal) -> web.Response:
+    """Change a meter's consumer details."""
+    meter = await _meter_in_scope(request, principal)
+    changes = wire.MeterEdit().load(await request_inputs(request))
+    meter = await inventory.edit_meter(request.app[DB], meter_no=meter.meter_no, changes=changes)
+    return ok("Meter updated", wire.MeterOut().dump(meter))
+
+
+@routes.post("/api/v1/admin/meters/{meter_no}/retire")
+@admin_only
+async def retire_meter(request: web.Request, principal: Principal) -> web.Response:
+    """Take a meter out of service without a replacement."""
+    meter = await _meter_in_scope(request, principal)
+    meter = await inventory.retire_meter(request.app[DB], meter_no=meter.meter_no)
+    return ok("Meter retired", wire.MeterOut().dump(meter))
+
+
+@routes.post("/api/v1/admin/meter-changes")
+@admin_only
+async def replace_meter(request: web.Request, principal: Principal) -> web.Response:
+    """Replace a meter: the unit, balance and consumer move; the new meter's token is in this reply only."""
+    args = wire.MeterChangeCreate().load(await request_inputs(request))
+    _require_site(principal, args["site_id"])
+    replaced = await meter_changes.replace_meter(request.app[DB], now=request.app[CLOCK].now(), **args)
+    data = {**wire.MeterChangeOut().dump(replaced.change), "token": replaced.token}
+    return ok("Meter replaced", data, 201)
+
+
+# The ledger
+
+
+@routes.get("/api/v1/admin/meters/{meter_no}/ledger")
+@admin_only
+async def meter_ledger(request: web.Request, principal: Principal) -> web.Response:
+    """A meter's ledger entries, oldest first, and whether its balance adds up."""
+    meter = await _meter_in_scope(request, principal)
+    db = request.app[DB]
+    entries = await ledger.list_ledger(db, meter_no=meter.meter_no)
+    check = await ledger.check_ledger(db, meter_no=meter.meter_no)
+    data = {"meter_no": str(meter.meter_no), "check": wire.LedgerCheckOut().dump(check)}
+    return ok("Ledger", {**data, "entries": wire.LedgerEntryOut(many=True).dump(entries)})
+
+
+@routes.post("/api/v1/admin/meters/{meter_no}/adjustments")
+@admin_only
+async def adjust_balance(request: web.Request, principal: Principal) -> web.Response:
+    """Correct a meter's balance by a signed amount, with a reason (recorded in the ledger)."""
+    meter = await _meter_in_scope(request, principal)
+    args = wire.AdjustmentCreate().load(await request_inputs(request))
+    entry = await ledger.adjust_balance(
+        request.app[DB], meter_no=meter.meter_no, created_by=principal.name, now=request.app[CLOCK].now(), **args
+    )
+    return ok("Balance adjusted", wire.LedgerEntryOut().dump(entry), 201)
+
+
+# DGs
+
+
+@routes.post("/api/v1/admin/sites/{site_id}/dgs")
+@admin_only
+async def create_dg(request: web.Request, principal: Principal) -> web.Response:
+    """Register a diesel generator on a site."""
+    site_id = _site_in_scope(request, principal)
+    args = wire.DgCreate().load(await request_inputs(request))
+    dg = await registry.add_dg(request.app[DB], site_id=site_id, dg_no=args["dg_number"], meter_no=args["meter_no"])
+    return ok("DG created", wire.DgOut().dump(dg), 201)
+
+
+@routes.get("/api/v1/admin/sites/{site_id}/dgs")
+@admin_only
+async def list_dgs(request: web.Request, principal: Principal) -> web.Response:
+    """The DGs of a site."""
+    site_id = _site_in_scope(request, principal)
+    await inventory.get_site(request.app[DB], site_id=site_id)
+    return ok("DGs", wire.DgOut(many=True).dump(await inventory.list_dgs(request.app[DB], site_id=site_id)))
+
+
+@routes.get("/api/v1/admin/sites/{site_id}/dgs/{dg_number}/deliveries")
+@admin_only
+async def list_dg_deliveries(request: web.Request, principal: Principal) -> web.Response:
+    """The DG's latest 100 callback events (newest first), each with every attempt at it."""
+    site_id = _site_in_scope(request, principal)
+    deliveries = await dg_events.list_deliveries(request.app[DB], site_id=site_id, dg_no=_path(request, "dg_number"))
+    return ok("DG callback deliveries", wire.DgDeliveryOut(many=True).dump(deliveries))
+
+
+@routes.post("/api/v1/admin/sites/{site_id}/dgs/{dg_number}/deliveries/{event_id}/redeliver")
+@admin_only
+async def redeliver_dg_event(request: web.Request, principal: Principal) -> web.Response:
+    """Send one event again (same id and body), now, with a fresh round of retries."""
+    site_id = _site_in_scope(request, principal)
+    event = await dg_events.redeliver(
+        request.app[DB],
+        site_id=site_id,
+        dg_no=_path(request, "dg_number"),
+        event_id=_path(request, "event_id"),
+        now=request.app[CLOCK].now(),
+    )
+    if request.app[SETTINGS].scheduler:
+        request.app[DELIVERIES].kick()
+    return ok("Redelivery queued", wire.DgEventOut().dump(event), 202)
+
+
+# API keys
+
+
+@routes.post("/api/v1/admin/keys")
+@admin_only
+async def create_key(request: web.Request, principal: Principal) -> web.Response:
+    """Create an API key for sites this key covers; the key is in this reply only."""
+    args = wire.KeyCreate().load(await request_inputs(request))
+    if registry.ALL_SITES in args["sites"]:
+        _require_all_sites(principal, "a key for every site")
+    foreign = [site for site in args["sites"] if not principal.sees_site(site)]
+    if foreign:  # worded as the store words a site that does not exist
+        raise NotFound(f"unknown site {foreign[0]!r}", {"sites": [f"Unknown site {foreign[0]!r}."]})
+    created = await registry.create_key(request.app[DB], **args)
+    return ok("Key created", {**wire.KeyOut().dump(created.api_key), "key": created.key}, 201)
+
+
+@routes.get("/api/v1/admin/keys")
+@admin_only
+async def list_keys(request: web.Request, principal: Principal) -> web.Response:
+    """The keys whose sites this key covers (never their secrets)."""
+    keys = [k for k in await registry.list_keys(request.app[DB]) if _covers(principal, k.sites)]
+    return ok("Keys", wire.KeyOut(many=True).dump(keys))
+
+
+@routes.post("/api/v1/admin/keys/{name}/revoke")
+@admin_only
+async def revoke_key(request: web.Request, principal: Principal) -> web.Response:
+    """Revoke a key; it stops working at once in this process (others: within the cache's seconds)."""
+    name = await _key_in_scope(request, principal)
+    revoked = await registry.revoke_key(request.app[DB], name=name)
+    request.app[KEYS].clear()
+    return ok("Key revoked", wire.KeyOut().dump(revoked))
+
+
+@routes.post("/api/v1/admin/keys/{name}/rotate")
+@admin_only
+async def rotate_key(request: web.Request, principal: Principal) -> web.Response:
+    """Give a key a new secret, in this reply only; the old secret stops working."""
+    name = await _key_in_scope(request, principal)
+    rotated = await registry.rotate_key(request.app[DB], name=name)
+    request.app[KEYS].clear()
+    return ok("Key rotated", {**wire.KeyOut().dump(rotated.api_key), "key": rotated.key})

@@ -1,0 +1,94 @@
+"""Plumbing shared by the `/api/v1` routes: who is calling, what they sent, and JSON replies.
+
+`authenticated(role)` wraps a handler so it receives the caller's `Principal` (401 → 403 are
+checked before the handler runs; the 404 of site scope is the handler's, via `check_site`).
+`request_inputs` reads parameters the same way for every route: GET from the query string;
+POST, PUT and PATCH from the query string overlaid by a JSON object or a form body, so that
+iSocietyManager can send either.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.auth import Principal, authenticate
+from gateway.keys import KEYS
+from storage.errors import InvalidInput
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+PrincipalHandler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
+
+
+def authenticated(
+    role: str,
+) -> Callable[[PrincipalHandler], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
+    """Decorate a handler taking (request, principal): the `X-API-Key` must carry `role`."""
+
+    def wrap(handler: PrincipalHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        @functools.wraps(handler)
+        async def endpoint(request: web.Request) -> web.StreamResponse:
+            principal = await authenticate(request.app[KEYS], request, role)
+            return await handler(request, principal)
+
+        endpoint.API_ROLE = role  # type: ignore[attr-defined]  # read by the spec generator (openapi/)
+        return endpoint
+
+    return wrap
+
+
+async def request_inputs(request: web.Request) -> dict[str, Any]:
+    """The request's parameters: query string, overlaid by a JSON or form body."""
+    inputs: dict[str, Any] = dict(request.query)
+    if request.method in ("GET", "HEAD", "DELETE") or not request.body_exists:
+        return inputs
+    if request.content_type in FORM_TYPES:
+        try:
+            form = await request.post()
+        except ValueError as exc:  # not UTF-8, or multipart/form-data without a boundary: the client's mistake
+            why = "Not valid UTF-8." if isinstance(exc, UnicodeDecodeError) else f"Malformed form body: {exc}"
+            raise InvalidInput("Invalid input: body", {"body": [why]}) from None
+        inputs.update({name: value for name, value in form.items() if isinstance(value, str)})
+        return inputs
+    raw = await request.read()
+    if not raw.strip():
+        return inputs
+    body = parse_json_object(raw)
+    inputs.update(body)
+    return inputs
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object from a request body, numbers with a fraction as exact Decimals; InvalidInput otherwise.
+
+    orjson checks the body first: it refuses invalid UTF-8, lone surrogates ("\\ud800", which
+    no database can store), NaN/Infinity (not JSON) and nesting deeper than 1,024 levels. The
+    standard library alone answered deep nesting, surrogates and bad UTF-8 with 500s. Only then
+    does the standard library parse it again, for the Decimals (money stays exact); it recurses
+    per level, so a body near orjson's depth limit can still exhaust Python's stack: that is a
+    malformed body too, not a crash.
+    """
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("Invalid input: body", {"body": ["Not valid UTF-8."]}) from None
+    try:
+        orjson.loads(raw)
+        body = json.loads(raw, parse_float=Decimal)
+    except (orjson.JSONDecodeError, ValueError, RecursionError):
+        raise InvalidInput("Invalid input: body", {"body": ["Malformed JSON."]}) from None
+    if not isinstance(body, dict):
+        raise InvalidInput("Invalid input: body", {"body": ["Expected a JSON object."]})
+    return body
+
+
+def json_reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response encoded with orjson (a site's 10,000 meters encode in a few ms)."""
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")

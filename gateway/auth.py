@@ -1,0 +1,134 @@
+"""API-key authentication for every `/api/v1` call and for `ingest` keys.
+
+Checked in the order DESIGN.md gives: key valid (401) → role (403) → site scope (404, done by
+the caller with `Principal.check_site`, so objects of other sites look like unknown ones).
+Lookups are cached by key hash so a request costs no database round trip; revoking or rotating
+through this process clears the cache at once, other processes see it within `CACHE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from aiohttp import web
+
+from storage import registry
+from storage.engine import Database
+from storage.errors import Forbidden, NotFound, Unauthorized
+
+API_KEY_HEADER = "X-API-Key"
+ROLE_RANK = {"read": 1, "operate": 2, "admin": 3}
+CACHE_SECONDS = 5.0
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a named API key with a role and a set of sites."""
+
+    name: str
+    role: str
+    sites: frozenset[str]
+
+    def has_role(self, needed: str) -> bool:
+        """True if this key's role includes `needed` (read < operate < admin; ingest apart)."""
+        if needed == "ingest" or self.role == "ingest":
+            return self.role == needed
+        return ROLE_RANK[self.role] >= ROLE_RANK[needed]
+
+    def sees_site(self, site_id: str) -> bool:
+        """True if the key covers this site."""
+        return registry.ALL_SITES in self.sites or site_id in self.sites
+
+    def check_site(self, site_id: str, message: str = "Not Found") -> None:
+        """NotFound unless the key covers this site (foreign objects look unknown)."""
+        if not self.sees_site(site_id):
+            raise NotFound(message)
+
+
+class CredentialCache(Generic[T]):
+    """secret hash → what it identifies (None for unknown/revoked), remembered for a few seconds.
+
+    Secrets are looked up by their SHA-256, so the cache never holds a secret itself. Lookups of
+    one secret that miss together share one database load: when a busy ingest key's entry
+    expires, the thousands of requests in flight with it would otherwise each take a pooled
+    connection, and under a backlog flush they waited past the pool's timeout (500s, measured
+    with bench/backlog.py on PostgreSQL).
+    """
+
+    def __init__(self, load: Callable[[str], Awaitable[T | None]], ttl: float = CACHE_SECONDS) -> None:
+        self._load = load
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, T | None]] = {}
+        self._loading: dict[str, asyncio.Task[T | None]] = {}
+        self._generation = 0  # bumped by clear(): a load begun before it must not be remembered
+
+    async def lookup(self, secret: str) -> T | None:
+        """What this secret identifies, or None."""
+        secret_hash = registry.hash_secret(secret)
+        hit = self._entries.get(secret_hash)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        task = self._loading.get(secret_hash)
+        if task is None:
+            task = asyncio.ensure_future(self._load(secret_hash))
+            self._loading[secret_hash] = task
+            task.add_done_callback(functools.partial(self._loaded, secret_hash, self._generation))
+        # Shielded: a caller that goes away does not cancel the load the others wait for.
+        return await asyncio.shield(task)
+
+    def _loaded(self, secret_hash: str, generation: int, task: asyncio.Task[T | None]) -> None:
+        if self._loading.get(secret_hash) is task:
+            del self._loading[secret_hash]
+        if task.cancelled() or task.exception() is not None or generation != self._generation:
+            return  # the error reaches every waiter; nothing is remembered
+        if len(self._entries) > 100_000:  # bound memory against floods of random secrets
+            self._entries.clear()
+        self._entries[secret_hash] = (time.monotonic() + self._ttl, task.result())
+
+    def clear(self) -> None:
+        """Forget everything (after a revoke, rotate or new device token)."""
+        self._entries.clear()
+        self._loading.clear()
+        self._generation += 1
+
+
+class KeyCache(CredentialCache[Principal]):
+    """API keys by hash."""
+
+    def __init__(self, db: Database, ttl: float = CACHE_SECONDS) -> None:
+        async def load(key_hash: str) -> Principal | None:
+            api_key = await registry.find_key(db, key_hash=key_hash)
+            if api_key is None:
+                return None
+            return Principal(name=api_key.name, role=api_key.role, sites=frozenset(api_key.sites))
+
+        super().__init__(load, ttl)
+
+
+class DeviceTokenCache(CredentialCache[int]):
+    """Meter device tokens by hash → the meter number."""
+
+    def __init__(self, db: Database, ttl: float = CACHE_SECONDS) -> None:
+        async def load(token_hash: str) -> int | None:
+            return await registry.find_meter_by_token(db, token_hash=token_hash)
+
+        super().__init__(load, ttl)
+
+
+async def authenticate(cache: KeyCache, request: web.Request, role: str) -> Principal:
+    """The caller's principal from `X-API-Key`; Unauthorized (401) or Forbidden (403) otherwise."""
+    key = request.headers.get(API_KEY_HEADER, "").strip()
+    if not key:
+        raise Unauthorized(f"Missing API key: send it in the {API_KEY_HEADER} header")
+    principal = await cache.lookup(key)
+    if principal is None:
+        raise Unauthorized("Invalid or revoked API key")
+    if not principal.has_role(role):
+        raise Forbidden(f"API key {principal.name!r} has role {principal.role!r}; this call needs {role!r}")
+    return principal

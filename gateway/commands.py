@@ -1,0 +1,122 @@
+"""Factech calls that act through the head-end: recharge (3, 4), start/stop (6, 7), status (8), load (9).
+
+Thin like the read side (`gateway.factech`): parse, check the key's site, hand over to one
+operation, map the result. Head-end outcomes that are not a success become domain errors here,
+with the document's words: "Meter not Accessible" (504 unreachable, 502 no usable answer), a
+refusal (422), "Meter was already STARTED/STOPPED" (409).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from adapters import factech, operations
+from adapters.headend import Outcome, Result
+from gateway.api import request_inputs
+from gateway.auth import Principal
+from gateway.factech import factech_call
+from gateway.keys import CLOCK, DB, HEADEND, SETTINGS
+from schemas.factech import LoadRequest, RechargeRequest, RechargeStatusQuery, SiteMeterQuery, idempotency_key
+from storage import commands, recharge
+from storage.errors import Conflict, HeadEndFailed, HeadEndUnreachable, Refused
+
+routes = web.RouteTableDef()
+
+NOT_ACCESSIBLE = "Meter not Accessible"
+METER_NOT_FOUND = "Meter not Found"  # the same words for an unknown meter and another site's
+
+
+def raise_unless_applied(result: Result, refused: str) -> None:
+    """The head-end's answer as the caller's error, unless it did the thing."""
+    if result.outcome is Outcome.UNREACHABLE:
+        raise HeadEndUnreachable(NOT_ACCESSIBLE)
+    if result.outcome is Outcome.REFUSED:
+        raise Refused(refused)
+    if not result.applied:
+        raise HeadEndFailed(NOT_ACCESSIBLE)
+
+
+@routes.post("/api/v1/meter/recharge")
+@factech_call(factech.RECHARGE, role="operate")
+async def recharge_meter(request: web.Request, principal: Principal) -> factech.Reply:
+    """Call 3: credit a prepaid meter; `Idempotency-Key` makes a retry answer the first request."""
+    key = idempotency_key(request.headers.get("Idempotency-Key"))
+    args = RechargeRequest(maximum=request.app[SETTINGS].recharge_max).load(await request_inputs(request))
+    principal.check_site(args["site_id"], METER_NOT_FOUND)
+    view = await operations.recharge(
+        request.app[DB], request.app[HEADEND], request.app[CLOCK], client=principal.name, idempotency_key=key, **args
+    )
+    return factech.recharged(view)
+
+
+@routes.get("/api/v1/meter/recharge-status")
+@factech_call(factech.RECHARGE_STATUS, role="read")
+async def recharge_status(request: web.Request, principal: Principal) -> factech.Reply:
+    """Call 4: a recharge's state by transaction id."""
+    args = RechargeStatusQuery().load(request.query)
+    principal.check_site(args["site_id"], "No such record found")
+    view = await recharge.recharge_view(request.app[DB], transaction_id=args["transaction_id"], site_id=args["site_id"])
+    return factech.recharge_status(view)
+
+
+async def _command(
+    request: web.Request, principal: Principal, call: factech.Call, action: str, refused: str
+) -> factech.Reply:
+    inputs = await request_inputs(request)
+    args = (LoadRequest() if action == "load" else SiteMeterQuery()).load(inputs)
+    principal.check_site(args["site_id"], METER_NOT_FOUND)
+    params = {"load_dg": str(args["load_dg"]), "load_grid": str(args["load_grid"])} if action == "load" else {}
+    db, clock = request.app[DB], request.app[CLOCK]
+    opened = await commands.open_command(
+        db,
+        site_id=args["site_id"],
+        meter_no=args["meter_no"],
+        action=action,
+        params=params,
+        reason=f"call {call.number} by {principal.name}",
+        now=clock.now(),
+    )
+    _sent, result = await operations.send_command(db, request.app[HEADEND], opened.command, clock)
+    raise_unless_applied(result, refused)
+    if action in commands.RELAY_ACTIONS and result.changed is False:
+        # The head-end knew better than our record: it already was so (the record now agrees).
+        raise Conflict(commands.ALREADY[commands.RELAY_ACTIONS[action]])
+    return factech.meter_command(call, unit_no=opened.unit_no, meter_no=args["meter_no"])
+
+
+@routes.post("/api/v1/meter/start")
+@factech_call(factech.START_METER, role="operate")
+async def start_meter(request: web.Request, principal: Principal) -> factech.Reply:
+    """Call 6: connect the meter's supply."""
+    return await _command(request, principal, factech.START_METER, "start", "Meter was not STARTED")
+
+
+@routes.post("/api/v1/meter/stop")
+@factech_call(factech.STOP_METER, role="operate")
+async def stop_meter(request: web.Request, principal: Principal) -> factech.Reply:
+    """Call 7: cut the meter's supply."""
+    return await _command(request, principal, factech.STOP_METER, "stop", "Meter was not STOPPED")
+
+
+@routes.post("/api/v1/meter/load")
+@factech_call(factech.UPDATE_LOAD, role="operate")
+async def update_load(request: web.Request, principal: Principal) -> factech.Reply:
+    """Call 9: set the sanctioned DG and grid loads (kW)."""
+    return await _command(request, principal, factech.UPDATE_LOAD, "load", "Meter Load was not updated")
+
+
+@routes.get("/api/v1/meter/status")
+@factech_call(factech.METER_STATUS, role="read")
+async def meter_status(request: web.Request, principal: Principal) -> factech.Reply:
+    """Call 8: ask the head-end for the relay now, and record what it says."""
+    args = SiteMeterQuery().load(request.query)
+    principal.check_site(args["site_id"], METER_NOT_FOUND)
+    db = request.app[DB]
+    meter = await commands.site_meter(db, site_id=args["site_id"], meter_no=args["meter_no"])
+    result = await request.app[HEADEND].meter_status(meter.meter_no)
+    raise_unless_applied(result, NOT_ACCESSIBLE)
+    assert result.relay_on is not None
+    await commands.record_status(
+        db, meter_no=meter.meter_no, relay_on=result.relay_on, load_dg=result.load_dg, load_grid=result.load_grid
+    )
+    return factech.meter_status(unit_no=meter.unit_no, meter_no=meter.meter_no, relay_on=result.relay_on)

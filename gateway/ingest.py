@@ -1,0 +1,283 @@
+"""`POST /meter` (meters, concentrators) and `POST /dg` (DG controllers).
+
+Thin handlers: authenticate, validate (schemas.packets), hand the readings to the group-commit
+writer (storage.writer), and answer only after the commit. DESIGN.md "Ingest" is the contract.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+from marshmallow import ValidationError
+from prometheus_client import Counter, Histogram
+
+from gateway.auth import Principal
+from gateway.keys import CLOCK, DB, DELIVERIES, DEVICES, KEYS, SETTINGS, WRITER
+from schemas.packets import DgPacket, Packet, load_meter_packets
+from storage import dg_events
+from storage.dg import DgUpdate, record_dg_state
+from storage.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge, Unauthorized
+from storage.ingest import NewReading, Outcome, ReadingResult, interval_of, wh_of
+
+routes = web.RouteTableDef()
+
+FUTURE_SLACK = dt.timedelta(minutes=5)
+PACKETS = Counter("gateway_ingest_packets_total", "Meter packets by outcome", ["outcome", "reason"])
+LATENCY = Histogram(
+    "gateway_ingest_seconds",
+    "Ingest request latency, commit included",
+    ["kind"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+BATCH_SIZE = Histogram(
+    "gateway_ingest_batch_packets",
+    "Packets per POST /meter array",
+    buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000),
+)
+DG_POSTS = Counter("gateway_dg_posts_total", "DG controller posts by outcome", ["outcome"])
+
+Caller = int | Principal | None  # a meter's device token, an ingest key, or no auth (legacy mode)
+
+
+def json_reply(payload: Any, status: int = 200) -> web.Response:
+    """A JSON response serialised with orjson (the hot path answers thousands a second)."""
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON; InvalidInput naming the problem if it is not JSON."""
+    raw = await request.read()
+    if not raw:
+        raise InvalidInput("Malformed JSON: the request body is empty", {"_body": ["Empty body."]})
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"Malformed JSON: {exc}", {"_body": ["Not valid JSON."]}) from None
+
+
+async def ingest_caller(request: web.Request) -> Caller:
+    """Who posts: a meter (its number), an `ingest` key, or None when ingest auth is off."""
+    if not request.app[SETTINGS].ingest_auth:
+        return None
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret:
+        raise Unauthorized("Missing credentials: send 'Authorization: Bearer <device token or ingest key>'")
+    if not secret.startswith("mgk_"):
+        meter_no = await request.app[DEVICES].lookup(secret)
+        if meter_no is not None:
+            return meter_no
+    principal = await request.app[KEYS].lookup(secret)
+    if principal is None:
+        raise Unauthorized("Invalid or revoked token")
+    if principal.role != "ingest":
+        raise Forbidden(f"API key {principal.name!r} has role {principal.role!r}; posting readings needs 'ingest'")
+    return principal
+
+
+def _window_errors(packet: Packet, now: dt.datetime, max_age: dt.timedelta) -> dict[str, list[str]] | None:
+    if packet.timestamp > now + FUTURE_SLACK:
+        return {"timestamp": [f"More than 5 minutes in the future (server time {_iso(now)})."]}
+    if packet.timestamp < now - max_age:
+        return {"timestamp": [f"Older than {max_age.days} days; such packets are no longer accepted."]}
+    return None
+
+
+def _scope_errors(packet: Packet, caller: Caller) -> dict[str, list[str]] | None:
+    if isinstance(caller, int) and packet.meter_no != caller:
+        return {"id": [f"This device token belongs to meter {caller}; it may post only its own readings."]}
+    return None
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _new_readings(packets: list[Packet], caller: Caller) -> list[NewReading]:
+    sites = caller.sites if isinstance(caller, Principal) and "*" not in caller.sites else None
+    intervals: dict[dt.datetime, dt.datetime] = {}  # packets of a batch mostly share a timestamp
+    readings = []
+    for packet in packets:
+        start = intervals.get(packet.timestamp)
+        if start is None:
+            start = intervals[packet.timestamp] = interval_of(packet.timestamp)
+        readings.append(NewReading(packet.meter_no, start, wh_of(packet.kwh), packet.source, sites))
+    return readings
+
+
+def _result_errors(packet: Packet, result: ReadingResult) -> tuple[str, dict[str, list[str]]]:
+    """(metric reason, field errors) for a reading the store did not take."""
+    if result.outcome is Outcome.UNKNOWN_METER:
+        return "unknown_meter", {"id": [f"Unknown meter {packet.meter_no}."]}
+    if result.outcome is Outcome.RETIRED_METER:
+        return "retired_meter", {"id": [f"Meter {packet.meter_no} is retired; it no longer takes readings."]}
+    return "conflict", {
+        "reading_kWh": [
+            f"Conflicts with the stored {result.stored_kwh} kWh for interval starting "
+            f"{_iso(interval_of(packet.timestamp))}; the first value is kept."
+        ]
+    }
+
+
+@routes.post("/meter")
+async def post_meter(request: web.Request) -> web.Response:
+    """Store one packet or a concentrator's array of packets; reply after the commit."""
+    started = time.perf_counter()
+    caller = await ingest_caller(request)
+    body = await read_json(request)
+    if isinstance(body, list):
+        response = await _post_batch(request, body, caller)
+        LATENCY.labels("batch").observe(time.perf_counter() - started)
+        return response
+    if not isinstance(body, dict):
+        raise InvalidInput("Body must be a JSON object (one packet) or an array of packets")
+    response = await _post_single(request, body, caller)
+    LATENCY.labels("single").observe(time.perf_counter() - started)
+    return response
+
+
+async def _post_single(request: web.Request, body: dict[str, Any], caller: Caller) -> web.Response:
+    settings = request.app[SETTINGS]
+    good, bad = load_meter_packets([body], max_kwh=float(settings.max_interval_kwh))
+    if bad:
+        PACKETS.labels("rejected", "invalid").inc()
+        errors = bad[0][1]
+        raise InvalidInput(f"Invalid packet: {', '.join(sorted(errors))}", errors)
+    packet = good[0][1]
+    window = _window_errors(packet, request.app[CLOCK].now(), dt.timedelta(days=settings.max_packet_age_days))
+    if window:
+        PACKETS.labels("rejected", "window").inc()
+        raise InvalidInput(f"Invalid packet: timestamp {window['timestamp'][0]}", window)
+    scope = _scope_errors(packet, caller)
+    if scope:
+        PACKETS.labels("rejected", "forbidden").inc()
+        raise Forbidden(scope["id"][0], scope)
+    (result,) = await request.app[WRITER].submit(_new_readings([packet], caller))
+    if result.outcome in (Outcome.STORED, Outcome.DUPLICATE):
+        duplicate = result.outcome is Outcome.DUPLICATE
+        PACKETS.labels("duplicate" if duplicate else "stored", "").inc()
+        return json_reply(
+            {
+                "status": "success",
+                "message": "Duplicate reading" if duplicate else "Reading stored",
+                "data": {
+                    "id": packet.meter_no,
+                    "interval_start": _iso(interval_of(packet.timestamp)),
+                    "duplicate": duplicate,
+                },
+            }
+        )
+    reason, errors = _result_errors(packet, result)
+    PACKETS.labels("conflict" if reason == "conflict" else "rejected", reason).inc()
+    if result.outcome is Outcome.UNKNOWN_METER:
+        raise NotFound(errors["id"][0], errors)
+    message = errors["id"][0] if "id" in errors else f"Conflicting reading: {errors['reading_kWh'][0]}"
+    raise Conflict(message, errors)
+
+
+async def _post_batch(request: web.Request, body: list[Any], caller: Caller) -> web.Response:
+    settings = request.app[SETTINGS]
+    if not body:
+        raise InvalidInput("Empty batch: send at least one packet", {"_body": ["Empty array."]})
+    if len(body) > settings.max_batch:
+        raise TooLarge(f"Batch of {len(body)} packets is over the limit of {settings.max_batch}")
+    BATCH_SIZE.observe(len(body))
+    good, bad = load_meter_packets(body, max_kwh=float(settings.max_interval_kwh))
+    rejected: list[dict[str, Any]] = [
+        {"index": i, "id": body[i].get("id") if isinstance(body[i], dict) else None, "errors": e} for i, e in bad
+    ]
+    PACKETS.labels("rejected", "invalid").inc(len(bad))
+    now = request.app[CLOCK].now()
+    max_age = dt.timedelta(days=settings.max_packet_age_days)
+    accepted: list[tuple[int, Packet]] = []
+    for index, packet in good:
+        errors = _window_errors(packet, now, max_age) or _scope_errors(packet, caller)
+        if errors:
+            PACKETS.labels("rejected", "window" if "timestamp" in errors else "forbidden").inc()
+            rejected.append({"index": index, "id": packet.meter_no, "errors": errors})
+        else:
+            accepted.append((index, packet))
+    stored = duplicates = 0
+    if accepted:
+        results = await request.app[WRITER].submit(_new_readings([p for _, p in accepted], caller))
+        for (index, packet), result in zip(accepted, results, strict=True):
+            if result.outcome is Outcome.STORED:
+                stored += 1
+            elif result.outcome is Outcome.DUPLICATE:
+                duplicates += 1
+            else:
+                reason, errors = _result_errors(packet, result)
+                PACKETS.labels("conflict" if reason == "conflict" else "rejected", reason).inc()
+                rejected.append({"index": index, "id": packet.meter_no, "errors": errors})
+        PACKETS.labels("stored", "").inc(stored)
+        PACKETS.labels("duplicate", "").inc(duplicates)
+    rejected.sort(key=lambda item: item["index"])
+    if not rejected:
+        status, http, message = "success", 200, f"{stored} readings stored, {duplicates} duplicates"
+    elif len(rejected) < len(body):
+        status, http, message = "partial", 207, f"{len(rejected)} of {len(body)} packets rejected"
+    else:
+        status, http, message = "error", 400, f"All {len(body)} packets rejected"
+    return json_reply(
+        {
+            "status": status,
+            "message": message,
+            "data": {"accepted": stored, "duplicates": duplicates, "rejected": rejected},
+        },
+        status=http,
+    )
+
+
+@routes.post("/dg")
+async def post_dg(request: web.Request) -> web.Response:
+    """A DG controller's status, fuel and energy register."""
+    caller = await ingest_caller(request)
+    if isinstance(caller, int):
+        raise Forbidden("A meter's device token cannot post DG state; use an ingest API key")
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidInput("Body must be a JSON object", {"_body": ["Not an object."]})
+    try:
+        data = DgPacket().load(body)
+    except ValidationError as err:
+        DG_POSTS.labels("rejected").inc()
+        raise InvalidInput(f"Invalid DG packet: {', '.join(sorted(err.messages))}", err.messages) from None  # type: ignore[arg-type]
+    now = request.app[CLOCK].now()
+    window = _window_errors(
+        Packet(0, data["timestamp"], 0.0, None),
+        now,
+        dt.timedelta(days=request.app[SETTINGS].max_packet_age_days),
+    )
+    if window:
+        DG_POSTS.labels("rejected").inc()
+        raise InvalidInput(f"Invalid DG packet: timestamp {window['timestamp'][0]}", window)
+    update = DgUpdate(
+        site_id=data["site_id"],
+        dg_no=data["dg_number"],
+        timestamp=data["timestamp"],
+        status=data.get("status"),
+        fuel_litres=data.get("fuel_litres"),
+        reading_kwh=data.get("reading_kWh"),
+    )
+    sites = caller.sites if isinstance(caller, Principal) and "*" not in caller.sites else None
+    async with request.app[DB].transaction() as session:
+        changed = await record_dg_state(session, update_=update, sites=sites)
+        event = None
+        if changed:  # the callback is queued with the transition, in one commit: never one without the other
+            event = await dg_events.queue_event(
+                session, site_id=update.site_id, dg_no=update.dg_no, status=data["status"], at=update.timestamp, now=now
+            )
+    if event is not None and request.app[SETTINGS].scheduler:
+        request.app[DELIVERIES].kick()  # first attempt now, in the background; the reply does not wait
+    DG_POSTS.labels("stored").inc()
+    return web.json_response(
+        {
+            "status": "success",
+            "message": "DG state stored",
+            "data": {"site_id": update.site_id, "dg_number": update.dg_no, "status_changed": changed},
+        }
+    )

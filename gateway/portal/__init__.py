@@ -1,0 +1,99 @@
+"""The web portal: server-rendered pages for residents and the management dashboard.
+
+`setup(app)` wires it into the gateway: templates (Jinja, autoescaped), cookie sessions, the
+login rate limiter, the routes, and one middleware that, for portal paths only, loads the
+session and turns every error into an HTML page (the gateway's JSON error middleware never
+sees them; other paths, such as the ingest hot path, skip the portal entirely).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiohttp_session import session_middleware
+
+from gateway.keys import SETTINGS
+from gateway.portal import dashboard, resident
+from gateway.portal.ratelimit import FailureLimiter
+from gateway.portal.render import environment_options, error_page
+from gateway.portal.sessions import cookie_storage
+from storage.errors import DomainError, NotFound
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SESSIONS = web.AppKey("portal_sessions", Callable[[web.Request, Handler], Awaitable[web.StreamResponse]])
+STATIC = Path(__file__).parent / "static"
+PORTAL_PREFIXES = ("/register", "/profile", "/management-dashboard", "/logout", "/portal/")
+ERROR_STATUS = {"invalid": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404, "conflict": 409}
+# Scripts and styles only from this gateway; Plotly adds <style> elements, hence 'unsafe-inline'
+# for styles (scripts stay strict). Forms post only here; no framing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def is_portal_path(path: str) -> bool:
+    """True for the portal's pages and files."""
+    return path == "/" or path.startswith(PORTAL_PREFIXES)
+
+
+def setup(app: web.Application) -> None:
+    """Add the portal to the gateway app (called by `create_app`)."""
+    aiohttp_jinja2.setup(app, **environment_options())
+    app[SESSIONS] = session_middleware(cookie_storage(app[SETTINGS]))
+    app[resident.LIMITER] = FailureLimiter()
+    app.add_routes(resident.routes)
+    app.add_routes(dashboard.routes)
+    app.router.add_get("/portal/static/plotly.min.js", plotly_js)
+    app.router.add_static("/portal/static/", STATIC)
+
+
+@web.middleware
+async def portal_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Sessions and HTML error pages for portal paths; anything else passes straight through."""
+    if not is_portal_path(request.path):
+        return await handler(request)
+
+    async def html_errors(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            # aiohttp's default text is "404: Not Found": the page then says it in its own words.
+            default = not exc.text or exc.text.startswith(f"{exc.status}:")
+            page = await error_page(request, exc.status, "" if default else exc.text)
+            for name in ("Retry-After", "Allow"):
+                if name in exc.headers:
+                    page.headers[name] = exc.headers[name]
+            return page
+        except NotFound:
+            return await error_page(request, 404, "There is nothing here.")
+        except DomainError as error:
+            return await error_page(request, ERROR_STATUS.get(error.kind, 400), error.message)
+
+    response = await request.app[SESSIONS](request, html_errors)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+async def plotly_js(request: web.Request) -> web.FileResponse:
+    """Plotly.js from the installed `plotly` package (no CDN: the portal works offline)."""
+    return web.FileResponse(plotly_js_path(), headers={"Cache-Control": "public, max-age=86400"})
+
+
+def plotly_js_path() -> Path:
+    """Where the installed plotly package keeps its minified JavaScript (found without importing it)."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the plotly package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"

@@ -1,0 +1,241 @@
+"""Resident pages: the landing page, registration, login, the meter's profile and consumption.
+
+A resident sees only their own meter: any other meter number in the URL answers 404, exactly
+as a meter that does not exist. Staff may open any meter's pages.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+from aiohttp import web
+
+from gateway.keys import CLOCK, DB
+from gateway.portal.charts import stacked_bars
+from gateway.portal.ratelimit import FailureLimiter
+from gateway.portal.render import PERIOD_NAMES, error_page, render
+from gateway.portal.sessions import current_account, end_session, posted_form, start_session
+from storage import consumption, portal_users
+from storage.consumption import PERIODS, Consumption
+from storage.days import HALF_HOUR, zone
+from storage.errors import Conflict, DomainError, InvalidInput, NotFound, Unauthorized
+
+routes = web.RouteTableDef()
+LIMITER = web.AppKey("portal_login_limiter", FailureLimiter)
+DEFAULT_PERIOD = "current-day"
+# The seed implementation's path words (/profile/{id}/consumption/today) → our period names.
+PATH_PERIODS = {
+    "today": "current-day",
+    "day": "current-day",
+    "hour": "prev-hr",
+    "last-hour": "prev-hr",
+    "week": "current-week",
+    "month": "current-month",
+    "last-month": "prev-month",
+    "previous-month": "prev-month",
+    **{name: name for name in PERIODS},
+}
+
+
+# --- Shared by the resident and staff login forms ---------------------------------------------
+
+
+def client_keys(request: web.Request, account_key: str) -> list[str]:
+    """Rate-limit keys: the account tried, and the client's address."""
+    return [account_key, f"ip:{request.remote}"]
+
+
+def check_not_blocked(request: web.Request, keys: list[str]) -> None:
+    """429 with Retry-After when too many attempts failed recently."""
+    wait = request.app[LIMITER].retry_after(keys, request.app[CLOCK].now())
+    if wait:
+        minutes = max(1, round(wait / 60))
+        raise web.HTTPTooManyRequests(
+            headers={"Retry-After": str(wait)},
+            text=f"Too many failed attempts. Please wait about {minutes} minute(s) and try again.",
+        )
+
+
+async def log_in(request: web.Request, *, template: str, context: dict[str, object]) -> web.StreamResponse:
+    """Handle a POSTed login form (meter number or staff username, and password)."""
+    form = await posted_form(request)
+    login = form.get("login", "").strip()
+    meter_no = portal_users.parse_meter_no(login, strict=False)
+    keys = client_keys(request, f"login:{meter_no if meter_no is not None else login.lower()}")
+    check_not_blocked(request, keys)
+    now = request.app[CLOCK].now()
+    try:
+        account = await portal_users.log_in(request.app[DB], login=login, password=form.get("password", ""), now=now)
+    except Unauthorized as error:
+        request.app[LIMITER].failed(keys, now)
+        page = {**context, "errors": error.errors, "login": login}
+        return await render(request, template, page, status=400)
+    request.app[LIMITER].forget(keys[0])
+    await start_session(request, account)
+    raise web.HTTPSeeOther("/management-dashboard/" if account.is_staff else f"/profile/{account.meter_no}")
+
+
+async def viewable_meter(request: web.Request) -> int:
+    """The meter number in the URL, if the logged-in user may see it; 404 otherwise."""
+    account = await current_account(request)
+    if account is None:
+        raise web.HTTPSeeOther("/profile")
+    meter_no = portal_users.parse_meter_no(request.match_info["meter_id"], strict=False)
+    if meter_no is None or (not account.is_staff and account.meter_no != meter_no):
+        raise web.HTTPNotFound(text="There is no meter at this address for your account.")
+    return meter_no
+
+
+# --- Pages -------------------------------------------------------------------------------------
+
+
+@routes.get("/")
+async def landing(request: web.Request) -> web.Response:
+    """New user (register) or existing user (log in)."""
+    return await render(request, "landing.html", {})
+
+
+@routes.get("/register")
+async def register_form(request: web.Request) -> web.Response:
+    """The form to claim a meter."""
+    return await render(request, "register.html", {"errors": {}, "values": {}})
+
+
+@routes.post("/register")
+async def register(request: web.Request) -> web.StreamResponse:
+    """Claim a meter with its number and FIN, set a password, and log in."""
+    form = await posted_form(request)
+    values = {"meter_no": form.get("meter_no", "").strip(), "fin_no": form.get("fin_no", "").strip()}
+    meter_no = portal_users.parse_meter_no(values["meter_no"], strict=False)
+    keys = client_keys(request, f"register:{meter_no if meter_no is not None else values['meter_no']}")
+    check_not_blocked(request, keys)
+    now = request.app[CLOCK].now()
+    try:
+        if meter_no is None:
+            raise InvalidInput("bad meter number", {"meter_no": ["Enter the meter number: digits, dashes allowed."]})
+        if form.get("password", "") != form.get("password_again", ""):
+            raise InvalidInput("passwords differ", {"password_again": ["The two passwords are not the same."]})
+        account = await portal_users.register_resident(
+            request.app[DB], meter_no=meter_no, fin_no=values["fin_no"], password=form.get("password", "")
+        )
+    except DomainError as error:
+        if isinstance(error, NotFound | Unauthorized):  # guessing meters or FINs: counted
+            request.app[LIMITER].failed(keys, now)
+        # A form with errors is 400 (401 would need a WWW-Authenticate challenge); a claimed meter 409.
+        status = 409 if isinstance(error, Conflict) else 400
+        return await render(request, "register.html", {"errors": error.errors, "values": values}, status=status)
+    await start_session(request, account)
+    raise web.HTTPSeeOther(f"/profile/{account.meter_no}")
+
+
+@routes.get("/profile")
+async def login_form(request: web.Request) -> web.Response:
+    """Log in with the meter number and password (a logged-in resident goes to their meter)."""
+    account = await current_account(request)
+    if account is not None and account.meter_no is not None:
+        raise web.HTTPSeeOther(f"/profile/{account.meter_no}")
+    return await render(request, "login.html", resident_login_page())
+
+
+def resident_login_page() -> dict[str, object]:
+    """What the resident login template needs besides errors."""
+    return {"errors": {}, "login": "", "action": "/profile", "login_label": "Meter number", "staff": False}
+
+
+@routes.post("/profile")
+async def login(request: web.Request) -> web.StreamResponse:
+    """Check the meter number and password; start a session."""
+    return await log_in(request, template="login.html", context=resident_login_page())
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.StreamResponse:
+    """End the session."""
+    await posted_form(request)
+    await end_session(request)
+    raise web.HTTPSeeOther("/")
+
+
+@routes.get("/profile/{meter_id}")
+async def profile(request: web.Request) -> web.Response:
+    """Balance, relay state, today so far, last reading time, recent recharges."""
+    meter_no = await viewable_meter(request)
+    summary = await consumption.meter_summary(request.app[DB], meter_no=meter_no, now=request.app[CLOCK].now())
+    # Recent recharges: the recharge table comes with issue 5; until then the page says so.
+    return await render(request, "profile.html", {"summary": summary, "meter_no": meter_no, "recharges": None})
+
+
+@routes.get("/profile/{meter_id}/consumption")
+async def consumption_page(request: web.Request) -> web.StreamResponse:
+    """Totals and a chart for a period; `format=csv` downloads the same numbers."""
+    meter_no = await viewable_meter(request)
+    period = request.query.get("period", DEFAULT_PERIOD)
+    output = request.query.get("format", "html")
+    if period not in PERIODS:
+        return await unknown_period(request, period, f"/profile/{meter_no}/consumption")
+    if output not in ("html", "csv"):
+        return await error_page(request, 400, "The format can be html or csv.")
+    usage = await consumption.meter_consumption(
+        request.app[DB], meter_no=meter_no, period=period, now=request.app[CLOCK].now()
+    )
+    if output == "csv":
+        return consumption_csv(usage)
+    span = usage.window
+    x_title = f"Day ({span.timezone})" if span.by_day else f"Local time ({span.timezone})"
+    chart = stacked_bars(
+        labels=[b.label for b in usage.bars],
+        grid=[b.grid for b in usage.bars],
+        dg=[b.dg for b in usage.bars],
+        x_title=x_title,
+        title=f"{PERIOD_NAMES[period]}: energy per {'day' if span.by_day else 'half hour'}",
+    )
+    return await render(
+        request, "consumption.html", {"usage": usage, "meter_no": meter_no, "period": period, "chart": chart}
+    )
+
+
+@routes.get("/profile/{meter_id}/consumption/{name}")
+async def consumption_path(request: web.Request) -> web.StreamResponse:
+    """The seed's path form (…/consumption/today) redirects to the query form."""
+    meter_no = await viewable_meter(request)
+    name = request.match_info["name"]
+    period = PATH_PERIODS.get(name.lower())
+    if period is None:
+        return await unknown_period(request, name, f"/profile/{meter_no}/consumption")
+    raise web.HTTPMovedPermanently(f"/profile/{meter_no}/consumption?period={period}")
+
+
+async def unknown_period(request: web.Request, period: str, base: str) -> web.Response:
+    """400: the period is not one we know; the page links every valid one."""
+    return await error_page(
+        request,
+        400,
+        f"“{period}” is not a period this page knows. Choose one of: {', '.join(PERIODS)}.",
+        period_links=base,
+    )
+
+
+def consumption_csv(usage: Consumption) -> web.Response:
+    """The bars of a consumption page as CSV: one row per half hour or day, kWh to 3 decimals."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    span = usage.window
+    if span.by_day:
+        writer.writerow(["day", "grid_kwh", "dg_kwh", "total_kwh", "intervals"])
+        for bar in usage.bars:
+            writer.writerow([bar.key, bar.grid, bar.dg, bar.total, bar.intervals])
+    else:
+        writer.writerow(["interval_start", "interval_end", "grid_kwh", "dg_kwh", "total_kwh"])
+        for bar in usage.bars:
+            start = dt.datetime.fromisoformat(bar.key)
+            end = (start.astimezone(dt.UTC) + HALF_HOUR).astimezone(zone(span.timezone))  # not wall-clock +30
+            writer.writerow([bar.key, end.isoformat(), bar.grid, bar.dg, bar.total])
+    filename = f"meter-{usage.meter_no}-{span.period}-{span.first_day.isoformat()}.csv"
+    return web.Response(
+        text=buffer.getvalue(),
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+    )

@@ -1,0 +1,92 @@
+"""The one settings object: environment variables `GATEWAY_*`, CLI flags over them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from storage.days import CATCH_UP_DAYS
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/gateway.db"
+
+
+class Settings(BaseSettings):
+    """Frozen configuration. Every field is `GATEWAY_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", frozen=True, extra="forbid")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    log_level: str = "INFO"
+    # Ingest
+    ingest_auth: bool = True
+    max_packet_age_days: int = Field(default=35, ge=1)
+    max_interval_kwh: Decimal = Field(default=Decimal(500), gt=0)
+    max_batch: int = Field(default=5000, ge=1)
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    writer_queue_packets: int = Field(default=50_000, ge=1)
+    writer_batch_packets: int = Field(default=5_000, ge=1)
+    # Head-end and callbacks
+    headend_url: str | None = None
+    headend_token: str | None = None
+    callback_allow_private: bool = False
+    callback_every_seconds: int = Field(default=5, ge=1, le=60)  # the delivery job's periodic pass
+    callback_horizon_hours: float = Field(default=72, gt=0)  # undelivered DG events are retried this long
+    recharge_max: Decimal = Field(default=Decimal("100000.00"), gt=0)
+    headend_attempt_seconds: float = Field(default=5.0, gt=0)  # one HTTP attempt
+    headend_deadline_seconds: float = Field(default=15.0, gt=0)  # one call, retries included
+    commands_every_seconds: int = Field(default=10, ge=1, le=3600)  # the command dispatcher job
+    command_deadline_minutes: int = Field(default=1440, ge=1)  # a queued cut/restore is retried this long
+    reconcile_every_seconds: int = Field(default=30, ge=1, le=3600)  # the reconciliation job
+    recharge_expiry_minutes: int = Field(default=1440, ge=1)  # an unconfirmed recharge then ends as error
+    # Scheduled jobs (off: this process runs none, e.g. when another one does)
+    scheduler: bool = True
+    rollup_every_minutes: int = Field(default=5, ge=1, le=60)
+    # Scale-out: processes of `gateway serve` (PostgreSQL only), and how long readings are kept
+    # (unset: for ever). Daily totals are kept either way.
+    workers: int = Field(default=1, ge=1, le=64)
+    retention_days: int | None = Field(default=None, ge=1)
+    # Web portal: the key that signs and encrypts session cookies (unset: see gateway/portal/secret.py),
+    # and whether cookies are sent over HTTPS only (turn on behind TLS).
+    secret_key: str | None = Field(default=None, min_length=32, repr=False)
+    cookie_secure: bool = False
+    # SQLite backups (the backup job and `gateway backup`; PostgreSQL is backed up with pg_dump)
+    backup_dir: Path | None = None  # None: `backups/` beside the database file (var/backups by default)
+    backup_every_minutes: int = Field(default=120, ge=1)
+    backup_keep: int = Field(default=12, ge=1)
+
+    @model_validator(mode="after")
+    def _retention_outlasts_late_packets(self) -> Settings:
+        # A day is re-rolled from its readings when a late packet lands in it, and the rollup
+        # catches up on days up to 40 back: readings must outlive both, or a re-roll would
+        # write a day's totals from half its readings.
+        shortest = max(self.max_packet_age_days, CATCH_UP_DAYS) + 2
+        if self.retention_days is not None and self.retention_days < shortest:
+            raise ValueError(
+                f"retention_days must be at least {shortest}: longer than max_packet_age_days and the rollup's catch-up"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True on the embedded SQLite default."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def backup_path(self) -> Path:
+        """Where the backup job and `gateway backup` put backups."""
+        if self.backup_dir is not None:
+            return self.backup_dir
+        database = make_url(self.database_url).database or "gateway.db"
+        return Path(database).parent / "backups"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with the given fields replaced (None means: keep); used for CLI flags."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return Settings(**{**self.model_dump(), **given}) if given else self

@@ -1,0 +1,165 @@
+"""The DG callback job: POST every due event, log each attempt, schedule the retry.
+
+Runs every few seconds from the scheduler, and at once when `POST /dg` commits a transition
+(`kick`), so a callback's first attempt goes out within a second or two of the change without
+ingest ever waiting on a receiver. Retries are rows, not timers: each failure stores the
+event's `next_attempt_at` (exponential backoff, tenacity's formula), so they survive restarts
+and the periodic pass picks them up. An event is retried for `horizon` (GATEWAY_CALLBACK_HORIZON_HOURS,
+3 days by default) from the start of its round (queued, or redelivered by an admin): a failure
+whose next retry would fall past it marks the event failed. An event found due past its horizon
+(the gateway was down) still gets one attempt first.
+
+Events of one DG go out one at a time, oldest first, and a failure holds back that DG's later
+events until the next pass, so a receiver mostly sees ON and OFF in order (not always: a later
+event can be due before an earlier one's retry); different DGs go in parallel, at most
+`concurrency` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import defaultdict
+
+from tenacity import wait_exponential
+
+from adapters.webhooks import WebhookSender
+from scheduler.backoff import delay
+from storage import dg_events
+from storage.clock import Clock
+from storage.engine import Database
+from storage.models import DgDeliveryAttempt
+
+log = logging.getLogger("gateway.callbacks")
+
+# 5 s, 10 s, 20 s ... capped at an hour: after the first 5 hours, one attempt an hour until
+# the horizon (about 80 attempts over the default 3 days).
+# No jitter: one DG's events go out one at a time, so there is no herd of retries to spread.
+BACKOFF = wait_exponential(multiplier=5, max=3600)
+HORIZON = dt.timedelta(hours=72)
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """How long to wait after the `attempts`-th failed attempt of a round."""
+    return delay(BACKOFF, attempts)
+
+
+class DeliveryJob:
+    """Delivers due DG callbacks. One pass at a time; a kick during a pass asks for another."""
+
+    job_id = "dg-callbacks"
+    name = "deliver DG callbacks"
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        sender: WebhookSender,
+        *,
+        every_seconds: int = 5,
+        concurrency: int = 8,
+        batch: int = 200,
+        horizon: dt.timedelta = HORIZON,
+    ) -> None:
+        self.interval = dt.timedelta(seconds=every_seconds)
+        self._db = db
+        self._clock = clock
+        self._sender = sender
+        self._concurrency = concurrency
+        self._batch = batch
+        self.horizon = horizon
+        self._running = asyncio.Lock()
+        self._again = False
+        self._stopping = False
+        self._kicks: set[asyncio.Task[int]] = set()
+
+    def kick(self) -> None:
+        """Deliver now what is due (called after a transition is committed); returns at once."""
+        self._again = True
+        if self._stopping or self._running.locked():
+            return  # the pass in progress goes round once more
+        task = asyncio.get_running_loop().create_task(self.run())
+        self._kicks.add(task)  # keep a reference until done, or the task may be collected
+        task.add_done_callback(self._kick_done)
+
+    def _kick_done(self, task: asyncio.Task[int]) -> None:
+        self._kicks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Nothing is lost: the events stay due and the periodic pass tries again.
+            log.error("callback pass failed", exc_info=task.exception())
+
+    async def run(self) -> int:
+        """Passes until nothing more was asked for; the number of attempts made."""
+        if self._running.locked():
+            self._again = True
+            return 0
+        made = 0
+        async with self._running:
+            self._again = True
+            while self._again and not self._stopping:
+                self._again = False
+                made_now = await self._pass()
+                made += made_now
+                self._again = self._again or made_now == self._batch  # more may be due
+        return made
+
+    async def _pass(self) -> int:
+        due = await dg_events.due_events(self._db, now=self._clock.now(), limit=self._batch)
+        by_dg: dict[tuple[str, str], list[dg_events.DueEvent]] = defaultdict(list)
+        for event in due:
+            by_dg[event.site_id, event.dg_no].append(event)
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def deliver_in_order(events: list[dg_events.DueEvent]) -> int:
+            made = 0
+            async with gate:
+                for event in events:
+                    made += 1
+                    if self._stopping or not await self._deliver(event):
+                        break
+            return made
+
+        return sum(await asyncio.gather(*(deliver_in_order(events) for events in by_dg.values())))
+
+    async def _deliver(self, event: dg_events.DueEvent) -> bool:
+        """One attempt at one event, logged; True if delivered."""
+        attempted_at = self._clock.now()
+        result = await self._sender.deliver(event, at=attempted_at)
+        tries = event.attempts + 1
+        retry_at = attempted_at + backoff(tries)
+        if result.delivered or retry_at > event.round_started_at + self.horizon:
+            retry_at = None  # delivered, or failed for good: past the horizon
+        await dg_events.record_attempt(
+            self._db,
+            attempt=DgDeliveryAttempt(
+                event_id=event.event_id,
+                attempted_at=attempted_at,
+                url=event.url,
+                http_status=result.http_status,
+                error=result.error,
+                latency_ms=result.latency_ms,
+            ),
+            delivered=result.delivered,
+            next_attempt_at=retry_at,
+        )
+        if result.delivered:
+            log.info("callback %s delivered to %s in %d ms", event.event_id, event.url, result.latency_ms)
+        else:
+            log.warning(
+                "callback %s to %s failed (attempt %d, %s): %s",
+                event.event_id,
+                event.url,
+                tries,
+                f"retry at {retry_at:%Y-%m-%d %H:%M:%S}" if retry_at else f"giving up: horizon {self.horizon} passed",
+                result.error or f"HTTP {result.http_status}",
+            )
+        return result.delivered
+
+    async def stop(self) -> None:
+        """Let a pass in progress finish its current attempts, then refuse further work."""
+        self._stopping = True
+        async with self._running:
+            pass
+        if self._kicks:
+            await asyncio.gather(*self._kicks, return_exceptions=True)  # failures were logged

@@ -1,0 +1,61 @@
+"""The partition and retention job: months of readings created ahead, old ones removed.
+
+Hourly: on PostgreSQL it keeps the monthly partitions of `reading` ready (storage/partitions.py),
+so the turn of a month never lands in the default partition; with `GATEWAY_RETENTION_DAYS` set
+it removes readings older than that (whole partitions on PostgreSQL, batches on SQLite). Both
+steps are idempotent and safe to race, so the job is correct even if two processes run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+from storage import partitions
+from storage.clock import Clock
+from storage.engine import Database
+
+log = logging.getLogger("gateway.partitions")
+
+
+class PartitionJob:
+    """Creates partitions ahead and applies retention. One run at a time."""
+
+    job_id = "partitions"
+    name = "reading partitions and retention"
+
+    def __init__(self, db: Database, clock: Clock, *, retention_days: int | None, every_minutes: int = 60) -> None:
+        self.interval = dt.timedelta(minutes=every_minutes)
+        self._db = db
+        self._clock = clock
+        self._retention_days = retention_days
+        self._running = asyncio.Lock()
+        self._stopping = False
+
+    async def run(self) -> partitions.RetentionReport | None:
+        """One pass at the clock's "now"; what retention removed (None when it is off)."""
+        async with self._running:
+            now = self._clock.now()
+            created = await partitions.ensure_partitions(self._db, now=now)
+            if created:
+                log.info("created reading partitions %s", ", ".join(created))
+            if self._retention_days is None:
+                return None
+            report = await partitions.apply_retention(
+                self._db, now=now, days=self._retention_days, should_stop=lambda: self._stopping
+            )
+        if report.dropped or report.deleted:
+            log.info(
+                "retention (readings before %s): dropped %s, deleted %d rows",
+                report.cutoff.isoformat(),
+                ", ".join(report.dropped) or "no partitions",
+                report.deleted,
+            )
+        return report
+
+    async def stop(self) -> None:
+        """Let a run in progress finish its current transaction, then refuse further work."""
+        self._stopping = True
+        async with self._running:
+            pass

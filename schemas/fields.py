@@ -1,0 +1,108 @@
+"""Field types shared by the Factech and admin request schemas, and their errors in words.
+
+Every field names what is wrong in words a caller can act on; the gateway turns a
+`ValidationError` into a 400 naming the offending parameter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import ValidationError, fields, validate
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_DIGITS = re.compile(r"\d{1,18}", re.ASCII)  # a meter number fits a signed 64-bit column; "١٢٣" is not one
+# C0 and C1 control characters (NUL, CR, LF, ESC...) and lone surrogates. No id or name needs
+# them; PostgreSQL cannot store NUL in text at all (it was a 500 there), and CR/LF or ESC in a
+# name would forge lines in logs and terminals that show it.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(value: str) -> None:
+    """Validator: refuse control characters and lone surrogates, naming the first one."""
+    found = _UNPRINTABLE.search(value)
+    if found:
+        raise ValidationError(f"Must not contain control characters (found U+{ord(found.group()):04X}).")
+
+
+class Text(fields.String):
+    """A non-blank string of at most `max_length` characters, stripped of surrounding spaces."""
+
+    def __init__(self, max_length: int = 64, **kwargs: Any) -> None:
+        super().__init__(validate=validate.Length(max=max_length), **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if not text:
+            raise ValidationError("Must not be empty.")
+        printable(text)
+        return text
+
+
+class FreeText(fields.String):
+    """An optional string of at most `max_length` characters (may be empty), without control characters."""
+
+    def __init__(self, max_length: int, **kwargs: Any) -> None:
+        super().__init__(validate=[validate.Length(max=max_length), printable], **kwargs)
+
+
+class MeterNumber(fields.Field[int]):
+    """A meter number: digits (as text, since Factech sends strings) or a positive JSON integer."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not _DIGITS.fullmatch(value.strip()) or int(value) <= 0:
+            raise ValidationError("Not a valid meter number: expected a positive whole number.")
+        return int(value)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else str(value)
+
+
+class Day(fields.Date):
+    """A calendar day written exactly `YYYY-MM-DD` (ISO's other spellings are refused)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(format="%Y-%m-%d", **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.date:
+        if not isinstance(value, str) or not _DAY.fullmatch(value.strip()):
+            raise ValidationError("Not a valid date: expected YYYY-MM-DD.")
+        return super()._deserialize(value.strip(), attr, data, **kwargs)
+
+
+class Amount(fields.Decimal):
+    """A finite decimal with at most `places` decimals, optionally with a lower bound."""
+
+    def __init__(self, places: int = 2, minimum: Decimal | None = None, **kwargs: Any) -> None:
+        super().__init__(allow_nan=False, **kwargs)
+        self.max_places = places
+        self.minimum = minimum
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
+        if isinstance(value, bool):
+            raise ValidationError("Not a valid number.")
+        number = super()._deserialize(value, attr, data, **kwargs)
+        if abs(number) >= Decimal("1e12"):
+            raise ValidationError("Out of range.")
+        if number.as_tuple().exponent < -self.max_places:  # type: ignore[operator]
+            raise ValidationError(f"At most {self.max_places} decimals.")
+        if self.minimum is not None and number < self.minimum:
+            raise ValidationError(f"Must be at least {self.minimum}.")
+        return number
+
+
+def describe_errors(errors: Mapping[str, Any]) -> str:
+    """`{"site_id": ["Missing data for required field."]}` as "site_id: Missing data for required field."."""
+    parts = []
+    for name, problems in sorted(errors.items(), key=lambda item: str(item[0])):
+        if isinstance(problems, Mapping):  # nested (list items): flatten to their messages
+            problems = [m for sub in problems.values() for m in (sub if isinstance(sub, list) else [sub])]
+        text = " ".join(str(p) for p in problems) if isinstance(problems, list) else str(problems)
+        parts.append(f"{'body' if name == '_schema' else name}: {text}")
+    return "; ".join(parts)

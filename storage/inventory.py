@@ -1,0 +1,122 @@
+"""Looking up and editing what staff registered (sites, meters, DGs, keys): the admin API's store.
+
+`registry` creates things; this module lists, reads, edits and retires them. One transaction
+per function. `only` arguments limit a listing to a set of site ids (None: every site).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from storage.engine import Database
+from storage.errors import Conflict, InvalidInput, NotFound
+from storage.models import ApiKey, DieselGenerator, Meter, Site, utcnow
+from storage.registry import parse_amount
+
+SITE_EDITABLE = ("name", "region", "tariff_grid", "tariff_dg", "auto_cut")
+METER_EDITABLE = ("consumer_name", "fin_no")
+
+
+def _check_editable(changes: dict[str, object], editable: tuple[str, ...]) -> None:
+    if not changes:
+        raise InvalidInput("nothing to change", {"_schema": [f"Give at least one of: {', '.join(editable)}."]})
+    unknown = sorted(set(changes) - set(editable))
+    if unknown:
+        raise InvalidInput(f"{unknown[0]} cannot be edited", {field: ["Cannot be edited."] for field in unknown})
+
+
+async def list_sites(db: Database, *, only: Collection[str] | None = None) -> list[Site]:
+    """Sites ordered by id, limited to `only` when given."""
+    query = select(Site).order_by(Site.id)
+    if only is not None:
+        query = query.where(Site.id.in_(list(only)))  # type: ignore[attr-defined]
+    async with db.reader() as session:
+        return list((await session.execute(query)).scalars())
+
+
+async def get_site(db: Database, *, site_id: str) -> Site:
+    """One site; NotFound if unknown."""
+    async with db.reader() as session:
+        site = await session.get(Site, site_id)
+    if site is None:
+        raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+    return site
+
+
+async def edit_site(db: Database, *, site_id: str, changes: dict[str, object]) -> Site:
+    """Change a site's name, region, tariffs or auto_cut. The timezone is fixed once days exist."""
+    _check_editable(changes, SITE_EDITABLE)
+    for field in ("name", "region"):
+        if field in changes and not str(changes[field]).strip():
+            raise InvalidInput(f"{field} must not be empty", {field: ["Must not be empty."]})
+    for field in ("tariff_grid", "tariff_dg"):
+        if field in changes:
+            # Quantized so the returned site reads exactly as stored.
+            changes[field] = parse_amount(changes[field], field, minimum=Decimal(0)).quantize(Decimal("0.01"))
+    async with db.transaction() as session:
+        site = await session.get(Site, site_id)
+        if site is None:
+            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+        for field, value in changes.items():
+            setattr(site, field, value)
+    return site
+
+
+async def list_meters(db: Database, *, site_id: str) -> list[Meter]:
+    """Every meter of a site, retired ones included, ordered by unit then number."""
+    query = select(Meter).where(Meter.site_id == site_id).order_by(Meter.unit_no, Meter.meter_no)  # type: ignore[arg-type]
+    async with db.reader() as session:
+        return list((await session.execute(query)).scalars())
+
+
+async def get_meter(db: Database, *, meter_no: int) -> Meter:
+    """One meter; NotFound if unknown."""
+    async with db.reader() as session:
+        meter = await session.get(Meter, meter_no)
+    if meter is None:
+        raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+    return meter
+
+
+async def edit_meter(db: Database, *, meter_no: int, changes: dict[str, str]) -> Meter:
+    """Change a meter's consumer details (name, fin_no)."""
+    _check_editable(changes, METER_EDITABLE)
+    async with db.transaction() as session:
+        meter = await session.get(Meter, meter_no)
+        if meter is None:
+            raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+        for field, value in changes.items():
+            setattr(meter, field, value)
+    return meter
+
+
+async def retire_meter(db: Database, *, meter_no: int) -> Meter:
+    """Take a meter out of service without a replacement; it keeps its history and balance."""
+    async with db.transaction() as session:
+        meter = await session.get(Meter, meter_no, with_for_update=True)
+        if meter is None:
+            raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+        if not meter.active:
+            raise Conflict(f"meter {meter_no} is already retired", {"meter_no": ["Already retired."]})
+        meter.active = False
+        meter.retired_at = utcnow()
+    return meter
+
+
+async def list_dgs(db: Database, *, site_id: str) -> list[DieselGenerator]:
+    """The DGs of a site, ordered by number."""
+    query = select(DieselGenerator).where(DieselGenerator.site_id == site_id).order_by(DieselGenerator.dg_no)  # type: ignore[arg-type]
+    async with db.reader() as session:
+        return list((await session.execute(query)).scalars())
+
+
+async def get_key(db: Database, *, name: str) -> ApiKey:
+    """One API key by name (revoked ones too); NotFound if unknown."""
+    async with db.reader() as session:
+        api_key = (await session.execute(select(ApiKey).where(ApiKey.name == name))).scalar_one_or_none()
+    if api_key is None:
+        raise NotFound(f"unknown key {name!r}", {"name": ["Unknown key."]})
+    return api_key

@@ -1,0 +1,1 @@
+"""Alembic migrations: the only place tables are created or changed."""
