@@ -10,6 +10,7 @@ packet, the direct check ~1.5 µs, which is what lets batches reach their throug
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Mapping
 from decimal import Decimal
@@ -36,6 +37,13 @@ def parse_timestamp(value: Any) -> dt.datetime:
     """An ISO 8601 timestamp with a timezone ("2025-02-08T00:31:00Z")."""
     if type(value) is not str:
         raise ValidationError("Not a valid datetime: send an ISO 8601 string.")
+    return _parse_timestamp_text(value)
+
+
+# Meters report at :01 and :31, so a few distinct strings make up most of the traffic; parsing
+# each once saves a few µs a packet. Failures raise and are not remembered.
+@functools.lru_cache(maxsize=4096)
+def _parse_timestamp_text(value: str) -> dt.datetime:
     if not (value.isascii() and value.isprintable()):  # fromisoformat lets a NUL or "٣" through
         raise ValidationError("Not a valid ISO 8601 datetime.")
     try:
@@ -124,29 +132,34 @@ def _check_directly(item: Any, max_kwh: float, stamps: dict[Any, dt.datetime]) -
         return None
 
 
+def load_meter_packet(item: Any, *, max_kwh: float) -> Packet:
+    """One packet, validated; ValidationError with a message per bad field otherwise."""
+    return _check_directly(item, max_kwh, {}) or _load_with_messages(item, max_kwh)
+
+
+def _load_with_messages(item: Any, max_kwh: float) -> Packet:
+    if not isinstance(item, dict):
+        raise ValidationError({"_schema": ["Each packet must be a JSON object."]})
+    data = MeterPacket(max_kwh=max_kwh).load(item)
+    return Packet(data["id"], data["timestamp"], data["reading_kWh"], data.get("source"))
+
+
 def load_meter_packets(
     items: list[Any], *, max_kwh: float
 ) -> tuple[list[tuple[int, Packet]], list[tuple[int, dict[str, list[str]]]]]:
     """Validate a batch: (index, packet) for the good ones, (index, {field: [why]}) for the rest."""
     good: list[tuple[int, Packet]] = []
     bad: list[tuple[int, dict[str, list[str]]]] = []
-    schema: MeterPacket | None = None
     stamps: dict[Any, dt.datetime] = {}
     for index, item in enumerate(items):
         packet = _check_directly(item, max_kwh, stamps)
-        if packet is not None:
-            good.append((index, packet))
-            continue
-        schema = schema or MeterPacket(max_kwh=max_kwh)
-        if not isinstance(item, dict):
-            bad.append((index, {"_schema": ["Each packet must be a JSON object."]}))
-            continue
-        try:
-            data = schema.load(item)
-        except ValidationError as err:
-            bad.append((index, err.messages))  # type: ignore[arg-type]
-            continue
-        good.append((index, Packet(data["id"], data["timestamp"], data["reading_kWh"], data.get("source"))))
+        if packet is None:
+            try:
+                packet = _load_with_messages(item, max_kwh)
+            except ValidationError as err:
+                bad.append((index, err.messages))  # type: ignore[arg-type]
+                continue
+        good.append((index, packet))
     return good, bad
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Generator
@@ -92,7 +93,11 @@ DUPLICATE = ReadingResult(Outcome.DUPLICATE)
 
 
 def plan_readings(sql: BatchSql, readings: list[NewReading], received_at: dt.datetime) -> Plan:
-    """Record a batch (run by `batch_sql.run_plan_*` inside one transaction); results in order."""
+    """Record a batch (run by `BatchSql.run` inside one transaction); results in order."""
+    if sql.has_all_new_path and (
+        yield ("store_if_all_new", (_incoming_rows(sql, readings), sql.time(received_at), CUT_REASON))
+    ):
+        return [STORED] * len(readings)
     meters: dict[int, MeterRow] = yield ("lock_meters", (sorted({r.meter_no for r in readings}),))
     results: list[ReadingResult] = [UNKNOWN] * len(readings)
     raw_start: dict[dt.datetime, Raw] = {}
@@ -134,6 +139,22 @@ def plan_readings(sql: BatchSql, readings: list[NewReading], received_at: dt.dat
     if conflicts:
         yield ("insert_conflicts", (conflicts, raw_received))
     return results
+
+
+def _incoming_rows(sql: BatchSql, readings: list[NewReading]) -> list[tuple[Raw, ...]]:
+    """(meter, raw start, raw end, Wh, source, sites JSON) rows for `store_if_all_new`."""
+    times: dict[dt.datetime, tuple[Raw, Raw]] = {}  # a group has few distinct intervals
+    scopes: dict[frozenset[str] | None, str | None] = {None: None}
+    rows = []
+    for meter_no, start, wh, source, sites in readings:
+        raw = times.get(start)
+        if raw is None:
+            raw = times[start] = (sql.time(start), sql.time(start + HALF_HOUR))
+        scope = scopes.get(sites)
+        if scope is None and sites is not None:
+            scope = scopes[sites] = json.dumps(sorted(sites))
+        rows.append((meter_no, *raw, wh, source, scope))
+    return rows
 
 
 def _store_new(
