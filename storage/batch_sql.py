@@ -101,7 +101,9 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-# The all-new path's working tables, in the connection's in-memory temp schema.
+# The all-new path's working tables, in the connection's in-memory temp schema. Without
+# statistics the planner would scan every meter to join them (measured: 0.5 ms a statement for
+# a group of 32 among 10,000 meters): the IN and CROSS JOINs below make it start from them.
 INCOMING_TABLES = (
     "CREATE TEMP TABLE IF NOT EXISTS incoming (meter_no INTEGER NOT NULL, interval_start TEXT NOT NULL, "
     "interval_end TEXT NOT NULL, kwh INTEGER NOT NULL, source TEXT, sites TEXT)",
@@ -139,12 +141,12 @@ UPDATE_CHARGED = """
 UPDATE meter SET grid_kwh = grid_kwh + c.grid, dg_kwh = dg_kwh + c.dg, balance = balance - c.charge,
     last_reading_at = CASE WHEN last_reading_at IS NULL OR last_reading_at < c.last_end THEN c.last_end
     ELSE last_reading_at END
-FROM temp.charged AS c WHERE meter.meter_no = c.meter_no
+FROM temp.charged AS c WHERE meter.meter_no IN (SELECT meter_no FROM temp.charged) AND meter.meter_no = c.meter_no
 """
 CUT_CHARGED = """
 INSERT INTO command (meter_no, action, reason, params, state, result, created_at, updated_at)
 SELECT m.meter_no, 'cut', ?1, '{}', 'requested', '', ?2, ?2
-FROM temp.charged AS c JOIN meter AS m ON m.meter_no = c.meter_no JOIN site AS s ON s.id = m.site_id
+FROM temp.charged AS c CROSS JOIN meter AS m ON m.meter_no = c.meter_no CROSS JOIN site AS s ON s.id = m.site_id
 WHERE s.auto_cut AND m.relay_on AND c.charge > 0 AND m.balance <= 0
     AND NOT EXISTS (SELECT 1 FROM command AS x WHERE x.meter_no = m.meter_no AND x.action = 'cut'
         AND x.state IN ('requested', 'sent'))
