@@ -2,7 +2,8 @@
 
 `send_command` carries out one logged command (written as `sent`) and records the answer;
 `recharge` writes a recharge, asks the head-end to credit it, and settles it. Neither holds a
-database transaction while the head-end is asked.
+database transaction while the head-end is asked. The recharge passes the test-only fault
+points of `adapters.faults` between its steps (nothing happens there unless a test armed one).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+from adapters.faults import AFTER_COMMIT, AFTER_CREDIT, BEFORE_CREDIT, NO_FAULTS, FaultPoints
 from adapters.headend import HeadEnd, Outcome, Result
 from storage import commands
 from storage import recharge as recharges
@@ -72,8 +74,12 @@ async def recharge(
     site_id: str,
     meter_no: int,
     amount: Decimal,
+    faults: FaultPoints = NO_FAULTS,
 ) -> recharges.RechargeView:
-    """A recharge from request to settlement; a repeated key answers the first recharge as it stands."""
+    """A recharge from request to settlement; a repeated key answers the first recharge as it stands.
+
+    `faults`: the test-only fault points to pass (adapters/faults.py); none by default.
+    """
     opened, created = await recharges.open_recharge(
         db,
         client=client,
@@ -84,7 +90,9 @@ async def recharge(
         now=clock.now(),
     )
     if created:
+        faults.reach(BEFORE_CREDIT)
         result = await headend.credit(meter_no, transaction_id=opened.transaction_id, amount=amount)
+        faults.reach(AFTER_CREDIT)
         await recharges.settle_recharge(
             db,
             transaction_id=opened.transaction_id,
@@ -94,4 +102,5 @@ async def recharge(
             applied_at=result.applied_at,
             now=clock.now(),
         )
+        faults.reach(AFTER_COMMIT)
     return await recharges.recharge_view(db, transaction_id=opened.transaction_id)

@@ -17,30 +17,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests package holds the shared harness
 
-from common import ROOT, data_dir, machine, throwaway_postgres
+from common import ROOT, fresh_database, machine
 
 from tests.reliability.backlog import BacklogReport, run_backlog
-
-
-@contextlib.asynccontextmanager
-async def database_url(database: str) -> AsyncIterator[tuple[str, Path]]:
-    """A fresh database of that kind and a data directory on the real disk."""
-    with data_dir() as tmp:
-        if database == "sqlite":
-            yield f"sqlite+aiosqlite:///{tmp}/backlog.db", tmp
-        else:
-            async with throwaway_postgres() as url:
-                yield url, tmp
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -55,7 +42,7 @@ async def main_async(args: argparse.Namespace) -> int:
     reports: list[BacklogReport] = []
     for batched in {"both": (True, False), "batched": (True,), "unbatched": (False,)}[args.mode]:
         for database in args.databases.split(","):
-            async with database_url(database) as (url, tmp):
+            async with fresh_database(database) as (url, tmp):
                 report = await run_backlog(
                     url,
                     tmp,

@@ -11,8 +11,9 @@ import secrets
 import socket
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import asyncpg
 
@@ -71,3 +72,37 @@ async def throwaway_postgres(admin_url: str = PG_ADMIN_URL) -> AsyncIterator[str
         yield f"{base}/{name}"
     finally:
         await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(database: str) -> AsyncIterator[tuple[str, Path]]:
+    """A fresh database of that kind (`sqlite` or `postgresql`) and a data directory on the real disk."""
+    with data_dir() as tmp:
+        if database == "sqlite":
+            yield f"sqlite+aiosqlite:///{tmp}/bench.db", tmp
+        else:
+            async with throwaway_postgres() as url:
+                yield url, tmp
+
+
+class Result(Protocol):
+    """What a reliability run reports: its lines and whether every promise held."""
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was broken."""
+
+    def lines(self) -> list[str]:
+        """The report as text."""
+
+
+async def on_each_database(run: Callable[[str, Path], Awaitable[Result]], *, postgres: bool = True) -> int:
+    """`run(url, workdir)` on a fresh SQLite database, then on a throwaway PostgreSQL one (unless
+    `postgres` is false), printing each result; the exit status: 0 when every result is ok."""
+    results = []
+    for label, database in (("SQLite", "sqlite"), ("PostgreSQL", "postgresql"))[: 2 if postgres else 1]:
+        async with fresh_database(database) as (url, workdir):
+            print(f"\n[{label}] running ...", flush=True)
+            results.append(result := await run(url, workdir))
+            print("\n".join(f"  {line}" for line in result.lines()), flush=True)
+    return 0 if all(result.ok for result in results) else 1

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests package holds the shared harness
 
-from common import data_dir, machine, throwaway_postgres
+from common import machine, on_each_database
 
-from tests.reliability.crash import CrashConfig, CrashReport, run_crash
+from tests.reliability.crash import CrashConfig, run_crash
 
 
 def config(args: argparse.Namespace, url: str, workdir: Path) -> CrashConfig:
@@ -47,18 +47,7 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"machine: {machine()}")
     print(f"kills: {args.kills} per database, meters: {args.meters}, client concurrency: {args.concurrency}")
-    results: dict[str, CrashReport] = {}
-    with data_dir() as tmp:
-        print("\n[SQLite] running ...", flush=True)
-        results["SQLite"] = report = await run_crash(config(args, f"sqlite+aiosqlite:///{tmp}/crash.db", tmp))
-        print("\n".join(f"  {line}" for line in report.lines()), flush=True)
-    if not args.no_postgres:
-        async with throwaway_postgres() as url:
-            with data_dir() as tmp:
-                print("\n[PostgreSQL] running ...", flush=True)
-                results["PostgreSQL"] = report = await run_crash(config(args, url, tmp))
-                print("\n".join(f"  {line}" for line in report.lines()), flush=True)
-    return 0 if all(r.ok for r in results.values()) else 1
+    return await on_each_database(lambda url, tmp: run_crash(config(args, url, tmp)), postgres=not args.no_postgres)
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from adapters.faults import FaultPoints
 from adapters.headend import SimulatedHeadEnd
 from adapters.headend_http import HttpHeadEnd, open_session
 from adapters.webhooks import open_sender
@@ -21,6 +22,7 @@ from gateway.keys import (
     DELIVERIES,
     DEVICES,
     DISPATCHER,
+    FAULTS,
     HEADEND,
     KEYS,
     PARTITIONS,
@@ -57,6 +59,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
+    app[FAULTS] = FaultPoints(settings.fault_points)
+    if settings.fault_points:
+        log.warning(
+            "FAULT POINTS ARMED: this process will kill itself at %s (GATEWAY_FAULT_POINTS, for tests only; "
+            "unset it in production)",
+            settings.fault_points,
+        )
     app.cleanup_ctx.extend([database, reading_writer, headend, callback_sender, scheduled_jobs])
     app.add_routes(ops.routes)
     app.add_routes(ingest.routes)
@@ -112,7 +121,7 @@ async def scheduled_jobs(app: web.Application) -> AsyncIterator[None]:
     )
     # Longer than any head-end call: a command or recharge this old without an answer was
     # orphaned by a process that died, not still in flight.
-    orphaned_after = max(120.0, 4 * settings.headend_deadline_seconds)
+    orphaned_after = settings.orphaned_after
     app[DISPATCHER] = dispatcher = CommandDispatcher(
         db,
         app[HEADEND],

@@ -15,7 +15,7 @@ from adapters.headend import Outcome, Result
 from gateway.api import request_inputs
 from gateway.auth import Principal
 from gateway.factech import factech_call
-from gateway.keys import CLOCK, DB, HEADEND, SETTINGS
+from gateway.keys import CLOCK, DB, FAULTS, HEADEND, SETTINGS
 from schemas.factech import LoadRequest, RechargeRequest, RechargeStatusQuery, SiteMeterQuery, idempotency_key
 from storage import commands, recharge
 from storage.errors import Conflict, HeadEndFailed, HeadEndUnreachable, Refused
@@ -43,8 +43,9 @@ async def recharge_meter(request: web.Request, principal: Principal) -> factech.
     key = idempotency_key(request.headers.get("Idempotency-Key"))
     args = RechargeRequest(maximum=request.app[SETTINGS].recharge_max).load(await request_inputs(request))
     principal.check_site(args["site_id"], METER_NOT_FOUND)
+    app = request.app
     view = await operations.recharge(
-        request.app[DB], request.app[HEADEND], request.app[CLOCK], client=principal.name, idempotency_key=key, **args
+        app[DB], app[HEADEND], app[CLOCK], client=principal.name, idempotency_key=key, faults=app[FAULTS], **args
     )
     return factech.recharged(view)
 

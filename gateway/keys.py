@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from adapters.faults import FaultPoints
 from adapters.headend import HeadEnd
 from adapters.webhooks import WebhookSender
 from gateway.auth import DeviceTokenCache, KeyCache
@@ -34,3 +35,4 @@ DISPATCHER = web.AppKey("dispatcher", CommandDispatcher)
 RUNNER = web.AppKey("runner", JobRunner)
 RECONCILER = web.AppKey("reconciler", ReconcileJob)
 PARTITIONS = web.AppKey("partitions", PartitionJob)
+FAULTS = web.AppKey("faults", FaultPoints)  # test-only fault points (adapters/faults.py); none in production

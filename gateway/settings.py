@@ -6,10 +6,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from adapters.faults import parse_fault_points
 from storage.days import CATCH_UP_DAYS
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/gateway.db"
@@ -45,6 +46,9 @@ class Settings(BaseSettings):
     command_deadline_minutes: int = Field(default=1440, ge=1)  # a queued cut/restore is retried this long
     reconcile_every_seconds: int = Field(default=30, ge=1, le=3600)  # the reconciliation job
     recharge_expiry_minutes: int = Field(default=1440, ge=1)  # an unconfirmed recharge then ends as error
+    # A command or recharge sent this long ago without an answer recorded was orphaned by a process
+    # that died: the jobs take it over. Unset: max(120, 4 × headend_deadline_seconds).
+    orphan_after_seconds: float | None = Field(default=None, gt=0)
     # Scheduled jobs (off: this process runs none, e.g. when another one does)
     scheduler: bool = True
     rollup_every_minutes: int = Field(default=5, ge=1, le=60)
@@ -60,6 +64,29 @@ class Settings(BaseSettings):
     backup_dir: Path | None = None  # None: `backups/` beside the database file (var/backups by default)
     backup_every_minutes: int = Field(default=120, ge=1)
     backup_keep: int = Field(default=12, ge=1)
+    # TESTS ONLY: points where the process kills itself (adapters/faults.py). Empty in production.
+    fault_points: str = ""
+
+    @field_validator("fault_points")
+    @classmethod
+    def _known_fault_points(cls, value: str) -> str:
+        parse_fault_points(value)  # ValueError names an unknown point
+        return value
+
+    @model_validator(mode="after")
+    def _orphans_outlast_a_headend_call(self) -> Settings:
+        # Taking over a recharge or command still in flight would be safe (the head-end is
+        # idempotent by id) but would send it twice: wait longer than a call may take.
+        if self.orphan_after_seconds is not None and self.orphan_after_seconds <= self.headend_deadline_seconds:
+            raise ValueError("orphan_after_seconds must be longer than headend_deadline_seconds")
+        return self
+
+    @property
+    def orphaned_after(self) -> float:
+        """Seconds after which an unanswered command or recharge is taken over by the jobs."""
+        if self.orphan_after_seconds is not None:
+            return self.orphan_after_seconds
+        return max(120.0, 4 * self.headend_deadline_seconds)
 
     @model_validator(mode="after")
     def _retention_outlasts_late_packets(self) -> Settings:

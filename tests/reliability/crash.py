@@ -53,6 +53,7 @@ class CrashConfig:
     run_seconds: tuple[float, float] = (0.3, 1.5)  # load before each kill, drawn uniformly
     seed: int = 0
     server_cpu: str = ""
+    pause: float = 0.0  # seconds each worker waits after an answered request (0: flat out)
 
 
 @dataclass
@@ -202,6 +203,8 @@ class CrashClient:
                     raise AssertionError(f"a fresh reading was answered as a duplicate: {payload}")
                 self.acked.update(key for key, _ in readings)
                 self._log.write(json.dumps([[m, s.isoformat(), wh] for (m, s), wh in readings]) + "\n")
+                if self.config.pause:
+                    await asyncio.sleep(self.config.pause)
             else:  # 503 while the writer is full or the store restarts: nothing taken, send again
                 self.refused[status] += len(readings)
                 self.retry.append((readings, str(status)))
