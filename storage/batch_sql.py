@@ -106,18 +106,20 @@ def _json(value: Any) -> str:
 # a group of 32 among 10,000 meters): the IN and CROSS JOINs below make it start from them.
 INCOMING_TABLES = (
     "CREATE TEMP TABLE IF NOT EXISTS incoming (meter_no INTEGER NOT NULL, interval_start TEXT NOT NULL, "
-    "interval_end TEXT NOT NULL, kwh INTEGER NOT NULL, source TEXT, sites TEXT)",
+    "interval_end TEXT NOT NULL, kwh INTEGER NOT NULL, source TEXT NOT NULL, charge INTEGER NOT NULL)",
     "CREATE TEMP TABLE IF NOT EXISTS charged (meter_no INTEGER PRIMARY KEY, grid INTEGER NOT NULL, "
     "dg INTEGER NOT NULL, charge INTEGER NOT NULL, last_end TEXT NOT NULL)",
 )
-# A reading without a source came from a DG if some DG of its site was ON at any moment of its
-# half hour: ON at its start (the latest change at or before it; ties: ON), or turned ON within.
-INSERT_ALL_NEW = """
-INSERT INTO reading (meter_no, interval_start, kwh, source, charge, received_at)
-SELECT meter_no, interval_start, kwh, source,
-    (kwh * CASE source WHEN 'dg' THEN tariff_dg ELSE tariff_grid END + 500) / 1000, ?1
+# The group (a JSON array of [meter, start, end, Wh, source, sites]) priced: the rows of active
+# meters in the caller's sites, with their source and charge. A reading without a source came
+# from a DG if some DG of its site was ON at any moment of its half hour: ON at its start (the
+# latest change at or before it; two at one instant: ON), or turned ON within it.
+PRICE_INCOMING = """
+INSERT INTO temp.incoming (meter_no, interval_start, interval_end, kwh, source, charge)
+SELECT meter_no, interval_start, interval_end, kwh, source,
+    (kwh * CASE source WHEN 'dg' THEN tariff_dg ELSE tariff_grid END + 500) / 1000
 FROM (
-    SELECT i.meter_no, i.interval_start, i.kwh, s.tariff_grid, s.tariff_dg,
+    SELECT i.meter_no, i.interval_start, i.interval_end, i.kwh, s.tariff_grid, s.tariff_dg,
         CASE WHEN i.source IS NOT NULL THEN i.source
         WHEN EXISTS (SELECT 1 FROM dg AS d WHERE d.site_id = m.site_id AND (
             (SELECT c.status FROM dg_status_change AS c WHERE c.site_id = d.site_id AND c.dg_no = d.dg_no
@@ -125,17 +127,25 @@ FROM (
             OR EXISTS (SELECT 1 FROM dg_status_change AS c WHERE c.site_id = d.site_id AND c.dg_no = d.dg_no
                 AND c.at > i.interval_start AND c.at < i.interval_end AND c.status = 'ON')))
         THEN 'dg' ELSE 'grid' END AS source
-    FROM temp.incoming AS i JOIN meter AS m ON m.meter_no = i.meter_no JOIN site AS s ON s.id = m.site_id
+    FROM (
+        SELECT value ->> 0 AS meter_no, value ->> 1 AS interval_start, value ->> 2 AS interval_end,
+            value ->> 3 AS kwh, value ->> 4 AS source, value ->> 5 AS sites
+        FROM json_each(?1)
+    ) AS i
+    CROSS JOIN meter AS m ON m.meter_no = i.meter_no CROSS JOIN site AS s ON s.id = m.site_id
     WHERE m.active AND (i.sites IS NULL OR m.site_id IN (SELECT value FROM json_each(i.sites)))
-) WHERE true
+)
+"""
+INSERT_INCOMING = """
+INSERT INTO reading (meter_no, interval_start, kwh, source, charge, received_at)
+SELECT meter_no, interval_start, kwh, source, charge, ?1 FROM temp.incoming WHERE true
 ON CONFLICT DO NOTHING
 """
 SUM_CHARGED = """
 INSERT INTO temp.charged (meter_no, grid, dg, charge, last_end)
-SELECT i.meter_no, sum(CASE r.source WHEN 'dg' THEN 0 ELSE r.kwh END),
-    sum(CASE r.source WHEN 'dg' THEN r.kwh ELSE 0 END), sum(r.charge), max(i.interval_end)
-FROM temp.incoming AS i JOIN reading AS r ON r.meter_no = i.meter_no AND r.interval_start = i.interval_start
-GROUP BY i.meter_no
+SELECT meter_no, sum(CASE source WHEN 'dg' THEN 0 ELSE kwh END), sum(CASE source WHEN 'dg' THEN kwh ELSE 0 END),
+    sum(charge), max(interval_end)
+FROM temp.incoming GROUP BY meter_no
 """
 UPDATE_CHARGED = """
 UPDATE meter SET grid_kwh = grid_kwh + c.grid, dg_kwh = dg_kwh + c.dg, balance = balance - c.charge,
@@ -167,8 +177,10 @@ class SqliteBatchSql(BatchSql):
             conn.execute(statement)
         conn.execute("SAVEPOINT all_new")
         try:
-            conn.executemany("INSERT INTO temp.incoming VALUES (?, ?, ?, ?, ?, ?)", rows)
-            if conn.execute(INSERT_ALL_NEW, (received_at,)).rowcount != len(rows):
+            # One JSON parameter rather than executemany: SQLite then reads the rows without
+            # the GIL, which binding row by row holds while the event loop needs it.
+            priced = conn.execute(PRICE_INCOMING, (_json(rows),)).rowcount
+            if priced != len(rows) or conn.execute(INSERT_INCOMING, (received_at,)).rowcount != len(rows):
                 conn.execute("ROLLBACK TO all_new")  # also empties temp.incoming
                 return False
             conn.execute(SUM_CHARGED)
