@@ -168,13 +168,17 @@ class SqliteBatchSql(BatchSql):
 
     has_all_new_path = True
 
+    def prepare(self, conn: sqlite3.Connection) -> None:
+        """Create the all-new path's working tables on this connection."""
+        for statement in INCOMING_TABLES:
+            conn.execute(statement)
+
     def store_if_all_new(
         self, conn: sqlite3.Connection, rows: list[tuple[Raw, ...]], received_at: Raw, cut_reason: str
     ) -> bool:
         """Store (meter, start, end, Wh, source, sites JSON) readings with all their effects if
-        every one is new and allowed; otherwise change nothing and return False."""
-        for statement in INCOMING_TABLES:
-            conn.execute(statement)
+        every one is new and allowed; otherwise change nothing and return False. The connection
+        must have been through `prepare`."""
         conn.execute("SAVEPOINT all_new")
         try:
             # One JSON parameter rather than executemany: SQLite then reads the rows without

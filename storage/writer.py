@@ -34,7 +34,6 @@ import time
 from collections import deque
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -63,12 +62,14 @@ SWITCH_INTERVAL = 0.0005  # seconds; see ReadingWriter.start
 COMMIT_SECONDS = Histogram("gateway_writer_commit_seconds", "Time to record and commit one group")
 
 
-@dataclass(slots=True)
 class _Request:
-    readings: list[NewReading]
-    future: asyncio.Future[list[ReadingResult]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    """One request's readings and the future its handler awaits."""
+
+    __slots__ = ("future", "readings")
+
+    def __init__(self, readings: list[NewReading], future: asyncio.Future[list[ReadingResult]]) -> None:
+        self.readings = readings
+        self.future = future
 
 
 class WalCheckpointer:
@@ -121,6 +122,7 @@ class SqliteExecutor:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._conn: sqlite3.Connection = self._thread.submit(db.connect_sqlite).result()
         self._conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
+        self._sql.prepare(self._conn)
         self._checkpointer = WalCheckpointer(db)
 
     def _run(self, plan: PlanOf[list[ReadingResult]]) -> list[ReadingResult]:
@@ -210,7 +212,7 @@ class ReadingWriter:
             raise Overloaded("Gateway is shutting down; retry shortly", retry_after=2)
         if self._queued + len(readings) > self._max_queue and self._queued > 0:
             raise Overloaded(f"Ingest queue is full ({self._queued} readings waiting); retry shortly")
-        request = _Request(readings)
+        request = _Request(readings, asyncio.get_running_loop().create_future())
         self._queue.append(request)
         self._queued += len(readings)
         QUEUE_DEPTH.set(self._queued)

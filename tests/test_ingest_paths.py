@@ -110,6 +110,7 @@ async def test_the_all_new_path_leaves_the_same_database_as_the_careful_path(tmp
     fast_db, careful_db = Database(sqlite_url), Database(f"sqlite+aiosqlite:///{careful_path}")
     fast_conn, careful_conn = fast_db.connect_sqlite(), careful_db.connect_sqlite()
     fast, careful = SqliteBatchSql(fast_db.engine.dialect), CarefulOnly(careful_db.engine.dialect)
+    fast.prepare(fast_conn)
     taken = 0
     store_if_all_new = fast.store_if_all_new
 
