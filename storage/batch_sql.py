@@ -14,8 +14,9 @@ How they run is what makes group commit fast (measured in bench/ingest.py):
   Python per reading (source, charge, registers, balances and cuts are computed in SQL). If any
   reading is not new (a retry, a conflict, an unknown meter) it rolls back to a savepoint and
   the plan takes the careful path, reading by reading.
-- PostgreSQL: the plan's statements are awaited on an asyncpg connection taken from the pool,
-  in one transaction; meters are locked FOR UPDATE in meter order, so several gateway
+- PostgreSQL: the writer's own asyncpg connection. The all-new step is one statement that
+  commits alone (`storage.all_new_sql`); otherwise the plan's statements are awaited in one
+  transaction. Either way meters are locked FOR UPDATE in meter order, so several gateway
   processes never deadlock and each sees the other's committed readings.
 
 The plan computes in integer units (watt-hours, paise): exact, and several times faster than
@@ -28,13 +29,24 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from sqlalchemy import Dialect
 
+from storage.all_new_sql import (
+    CUT_CHARGED,
+    INCOMING_TABLES,
+    INSERT_INCOMING,
+    PG_STORE_ALL_NEW,
+    PRICE_INCOMING,
+    SUM_CHARGED,
+    UPDATE_CHARGED,
+    NotAllNew,
+    pg_scopes,
+)
 from storage.models import Energy, Money, Reading
 
 Raw = Any
@@ -99,68 +111,6 @@ class BatchSql:
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
-
-
-# The all-new path's working tables, in the connection's in-memory temp schema. Without
-# statistics the planner would scan every meter to join them (measured: 0.5 ms a statement for
-# a group of 32 among 10,000 meters): the IN and CROSS JOINs below make it start from them.
-INCOMING_TABLES = (
-    "CREATE TEMP TABLE IF NOT EXISTS incoming (meter_no INTEGER NOT NULL, interval_start TEXT NOT NULL, "
-    "interval_end TEXT NOT NULL, kwh INTEGER NOT NULL, source TEXT NOT NULL, charge INTEGER NOT NULL)",
-    "CREATE TEMP TABLE IF NOT EXISTS charged (meter_no INTEGER PRIMARY KEY, grid INTEGER NOT NULL, "
-    "dg INTEGER NOT NULL, charge INTEGER NOT NULL, last_end TEXT NOT NULL)",
-)
-# The group (a JSON array of [meter, start, end, Wh, source, sites]) priced: the rows of active
-# meters in the caller's sites, with their source and charge. A reading without a source came
-# from a DG if some DG of its site was ON at any moment of its half hour: ON at its start (the
-# latest change at or before it; two at one instant: ON), or turned ON within it.
-PRICE_INCOMING = """
-INSERT INTO temp.incoming (meter_no, interval_start, interval_end, kwh, source, charge)
-SELECT meter_no, interval_start, interval_end, kwh, source,
-    (kwh * CASE source WHEN 'dg' THEN tariff_dg ELSE tariff_grid END + 500) / 1000
-FROM (
-    SELECT i.meter_no, i.interval_start, i.interval_end, i.kwh, s.tariff_grid, s.tariff_dg,
-        CASE WHEN i.source IS NOT NULL THEN i.source
-        WHEN EXISTS (SELECT 1 FROM dg AS d WHERE d.site_id = m.site_id AND (
-            (SELECT c.status FROM dg_status_change AS c WHERE c.site_id = d.site_id AND c.dg_no = d.dg_no
-                AND c.at <= i.interval_start ORDER BY c.at DESC, c.status DESC LIMIT 1) = 'ON'
-            OR EXISTS (SELECT 1 FROM dg_status_change AS c WHERE c.site_id = d.site_id AND c.dg_no = d.dg_no
-                AND c.at > i.interval_start AND c.at < i.interval_end AND c.status = 'ON')))
-        THEN 'dg' ELSE 'grid' END AS source
-    FROM (
-        SELECT value ->> 0 AS meter_no, value ->> 1 AS interval_start, value ->> 2 AS interval_end,
-            value ->> 3 AS kwh, value ->> 4 AS source, value ->> 5 AS sites
-        FROM json_each(?1)
-    ) AS i
-    CROSS JOIN meter AS m ON m.meter_no = i.meter_no CROSS JOIN site AS s ON s.id = m.site_id
-    WHERE m.active AND (i.sites IS NULL OR m.site_id IN (SELECT value FROM json_each(i.sites)))
-)
-"""
-INSERT_INCOMING = """
-INSERT INTO reading (meter_no, interval_start, kwh, source, charge, received_at)
-SELECT meter_no, interval_start, kwh, source, charge, ?1 FROM temp.incoming WHERE true
-ON CONFLICT DO NOTHING
-"""
-SUM_CHARGED = """
-INSERT INTO temp.charged (meter_no, grid, dg, charge, last_end)
-SELECT meter_no, sum(CASE source WHEN 'dg' THEN 0 ELSE kwh END), sum(CASE source WHEN 'dg' THEN kwh ELSE 0 END),
-    sum(charge), max(interval_end)
-FROM temp.incoming GROUP BY meter_no
-"""
-UPDATE_CHARGED = """
-UPDATE meter SET grid_kwh = grid_kwh + c.grid, dg_kwh = dg_kwh + c.dg, balance = balance - c.charge,
-    last_reading_at = CASE WHEN last_reading_at IS NULL OR last_reading_at < c.last_end THEN c.last_end
-    ELSE last_reading_at END
-FROM temp.charged AS c WHERE meter.meter_no IN (SELECT meter_no FROM temp.charged) AND meter.meter_no = c.meter_no
-"""
-CUT_CHARGED = """
-INSERT INTO command (meter_no, action, reason, params, state, result, created_at, updated_at)
-SELECT m.meter_no, 'cut', ?1, '{}', 'requested', '', ?2, ?2
-FROM temp.charged AS c CROSS JOIN meter AS m ON m.meter_no = c.meter_no CROSS JOIN site AS s ON s.id = m.site_id
-WHERE s.auto_cut AND m.relay_on AND c.charge > 0 AND m.balance <= 0
-    AND NOT EXISTS (SELECT 1 FROM command AS x WHERE x.meter_no = m.meter_no AND x.action = 'cut'
-        AND x.state IN ('requested', 'sent'))
-"""
 
 
 class SqliteBatchSql(BatchSql):
@@ -282,6 +232,32 @@ def _columns(rows: list[tuple[Raw, ...]]) -> list[list[Raw]]:
 class PostgresBatchSql(BatchSql):
     """PostgreSQL statements on an asyncpg connection (the batch as arrays for `unnest`)."""
 
+    has_all_new_path = True
+
+    async def store_if_all_new(self, conn: Any, rows: list[tuple[Raw, ...]], received_at: Raw, cut_reason: str) -> bool:
+        """Store (meter, start, end, Wh, source, sites JSON) readings with all their effects if
+        every one is new and allowed; otherwise change nothing and return False. One statement,
+        its own transaction: call it outside one."""
+        meters, starts, _ends, whs, sources, sites = _columns(rows)
+        scope_of, scope_ids, scope_sites = pg_scopes(sites)
+        try:
+            await conn.fetchval(
+                PG_STORE_ALL_NEW,
+                meters,
+                starts,
+                whs,
+                sources,
+                scope_of,
+                scope_ids,
+                scope_sites,
+                received_at,
+                cut_reason,
+                len(rows),
+            )
+        except NotAllNew.postgres_error:
+            return False
+        return True
+
     async def lock_meters(self, conn: Any, meter_nos: list[int]) -> dict[int, MeterRow]:
         """The batch's meters, locked FOR UPDATE in meter order until commit."""
         rows = await conn.fetch(
@@ -358,14 +334,16 @@ class PostgresBatchSql(BatchSql):
         )
 
     async def run(self, conn: Any, plan: PlanOf[R]) -> R:
-        """Run a plan's statements on this connection (the caller holds the transaction)."""
-        result: Any = None
-        while True:
-            try:
-                name, args = plan.send(result)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            result = await getattr(self, name)(conn, *args)
+        """Run a plan on this connection, outside any transaction: the all-new step is a
+        statement that commits alone (one round trip); the rest of a plan runs in one transaction."""
+        try:
+            name, args = plan.send(None)
+            if name == "store_if_all_new":
+                name, args = plan.send(await self.store_if_all_new(conn, *args))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        async with conn.transaction():  # the plan's end must not look like an error to it
+            return await _drive_async(plan, (name, args), lambda name, args: getattr(self, name)(conn, *args))
 
 
 def _drive(plan: PlanOf[R], execute: Callable[[str, tuple[Any, ...]], Any]) -> R:
@@ -376,6 +354,18 @@ def _drive(plan: PlanOf[R], execute: Callable[[str, tuple[Any, ...]], Any]) -> R
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
         result = execute(name, args)
+
+
+async def _drive_async(
+    plan: PlanOf[R], step: tuple[str, tuple[Any, ...]], execute: Callable[[str, tuple[Any, ...]], Awaitable[Any]]
+) -> R:
+    name, args = step
+    while True:
+        result = await execute(name, args)
+        try:
+            name, args = plan.send(result)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
 
 _BY_DIALECT: dict[str, BatchSql] = {}

@@ -94,6 +94,8 @@ DUPLICATE = ReadingResult(Outcome.DUPLICATE)
 
 def plan_readings(sql: BatchSql, readings: list[NewReading], received_at: dt.datetime) -> Plan:
     """Record a batch (run by `BatchSql.run` inside one transaction); results in order."""
+    if not readings:
+        return []
     if sql.has_all_new_path and (
         yield ("store_if_all_new", (_incoming_rows(sql, readings), sql.time(received_at), CUT_REASON))
     ):

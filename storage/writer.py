@@ -160,8 +160,7 @@ class PostgresExecutor:
     async def _run_here(self, plan: PlanOf[list[ReadingResult]]) -> list[ReadingResult]:
         if self._conn is None or self._conn.is_closed():  # first use, or the server went away
             self._conn = await asyncpg.connect(self._dsn)
-        async with self._conn.transaction():
-            return await self._sql.run(self._conn, plan)  # type: ignore[union-attr]
+        return await self._sql.run(self._conn, plan)  # type: ignore[union-attr]
 
     async def run(self, plan: PlanOf[list[ReadingResult]]) -> list[ReadingResult]:
         """The plan's results, committed."""

@@ -11,15 +11,21 @@ import datetime as dt
 import random
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy import select
 
 from storage import registry
-from storage.batch_sql import SqliteBatchSql
+from storage.batch_sql import PostgresBatchSql, SqliteBatchSql
 from storage.engine import Database
 from storage.ingest import HALF_HOUR, NewReading, plan_readings
 from storage.inventory import retire_meter
-from storage.models import DgStatusChange
+from storage.models import Command, DgStatusChange, Meter, Reading, ReadingConflict
+from tests.conftest import _truncate_all
 
 DAY = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 STARTS = [DAY + i * HALF_HOUR for i in range(48)]
@@ -31,6 +37,27 @@ TABLES = {
     "meter": "SELECT meter_no, balance, grid_kwh, dg_kwh, last_reading_at FROM meter ORDER BY 1",
     "command": "SELECT meter_no, action, reason, state FROM command ORDER BY meter_no, id",
     "conflict": "SELECT meter_no, interval_start, stored_kwh, offered_kwh FROM reading_conflict ORDER BY 1, 2",
+}
+
+
+# The same tables read through the ORM: values in Python's terms (Decimal, aware datetimes), so
+# that a SQLite database and a PostgreSQL one compare.
+ORM_TABLES = {
+    "reading": select(
+        Reading.meter_no, Reading.interval_start, Reading.kwh, Reading.source, Reading.charge, Reading.received_at
+    ).order_by(Reading.meter_no, Reading.interval_start),
+    "meter": select(Meter.meter_no, Meter.balance, Meter.grid_kwh, Meter.dg_kwh, Meter.last_reading_at).order_by(
+        Meter.meter_no
+    ),
+    "command": select(Command.meter_no, Command.action, Command.reason, Command.state).order_by(
+        Command.meter_no, Command.id
+    ),
+    "conflict": select(
+        ReadingConflict.meter_no,
+        ReadingConflict.interval_start,
+        ReadingConflict.stored_kwh,
+        ReadingConflict.offered_kwh,
+    ).order_by(ReadingConflict.meter_no, ReadingConflict.interval_start, ReadingConflict.id),
 }
 
 
@@ -97,6 +124,14 @@ def random_group(rng: random.Random, stored: dict[tuple[int, dt.datetime], int])
     return group
 
 
+def groups(rng: random.Random, count: int) -> Iterator[list[NewReading]]:
+    """`count` groups: first a free reading of an auto-cut meter at zero balance, then random ones."""
+    stored: dict[tuple[int, dt.datetime], int] = {(FREE_AT_ZERO, STARTS[0]): 0}
+    yield [NewReading(FREE_AT_ZERO, STARTS[0], 0)]
+    for _ in range(count - 1):
+        yield random_group(rng, stored)
+
+
 def dump(conn: sqlite3.Connection) -> dict[str, list[tuple[object, ...]]]:
     return {name: conn.execute(query).fetchall() for name, query in TABLES.items()}
 
@@ -121,19 +156,14 @@ async def test_the_all_new_path_leaves_the_same_database_as_the_careful_path(tmp
         return done
 
     fast.store_if_all_new = counting  # type: ignore[method-assign]
-    stored: dict[tuple[int, dt.datetime], int] = {}
     try:
-        for n in range(300):
-            if n == 0:
-                group, stored[(FREE_AT_ZERO, STARTS[0])] = [NewReading(FREE_AT_ZERO, STARTS[0], 0)], 0
-            else:
-                group = random_group(rng, stored)
+        for n, group in enumerate(groups(rng, 300)):
             received = DAY + dt.timedelta(days=1, seconds=n)
             results = fast.run(fast_conn, plan_readings(fast, group, received))
             expected = careful.run(careful_conn, plan_readings(careful, group, received))
             assert results == expected, n
             assert dump(fast_conn) == dump(careful_conn), n
-        assert 50 < taken < 300, taken  # both paths were exercised
+        assert 30 < taken < 250, taken  # both paths were exercised
         tables = dump(fast_conn)
         assert {source for *_, source, _charge, _at in tables["reading"]} == {"grid", "dg"}
         assert tables["command"] and tables["conflict"]
@@ -142,3 +172,46 @@ async def test_the_all_new_path_leaves_the_same_database_as_the_careful_path(tmp
         careful_conn.close()
         await fast_db.dispose()
         await careful_db.dispose()
+
+
+async def orm_dump(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    async with db.transaction() as session:
+        return {name: [tuple(row) for row in await session.execute(query)] for name, query in ORM_TABLES.items()}
+
+
+async def test_postgres_all_new_path_leaves_what_the_careful_path_leaves_on_sqlite(
+    sqlite_url: str, postgres_url: str
+) -> None:
+    await _truncate_all(postgres_url)
+    rng = random.Random(20261122)
+    await build_world(sqlite_url, rng)
+    await build_world(postgres_url, random.Random(20261122))  # the same draws: the same world
+    careful_db, pg_db = Database(sqlite_url), Database(postgres_url)
+    careful_conn, pg_conn = careful_db.connect_sqlite(), await asyncpg.connect(pg_db.driver_dsn())
+    careful, pg = CarefulOnly(careful_db.engine.dialect), PostgresBatchSql(pg_db.engine.dialect)
+    taken = 0
+    store_if_all_new = pg.store_if_all_new
+
+    async def counting(*args: object) -> bool:
+        nonlocal taken
+        done = await store_if_all_new(*args)  # type: ignore[arg-type]
+        taken += done
+        return done
+
+    pg.store_if_all_new = counting  # type: ignore[method-assign]
+    try:
+        for n, group in enumerate(groups(rng, 250)):
+            received = DAY + dt.timedelta(days=1, seconds=n)
+            expected = careful.run(careful_conn, plan_readings(careful, group, received))
+            results = await pg.run(pg_conn, plan_readings(pg, group, received))
+            assert results == expected, n
+            assert await orm_dump(pg_db) == await orm_dump(careful_db), n
+        assert 25 < taken < 200, taken  # both paths were exercised
+        tables = await orm_dump(pg_db)
+        assert {row[3] for row in tables["reading"]} == {"grid", "dg"}
+        assert tables["command"] and tables["conflict"]
+    finally:
+        careful_conn.close()
+        await pg_conn.close()
+        await careful_db.dispose()
+        await pg_db.dispose()
