@@ -30,7 +30,6 @@ import logging
 import sqlite3
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -81,7 +80,7 @@ class WalCheckpointer:
         self._db = db
         self._pause = pause
         self._nudged = threading.Event()
-        self._stopping = False
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpointer", daemon=True)
         self._thread.start()
 
@@ -92,20 +91,22 @@ class WalCheckpointer:
     def _run(self) -> None:
         conn = self._db.connect_sqlite()
         try:
-            while not self._stopping:
+            while True:
                 self._nudged.wait()
+                if self._stopping.is_set():
+                    return
                 self._nudged.clear()
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error:
                     log.exception("WAL checkpoint failed; the next commit retries")
-                time.sleep(self._pause)
+                self._stopping.wait(self._pause)
         finally:
             conn.close()
 
     def close(self) -> None:
         """Stop the thread (closing the last connection checkpoints what is left)."""
-        self._stopping = True
+        self._stopping.set()
         self._nudged.set()
         self._thread.join()
 
