@@ -13,8 +13,6 @@ each charged meter of an auto-cut site whose balance is now ≤ 0 and that has n
 
 from __future__ import annotations
 
-import json
-
 import asyncpg
 
 # SQLite
@@ -27,9 +25,11 @@ INCOMING_TABLES = (
     "interval_end TEXT NOT NULL, kwh INTEGER NOT NULL, source TEXT NOT NULL, charge INTEGER NOT NULL)",
     "CREATE TEMP TABLE IF NOT EXISTS charged (meter_no INTEGER PRIMARY KEY, grid INTEGER NOT NULL, "
     "dg INTEGER NOT NULL, charge INTEGER NOT NULL, last_end TEXT NOT NULL)",
+    "CREATE TEMP TABLE IF NOT EXISTS scope (scope INTEGER NOT NULL, site_id TEXT NOT NULL, "
+    "PRIMARY KEY (scope, site_id)) WITHOUT ROWID",
 )
-# The group (a JSON array of [meter, start, end, Wh, source, sites]) priced: the rows of active
-# meters in the caller's sites, with their source and charge. A reading without a source came
+# The group (a JSON array of [meter, start, end, Wh, source, scope]) priced: the rows of active
+# meters in their scope's sites (temp.scope), with their source and charge. A reading without a source came
 # from a DG if some DG of its site was ON at any moment of its half hour: ON at its start (the
 # latest change at or before it; two at one instant: ON), or turned ON within it.
 PRICE_INCOMING = """
@@ -47,11 +47,12 @@ FROM (
         THEN 'dg' ELSE 'grid' END AS source
     FROM (
         SELECT value ->> 0 AS meter_no, value ->> 1 AS interval_start, value ->> 2 AS interval_end,
-            value ->> 3 AS kwh, value ->> 4 AS source, value ->> 5 AS sites
+            value ->> 3 AS kwh, value ->> 4 AS source, value ->> 5 AS scope
         FROM json_each(?1)
     ) AS i
     CROSS JOIN meter AS m ON m.meter_no = i.meter_no CROSS JOIN site AS s ON s.id = m.site_id
-    WHERE m.active AND (i.sites IS NULL OR m.site_id IN (SELECT value FROM json_each(i.sites)))
+    WHERE m.active AND (i.scope = 0 OR EXISTS (
+        SELECT 1 FROM temp.scope AS sc WHERE sc.scope = i.scope AND sc.site_id = m.site_id))
 )
 """
 INSERT_INCOMING = """
@@ -88,20 +89,6 @@ class NotAllNew:
     statement (and its savepoint) before anything of it is kept."""
 
     postgres_error = asyncpg.exceptions.DivisionByZeroError
-
-
-def pg_scopes(sites: list[str | None]) -> tuple[list[int], list[int], list[str]]:
-    """Per reading a scope number (0: any site), and the (scope, site) pairs, for PG_STORE_ALL_NEW."""
-    numbers: dict[str | None, int] = {None: 0}
-    scope_ids: list[int] = []
-    scope_sites: list[str] = []
-    for text in sites:
-        if text not in numbers:
-            numbers[text] = len(numbers)
-            for site in json.loads(text):  # type: ignore[arg-type]
-                scope_ids.append(numbers[text])
-                scope_sites.append(site)
-    return [numbers[text] for text in sites], scope_ids, scope_sites
 
 
 # One statement. Meters are locked FOR UPDATE in meter order first (MATERIALIZED: before anything

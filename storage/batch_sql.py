@@ -45,7 +45,6 @@ from storage.all_new_sql import (
     SUM_CHARGED,
     UPDATE_CHARGED,
     NotAllNew,
-    pg_scopes,
 )
 from storage.models import Energy, Money, Reading
 
@@ -124,24 +123,31 @@ class SqliteBatchSql(BatchSql):
             conn.execute(statement)
 
     def store_if_all_new(
-        self, conn: sqlite3.Connection, rows: list[tuple[Raw, ...]], received_at: Raw, cut_reason: str
+        self,
+        conn: sqlite3.Connection,
+        rows: list[tuple[Raw, ...]],
+        scopes: list[tuple[int, str]],
+        received_at: Raw,
+        cut_reason: str,
     ) -> bool:
-        """Store (meter, start, end, Wh, source, sites JSON) readings with all their effects if
+        """Store (meter, start, end, Wh, source, scope) readings with all their effects if
         every one is new and allowed; otherwise change nothing and return False. The connection
         must have been through `prepare`."""
         conn.execute("SAVEPOINT all_new")
         try:
+            conn.executemany("INSERT INTO temp.scope VALUES (?, ?)", scopes)
             # One JSON parameter rather than executemany: SQLite then reads the rows without
             # the GIL, which binding row by row holds while the event loop needs it.
             priced = conn.execute(PRICE_INCOMING, (_json(rows),)).rowcount
             if priced != len(rows) or conn.execute(INSERT_INCOMING, (received_at,)).rowcount != len(rows):
-                conn.execute("ROLLBACK TO all_new")  # also empties temp.incoming
+                conn.execute("ROLLBACK TO all_new")  # also empties the temp tables
                 return False
             conn.execute(SUM_CHARGED)
             conn.execute(UPDATE_CHARGED)
             conn.execute(CUT_CHARGED, (cut_reason, received_at))
             conn.execute("DELETE FROM temp.incoming")
             conn.execute("DELETE FROM temp.charged")
+            conn.execute("DELETE FROM temp.scope")
         finally:
             conn.execute("RELEASE all_new")
         return True
@@ -234,12 +240,14 @@ class PostgresBatchSql(BatchSql):
 
     has_all_new_path = True
 
-    async def store_if_all_new(self, conn: Any, rows: list[tuple[Raw, ...]], received_at: Raw, cut_reason: str) -> bool:
-        """Store (meter, start, end, Wh, source, sites JSON) readings with all their effects if
+    async def store_if_all_new(
+        self, conn: Any, rows: list[tuple[Raw, ...]], scopes: list[tuple[int, str]], received_at: Raw, cut_reason: str
+    ) -> bool:
+        """Store (meter, start, end, Wh, source, scope) readings with all their effects if
         every one is new and allowed; otherwise change nothing and return False. One statement,
         its own transaction: call it outside one."""
-        meters, starts, _ends, whs, sources, sites = _columns(rows)
-        scope_of, scope_ids, scope_sites = pg_scopes(sites)
+        meters, starts, _ends, whs, sources, scope_of = _columns(rows)
+        scope_ids, scope_sites = _columns(scopes) if scopes else ([], [])
         try:
             await conn.fetchval(
                 PG_STORE_ALL_NEW,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import json
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Generator
@@ -96,10 +95,10 @@ def plan_readings(sql: BatchSql, readings: list[NewReading], received_at: dt.dat
     """Record a batch (run by `BatchSql.run` inside one transaction); results in order."""
     if not readings:
         return []
-    if sql.has_all_new_path and (
-        yield ("store_if_all_new", (_incoming_rows(sql, readings), sql.time(received_at), CUT_REASON))
-    ):
-        return [STORED] * len(readings)
+    if sql.has_all_new_path:
+        rows, scopes = _incoming_rows(sql, readings)
+        if (yield ("store_if_all_new", (rows, scopes, sql.time(received_at), CUT_REASON))):
+            return [STORED] * len(readings)
     meters: dict[int, MeterRow] = yield ("lock_meters", (sorted({r.meter_no for r in readings}),))
     results: list[ReadingResult] = [UNKNOWN] * len(readings)
     raw_start: dict[dt.datetime, Raw] = {}
@@ -143,20 +142,23 @@ def plan_readings(sql: BatchSql, readings: list[NewReading], received_at: dt.dat
     return results
 
 
-def _incoming_rows(sql: BatchSql, readings: list[NewReading]) -> list[tuple[Raw, ...]]:
-    """(meter, raw start, raw end, Wh, source, sites JSON) rows for `store_if_all_new`."""
+def _incoming_rows(sql: BatchSql, readings: list[NewReading]) -> tuple[list[tuple[Raw, ...]], list[tuple[int, str]]]:
+    """Rows (meter, raw start, raw end, Wh, source, scope) for `store_if_all_new`, and the
+    (scope, site) pairs: scope 0 may touch any site, scope n only the sites paired with n."""
     times: dict[dt.datetime, tuple[Raw, Raw]] = {}  # a group has few distinct intervals
-    scopes: dict[frozenset[str] | None, str | None] = {None: None}
+    numbers: dict[frozenset[str] | None, int] = {None: 0}
+    pairs: list[tuple[int, str]] = []
     rows = []
     for meter_no, start, wh, source, sites in readings:
         raw = times.get(start)
         if raw is None:
             raw = times[start] = (sql.time(start), sql.time(start + HALF_HOUR))
-        scope = scopes.get(sites)
-        if scope is None and sites is not None:
-            scope = scopes[sites] = json.dumps(sorted(sites))
+        scope = numbers.get(sites)
+        if scope is None:
+            scope = numbers[sites] = len(numbers)
+            pairs.extend((scope, site) for site in sorted(sites))  # type: ignore[arg-type]
         rows.append((meter_no, *raw, wh, source, scope))
-    return rows
+    return rows, pairs
 
 
 def _store_new(

@@ -122,8 +122,8 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    """Gateway settings on the test database."""
-    return Settings(database_url=database_url)
+    """Gateway settings on the test database, without background jobs (tests that need them say so)."""
+    return Settings(database_url=database_url, scheduler=False)
 
 
 @pytest.fixture

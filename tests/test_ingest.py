@@ -66,7 +66,9 @@ async def make_env(aiohttp_client: Any, database_url: str, **overrides: Any) -> 
     read = await registry.create_key(db, name="read-all", role="read", sites=["*"])
     foreign = await registry.create_key(db, name="ingest-s2", role="ingest", sites=["S2"])
     clock = FixedClock(NOW)
-    client = await aiohttp_client(create_app(Settings(database_url=database_url, **overrides), clock=clock))
+    # No background jobs: the dispatcher would carry out (and so change) the cuts these tests inspect.
+    settings = Settings(database_url=database_url, **{"scheduler": False, **overrides})
+    client = await aiohttp_client(create_app(settings, clock=clock))
     return Env(client, db, clock, ingest.key, read.key, foreign.key, tokens)
 
 
