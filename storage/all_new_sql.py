@@ -29,9 +29,7 @@ INCOMING_TABLES = (
     "PRIMARY KEY (scope, site_id)) WITHOUT ROWID",
 )
 # The group (a JSON array of [meter, start, end, Wh, source, scope]) priced: the rows of active
-# meters in their scope's sites (temp.scope), with their source and charge. A reading without a source came
-# from a DG if some DG of its site was ON at any moment of its half hour: ON at its start (the
-# latest change at or before it; two at one instant: ON), or turned ON within it.
+# meters of their scope's sites (temp.scope; scope 0: any site), with their source and charge.
 PRICE_INCOMING = """
 INSERT INTO temp.incoming (meter_no, interval_start, interval_end, kwh, source, charge)
 SELECT meter_no, interval_start, interval_end, kwh, source,
