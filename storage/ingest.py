@@ -92,7 +92,8 @@ DUPLICATE = ReadingResult(Outcome.DUPLICATE)
 
 
 def plan_readings(sql: BatchSql, readings: list[NewReading], received_at: dt.datetime) -> Plan:
-    """Record a batch (run by `BatchSql.run` inside one transaction); results in order."""
+    """Record a batch, results in order. Run by `BatchSql.run`: in one transaction, except that
+    on PostgreSQL the all-new step is a statement that commits alone."""
     if not readings:
         return []
     if sql.has_all_new_path:
