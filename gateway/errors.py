@@ -82,6 +82,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # A 405 keeps its Allow header (RFC 9110: the methods the resource does support).
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
         return json_error(exc.status, exc.reason, **allow)
+    except ConnectionResetError:
+        raise  # the client went away mid-request: nobody to answer (aiohttp notes it at debug level)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "Internal server error")

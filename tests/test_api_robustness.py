@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, make_mocked_request
 
 from gateway.app import create_app
+from gateway.errors import error_middleware
 from gateway.keys import DB
 from gateway.settings import Settings
 from tests.api_setup import add_key, add_site, headers
@@ -50,3 +54,19 @@ async def test_portal_form_without_boundary_is_bad_request(api: tuple[TestClient
     client, _key = api
     response = await client.post("/register", data=b"x", headers={"Content-Type": "multipart/form-data"})
     assert response.status == 400
+
+
+async def test_a_client_gone_mid_body_is_left_to_aiohttp_not_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The body read fails with ConnectionResetError when the client hangs up: nobody to answer,
+    so the middleware lets aiohttp drop the request (it notes it at debug level) instead of
+    logging a traceback and a 500."""
+
+    async def hung_up(_request: web.Request) -> web.StreamResponse:
+        raise ConnectionResetError("Connection lost")
+
+    request = make_mocked_request("POST", "/meter")
+    with pytest.raises(ConnectionResetError):
+        await error_middleware(request, hung_up)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
