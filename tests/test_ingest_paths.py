@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from storage import registry
 from storage.batch_sql import PostgresBatchSql, SqliteBatchSql
@@ -32,6 +32,7 @@ STARTS = [DAY + i * HALF_HOUR for i in range(48)]
 METERS = {"DGS": range(1, 13), "CUT": range(21, 33), "PLAIN": range(41, 47)}
 RETIRED, UNKNOWN = 46, 999
 FREE_AT_ZERO = 21  # an auto-cut meter at zero balance whose first reading costs nothing: no cut
+SUPPLY_OFF = 22  # an auto-cut meter at zero balance already disconnected: no cut either
 TABLES = {
     "reading": "SELECT meter_no, interval_start, kwh, source, charge, received_at FROM reading ORDER BY 1, 2",
     "meter": "SELECT meter_no, balance, grid_kwh, dg_kwh, last_reading_at FROM meter ORDER BY 1",
@@ -78,10 +79,12 @@ async def build_world(url: str, rng: random.Random) -> None:
         for site, meters in METERS.items():
             for meter_no in meters:
                 balance = Decimal(
-                    "0.00" if meter_no == FREE_AT_ZERO else rng.choice(["0.00", "0.40", "3.00", "250.00"])
+                    "0.00" if meter_no in (FREE_AT_ZERO, SUPPLY_OFF) else rng.choice(["0.00", "0.40", "3.00", "250.00"])
                 )
                 await registry.add_meter(db, meter_no=meter_no, site_id=site, unit_no=f"U{meter_no}", balance=balance)
         await retire_meter(db, meter_no=RETIRED)
+        async with db.transaction() as session:
+            await session.execute(update(Meter).where(Meter.meter_no == SUPPLY_OFF).values(relay_on=False))
         for dg_no in ("DG1", "DG2"):
             await registry.add_dg(db, site_id="DGS", dg_no=dg_no)
         changes = []
