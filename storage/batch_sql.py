@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
@@ -350,8 +350,13 @@ class PostgresBatchSql(BatchSql):
                 name, args = plan.send(await self.store_if_all_new(conn, *args))
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
-        async with conn.transaction():  # the plan's end must not look like an error to it
-            return await _drive_async(plan, (name, args), lambda name, args: getattr(self, name)(conn, *args))
+        async with conn.transaction():
+            while True:
+                result = await getattr(self, name)(conn, *args)
+                try:
+                    name, args = plan.send(result)
+                except StopIteration as done:  # caught here: the plan's end must not roll it back
+                    return done.value  # type: ignore[no-any-return]
 
 
 def _drive(plan: PlanOf[R], execute: Callable[[str, tuple[Any, ...]], Any]) -> R:
@@ -362,18 +367,6 @@ def _drive(plan: PlanOf[R], execute: Callable[[str, tuple[Any, ...]], Any]) -> R
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
         result = execute(name, args)
-
-
-async def _drive_async(
-    plan: PlanOf[R], step: tuple[str, tuple[Any, ...]], execute: Callable[[str, tuple[Any, ...]], Awaitable[Any]]
-) -> R:
-    name, args = step
-    while True:
-        result = await execute(name, args)
-        try:
-            name, args = plan.send(result)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
 
 
 _BY_DIALECT: dict[str, BatchSql] = {}
