@@ -18,22 +18,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
 import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests package holds the shared harness
 
-from common import ROOT, fresh_database, machine
+from common import ROOT, fresh_database, machine, pin_client
 
 from tests.reliability.backlog import BacklogReport, run_backlog
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    two_cpus = len(os.sched_getaffinity(0)) >= 2
-    if two_cpus:
-        os.sched_setaffinity(0, {1})  # the client on CPU 1, the gateway on CPU 0
+    server_cpu = pin_client()  # the client on CPU 1, the gateway on CPU 0
     print(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"machine: {machine()}")
     queue = f"writer queue {args.writer_queue:,} readings" if args.writer_queue else "default writer queue (50,000)"
@@ -50,7 +47,7 @@ async def main_async(args: argparse.Namespace) -> int:
                     batched=batched,
                     connections=args.connections,
                     env=env,
-                    server_cpu="0" if two_cpus else "",
+                    server_cpu=server_cpu,
                 )
                 reports.append(report)
                 print(f"[{database:10}] {report.line()}", flush=True)

@@ -39,6 +39,19 @@ def machine() -> str:
     )
 
 
+def pin_client() -> str:
+    """Keep the load generator off the servers' core: on two or more CPUs pin this process to
+    CPU 1 and return "0", the CPU for the servers it starts; on one CPU return "" (unpinned).
+
+    Call it once, before anything asks where to put a server: afterwards this process sees
+    only CPU 1.
+    """
+    if len(os.sched_getaffinity(0)) < 2:
+        return ""
+    os.sched_setaffinity(0, {1})
+    return "0"
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now."""
     with socket.socket() as sock:

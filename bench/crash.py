@@ -16,19 +16,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests package holds the shared harness
 
-from common import machine, on_each_database
+from common import machine, on_each_database, pin_client
 
 from tests.reliability.crash import CrashConfig, run_crash
 
 
-def config(args: argparse.Namespace, url: str, workdir: Path) -> CrashConfig:
-    two_cpus = len(os.sched_getaffinity(0)) >= 2
+def config(args: argparse.Namespace, url: str, workdir: Path, server_cpu: str) -> CrashConfig:
     return CrashConfig(
         database_url=url,
         workdir=workdir,
@@ -37,17 +35,18 @@ def config(args: argparse.Namespace, url: str, workdir: Path) -> CrashConfig:
         concurrency=args.concurrency,
         run_seconds=(0.3, 2.0),
         seed=args.seed,
-        server_cpu="0" if two_cpus else "",
+        server_cpu=server_cpu,
     )
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    if len(os.sched_getaffinity(0)) >= 2:
-        os.sched_setaffinity(0, {1})  # the client on CPU 1, the gateway on CPU 0
+    server_cpu = pin_client()  # the client on CPU 1, the gateway on CPU 0
     print(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"machine: {machine()}")
     print(f"kills: {args.kills} per database, meters: {args.meters}, client concurrency: {args.concurrency}")
-    return await on_each_database(lambda url, tmp: run_crash(config(args, url, tmp)), postgres=not args.no_postgres)
+    return await on_each_database(
+        lambda url, tmp: run_crash(config(args, url, tmp, server_cpu)), postgres=not args.no_postgres
+    )
 
 
 def main() -> int:

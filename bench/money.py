@@ -20,19 +20,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests package holds the shared harness
 
-from common import machine, on_each_database
+from common import machine, on_each_database, pin_client
 
 from tests.reliability.money import KINDS, MoneyConfig, run_money
 
 
-def config(args: argparse.Namespace, url: str, workdir: Path) -> MoneyConfig:
-    two_cpus = len(os.sched_getaffinity(0)) >= 2
+def config(args: argparse.Namespace, url: str, workdir: Path, server_cpu: str) -> MoneyConfig:
     return MoneyConfig(
         database_url=url,
         workdir=workdir,
@@ -42,7 +40,7 @@ def config(args: argparse.Namespace, url: str, workdir: Path) -> MoneyConfig:
         recharge_clients=args.recharge_clients,
         hits=(1, args.max_hits),
         seed=args.seed,
-        server_cpu="0" if two_cpus else "",
+        server_cpu=server_cpu,
     )
 
 
@@ -51,8 +49,7 @@ def progress(line: str) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    if len(os.sched_getaffinity(0)) >= 2:
-        os.sched_setaffinity(0, {1})  # the clients on CPU 1, the gateway and the head-end on CPU 0
+    server_cpu = pin_client()  # the clients on CPU 1, the gateway and the head-end on CPU 0
     print(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"machine: {machine()}")
     print(
@@ -61,7 +58,7 @@ async def main_async(args: argparse.Namespace) -> int:
         flush=True,
     )
     return await on_each_database(
-        lambda url, tmp: run_money(config(args, url, tmp), progress), postgres=not args.no_postgres
+        lambda url, tmp: run_money(config(args, url, tmp, server_cpu), progress), postgres=not args.no_postgres
     )
 
 
