@@ -22,7 +22,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
@@ -150,8 +150,17 @@ def packet_id(meter_no: str) -> int | str:
 class Fleet:
     """Runs the simulation: call `run()` and await it (or cancel it to stop)."""
 
-    def __init__(self, config: FleetConfig, *, clock: SimClock | None = None) -> None:
+    def __init__(
+        self,
+        config: FleetConfig,
+        *,
+        clock: SimClock | None = None,
+        after_interval: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
+        """`after_interval(k)` is awaited once interval k's packets have been answered (for tests
+        that look at the gateway between half hours without polling)."""
         self.config = config
+        self.after_interval = after_interval
         self.clock = clock or SimClock(config.start, config.speed, free_run=config.free_run)
         self.stats = Stats()
         self.tz = ZoneInfo(config.timezone)
@@ -225,6 +234,8 @@ class Fleet:
         else:
             self._push(at + HALF_HOUR, "meters", k + 1)
         await self._send_packets(due)
+        if self.after_interval is not None:
+            await self.after_interval(k)
 
     async def _send_packets(self, packets: list[dict[str, Any]]) -> None:
         if not packets:

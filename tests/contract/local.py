@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import os
 import secrets
 import socket
@@ -57,7 +58,8 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def _seed(database_url: str) -> tuple[dict[str, str], list[int]]:
+async def seed(database_url: str) -> tuple[dict[str, str], list[int]]:
+    """Site QA1 with its meters, DG1 and the fleet's DG2, and a key per role: (keys, meters)."""
     db = Database(database_url)
     try:
         await upgrade(db)
@@ -120,7 +122,7 @@ def local_deployment(data_dir: Path, **gateway_env: str) -> Iterator[LocalDeploy
     """Seed a database, start the mock head-end and the gateway; stop both on exit."""
     data_dir.mkdir(parents=True, exist_ok=True)
     database_url = f"sqlite+aiosqlite:///{data_dir / 'gateway.db'}"
-    keys, meters = asyncio.run(_seed(database_url))
+    keys, meters = asyncio.run(seed(database_url))
     token = secrets.token_urlsafe(24)
     headend_port, gateway_port = free_port(), free_port()
     headend_url, base_url = f"http://{HOST}:{headend_port}", f"http://{HOST}:{gateway_port}"
@@ -151,6 +153,41 @@ def local_deployment(data_dir: Path, **gateway_env: str) -> Iterator[LocalDeploy
     finally:
         for process in reversed(deployment.processes):
             stop(process)
+
+
+Registers = dict[str, tuple[Decimal, Decimal, str]]  # meter_no -> (grid kWh, DG kWh, date_time)
+
+
+def registers(call_1_body: dict) -> Registers:
+    """Each meter's grid and DG registers and reading time from a call 1 (site readings) reply."""
+    return {
+        row["meter_no"]: (Decimal(row["grid"]), Decimal(row["dg"]), row["date_time"]) for row in call_1_body["data"]
+    }
+
+
+def site_energy(snapshot: Registers) -> Decimal:
+    """The site's total energy: grid and DG registers of every meter. A fleet's energy goes to one or
+    the other by its DG plan, which depends on the replayed hours, so only the sum says it grew."""
+    return sum((grid + dg for grid, dg, _ in snapshot.values()), Decimal(0))
+
+
+def check_fleet_snapshots(snapshots: list[Registers], *, quiet: set[str], distinct_totals: int = 4) -> None:
+    """What call 1 must show while a fleet posts: no register ever goes back, the site's energy
+    grows (at least `distinct_totals` different totals), every meter but the `quiet` ones is heard."""
+    for before, after in itertools.pairwise(snapshots):
+        for meter, (grid, dg, _when) in before.items():
+            assert after[meter][0] >= grid and after[meter][1] >= dg, f"meter {meter}'s registers went back"
+    totals = [site_energy(s) for s in snapshots]
+    assert len(set(totals)) >= distinct_totals, f"the site's energy did not grow while the fleet posted: {totals}"
+    silent = [m for m, v in snapshots[-1].items() if not v[2] and m not in quiet]
+    assert not silent, f"meters never heard from while the fleet posted: {silent}"
+
+
+def fleet_done(snapshots: list[Registers], *, quiet: set[str], distinct_totals: int = 4) -> bool:
+    """Whether the snapshots so far already show what `check_fleet_snapshots` asks."""
+    return len({site_energy(s) for s in snapshots}) >= distinct_totals and all(
+        v[2] for m, v in snapshots[-1].items() if m not in quiet
+    )
 
 
 @contextlib.contextmanager
