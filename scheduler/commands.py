@@ -98,7 +98,8 @@ class CommandDispatcher:
         """
         if command.action not in RETRIED_ACTIONS:
             return None
-        return min(self._clock.now() + delay(RECONCILE, command.attempts), command.created_at + self.deadline)
+        deadline = commands.deadline_start(command) + self.deadline
+        return min(self._clock.now() + delay(RECONCILE, command.attempts), deadline)
 
     async def stop(self) -> None:
         """Finish the command in flight, then refuse further work."""

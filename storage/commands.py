@@ -27,14 +27,17 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage import site_events
 from storage.engine import Database
 from storage.errors import Conflict, NotFound
-from storage.models import Command, Meter
+from storage.models import Command, Holiday, Meter, Site
+from storage.policy import NoCutWindows, cut_threshold
 
 CUT_REASON = "zero balance"  # ingest's reason for the cuts it queues (storage.ingest.CUT_REASON)
-RESTORE_REASON = "balance above zero"
+RESTORE_REASON = "balance above the cut threshold"
 RELAY_ACTIONS = {"start": True, "restore": True, "stop": False, "cut": False}  # action → relay on after it
 PENDING = ("requested", "sent")  # on its way to the head-end
+SUPPLY_EVENTS = {"cut": "meter.cut", "restore": "meter.restored"}  # the gateway's own relay commands
 ALREADY = {True: "Meter was already STARTED", False: "Meter was already STOPPED"}
 
 
@@ -127,16 +130,22 @@ async def claim_due(
     async with db.transaction() as session:
         for command in (await session.execute(query)).scalars():
             if command.state == "requested":
-                if deadline_before is not None and command.created_at < deadline_before:
+                if deadline_before is not None and deadline_start(command) < deadline_before:
                     last = f" (last: {command.result})" if command.result else ""
                     why = f"deadline passed after {command.attempts} attempt(s){last}"
                     _finish(command, "failed", why, command.answer, now)
                     continue
                 meter = await session.get(Meter, command.meter_no)
-                why_not = _obsolete(command, meter) or await _superseded(session, command)
+                site = await session.get(Site, meter.site_id) if meter is not None else None
+                why_not = _obsolete(command, meter, site) or await _superseded(session, command)
                 if why_not:
                     _finish(command, "cancelled", why_not, None, now)
                     continue
+                if command.action == "cut" and meter is not None and site is not None:
+                    until = await _deferral(session, site, now)
+                    if until is not None:
+                        await _defer(session, command, meter, until, now)
+                        continue
             command.state, command.sent_at, command.updated_at = "sent", now, now
             command.command_id = command.command_id or new_command_id()
             command.attempts += 1
@@ -163,15 +172,47 @@ async def _superseded(session: AsyncSession, command: Command) -> str | None:
     return f"superseded by command {later}" if later is not None else None
 
 
-def _obsolete(command: Command, meter: Meter | None) -> str | None:
+def _obsolete(command: Command, meter: Meter | None, site: Site | None) -> str | None:
     """Why a queued command should no longer be sent, if it should not."""
-    if meter is None or not meter.active:
+    if meter is None or not meter.active or site is None:
         return "meter retired"
-    if command.action == "cut" and meter.balance > 0:
-        return "balance above zero again before the cut was sent"
-    if command.action == "restore" and meter.balance <= 0:
-        return "balance at or below zero again before the restore was sent"
+    threshold = cut_threshold(site.grace_amount)
+    if command.action == "cut" and meter.balance > threshold:
+        return "balance above the cut threshold again before the cut was sent"
+    if command.action == "restore" and meter.balance <= threshold:
+        return "balance at or below the cut threshold again before the restore was sent"
     return None
+
+
+async def _deferral(session: AsyncSession, site: Site, now: dt.datetime) -> dt.datetime | None:
+    """When a zero-balance cut due now may be carried out, if it must wait for a no-cut window."""
+    holidays = set((await session.execute(select(Holiday.day).where(Holiday.site_id == site.id))).scalars())
+    return NoCutWindows.of(site, holidays).deferral(now)
+
+
+def deadline_start(command: Command) -> dt.datetime:
+    """Where a queued command's deadline counts from: when it was queued, or when the no-cut
+    window that deferred it ended (a cut deferred over a long weekend is not late)."""
+    deferred = command.params.get("deferred_until") if command.params else None
+    return max(command.created_at, dt.datetime.fromisoformat(deferred)) if deferred else command.created_at
+
+
+async def _defer(session: AsyncSession, command: Command, meter: Meter, until: dt.datetime, now: dt.datetime) -> None:
+    """Put a cut off until `until`; the first time, a `cut.deferred` event says when it will happen."""
+    first = "deferred_until" not in (command.params or {})
+    command.next_attempt_at, command.updated_at = until, now
+    command.params = {**(command.params or {}), "deferred_until": until.isoformat()}
+    command.result = f"deferred by a no-cut window until {until:%Y-%m-%d %H:%M:%S}Z"
+    if first:
+        await site_events.add_event(
+            session,
+            site_id=meter.site_id,
+            type="cut.deferred",
+            at=now,
+            now=now,
+            meter_no=meter.meter_no,
+            data={"until": until.isoformat().replace("+00:00", "Z"), "balance": str(meter.balance)},
+        )
 
 
 def _finish(command: Command, state: str, result: str, answer: dict[str, Any] | None, now: dt.datetime) -> None:
@@ -214,18 +255,30 @@ async def finish_command(
                     meter.relay_on = relay_on
                 if load_dg is not None and load_grid is not None:
                     meter.load_dg, meter.load_grid = load_dg, load_grid
+                if row.action in SUPPLY_EVENTS:
+                    await site_events.add_event(
+                        session,
+                        site_id=meter.site_id,
+                        type=SUPPLY_EVENTS[row.action],
+                        at=now,
+                        now=now,
+                        meter_no=meter.meter_no,
+                        data={"reason": row.reason, "balance": str(meter.balance)},
+                    )
                 if row.action == "cut":
                     await restore_if_credited(session, meter=meter, now=now)
         return row
 
 
 async def restore_if_credited(session: AsyncSession, *, meter: Meter, now: dt.datetime) -> Command | None:
-    """After money came in (same transaction): if the balance is above zero, drop pending
-    zero-balance cuts and, if the supply is off because of one, queue a restore.
+    """After money came in (same transaction): if the balance is above the site's cut threshold,
+    drop pending (or deferred) zero-balance cuts and, if the supply is off because of one, queue
+    a restore, which the caller should send at once (prompt restore).
 
     A meter stopped by staff (call 7) stays stopped: only a cut for zero balance is undone.
     """
-    if meter.balance <= 0 or not meter.active:
+    site = await session.get(Site, meter.site_id)
+    if site is None or meter.balance <= cut_threshold(site.grace_amount) or not meter.active:
         return None
     await session.execute(
         update(Command)

@@ -59,7 +59,7 @@ def add_entry(
 async def adjust_balance(
     db: Database, *, meter_no: int, amount: Decimal, reason: str, created_by: str, now: dt.datetime
 ) -> LedgerEntry:
-    """A manual adjustment with a reason, in one transaction; lifting the balance above zero
+    """A manual adjustment with a reason, in one transaction; lifting the balance above the cut threshold
     restores a supply cut for zero balance."""
     if amount == 0:
         raise InvalidInput("amount must not be zero", {"amount": ["Must not be zero."]})

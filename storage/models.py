@@ -97,6 +97,10 @@ Energy = Fixed(scale=3)
 RowidBigInteger = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
+# A site's first tariff is in force since this instant: every reading, however late, has a price.
+TARIFF_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def utcnow() -> dt.datetime:
     """The current time, timezone-aware, in UTC."""
     return dt.datetime.now(dt.UTC)
@@ -112,6 +116,74 @@ class Site(SQLModel, table=True):
     tariff_grid: Decimal = Field(sa_type=Money, default=Decimal("8.00"))
     tariff_dg: Decimal = Field(sa_type=Money, default=Decimal("20.00"))
     auto_cut: bool = Field(default=True)
+    created_at: dt.datetime = Field(sa_type=UtcTime, default_factory=utcnow)
+    # The prepaid policy (storage/policy.py): cut at or below -grace_amount, warn at each of the
+    # alert thresholds (₹ amounts as strings, highest first), never cut inside a no-cut window.
+    grace_amount: Decimal = Field(sa_type=Money, default=Decimal("0.00"))
+    alert_thresholds: list[str] = Field(sa_type=sa.JSON, default_factory=list)
+    no_cut_hours: str = Field(default="", max_length=11)  # local "HH:MM-HH:MM", may wrap midnight
+    no_cut_weekdays: str = Field(default="", max_length=27)  # e.g. "sat,sun"
+
+
+class Tariff(SQLModel, table=True):
+    """One row of a site's tariff history, in force from `effective_from` until the next row.
+
+    A site's first row is in force since `TARIFF_EPOCH`, so every reading finds one.
+    """
+
+    __table_args__ = (sa.UniqueConstraint("site_id", "effective_from", name="uq_tariff_site_from"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: str = Field(foreign_key="site.id", max_length=64)
+    effective_from: dt.datetime = Field(sa_type=UtcTime)
+    grid: Decimal = Field(sa_type=Money)  # ₹ per kWh
+    dg: Decimal = Field(sa_type=Money)  # ₹ per kWh
+    fixed_daily: Decimal = Field(sa_type=Money, default=Decimal("0.00"))  # ₹ per meter per local day
+    created_at: dt.datetime = Field(sa_type=UtcTime, default_factory=utcnow)
+    created_by: str = Field(default="", max_length=100)
+
+
+class Holiday(SQLModel, table=True):
+    """A local date of a site on which zero-balance cuts are not carried out."""
+
+    site_id: str = Field(foreign_key="site.id", primary_key=True, max_length=64)
+    day: dt.date = Field(primary_key=True)
+    name: str = Field(default="", max_length=100)
+
+
+class SiteEvent(SQLModel, table=True):
+    """Something a site's staff should hear of (a low balance, a cut, a restore, a settled
+    recharge...), listed per site and delivered to the site's webhook like DG callbacks."""
+
+    __tablename__ = "site_event"
+    __table_args__ = (
+        sa.Index("ix_site_event_site_id", "site_id", "id"),
+        sa.Index("ix_site_event_due", "state", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(unique=True, max_length=40)
+    site_id: str = Field(foreign_key="site.id", max_length=64)
+    meter_no: int | None = Field(sa_type=sa.BigInteger, default=None)
+    type: str = Field(max_length=32)  # balance.low | cut.deferred | meter.cut | meter.restored | ...
+    at: dt.datetime = Field(sa_type=UtcTime)
+    data: dict[str, Any] = Field(sa_type=sa.JSON, default_factory=dict)
+    # Delivery to the site's webhook: "none" when the site had no webhook when it happened.
+    state: str = Field(default="none", max_length=16)  # none | pending | delivered | failed
+    attempts: int = Field(default=0)
+    next_attempt_at: dt.datetime | None = Field(sa_type=UtcTime, default=None)
+    delivered_at: dt.datetime | None = Field(sa_type=UtcTime, default=None)
+    round_started_at: dt.datetime | None = Field(sa_type=UtcTime, default=None)
+
+
+class SiteWebhook(SQLModel, table=True):
+    """Where a site's events are POSTed, and the secret they are signed with (kept as issued)."""
+
+    __tablename__ = "site_webhook"
+
+    site_id: str = Field(foreign_key="site.id", primary_key=True, max_length=64)
+    url: str = Field(max_length=2000)
+    secret: str = Field(max_length=100)
     created_at: dt.datetime = Field(sa_type=UtcTime, default_factory=utcnow)
 
 
@@ -136,6 +208,9 @@ class Meter(SQLModel, table=True):
     retired_at: dt.datetime | None = Field(sa_type=UtcTime, default=None)
     token_hash: str | None = Field(default=None, max_length=64, unique=True)
     created_at: dt.datetime = Field(sa_type=UtcTime, default_factory=utcnow)
+    # The lowest alert threshold this meter's balance has been warned about (None: none yet);
+    # thresholds below the balance are armed again when money comes in.
+    alert_level: Decimal | None = Field(sa_type=Money, default=None)
 
 
 class Reading(SQLModel, table=True):
@@ -305,17 +380,22 @@ class LedgerEntry(SQLModel, table=True):
     """
 
     __tablename__ = "ledger_entry"
-    __table_args__ = (sa.Index("ix_ledger_entry_meter_id", "meter_no", "id"),)
+    __table_args__ = (
+        sa.Index("ix_ledger_entry_meter_id", "meter_no", "id"),
+        # A day's fixed charge is debited once per meter, however often the day is rolled.
+        sa.Index("uq_ledger_entry_meter_kind_day", "meter_no", "kind", "day", unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     meter_no: int = Field(sa_type=sa.BigInteger, foreign_key="meter.meter_no")
-    kind: str = Field(max_length=16)  # opening | credit | adjustment
+    kind: str = Field(max_length=16)  # opening | credit | adjustment | fixed
     amount: Decimal = Field(sa_type=Money)  # signed
     balance_after: Decimal = Field(sa_type=Money)
     reason: str = Field(default="", max_length=200)
     transaction_id: str | None = Field(default=None, max_length=64)
     created_by: str = Field(default="", max_length=100)
     created_at: dt.datetime = Field(sa_type=UtcTime, default_factory=utcnow)
+    day: dt.date | None = Field(default=None)  # the local day a fixed charge is for
 
 
 class MeterChange(SQLModel, table=True):
@@ -421,6 +501,20 @@ class DgDeliveryAttempt(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     event_id: str = Field(foreign_key="dg_event.event_id", index=True, max_length=40)
+    attempted_at: dt.datetime = Field(sa_type=UtcTime)
+    url: str = Field(max_length=2000)
+    http_status: int | None = Field(default=None)
+    error: str = Field(default="", max_length=500)
+    latency_ms: int = Field(default=0)
+
+
+class SiteEventAttempt(SQLModel, table=True):
+    """One POST of a site event to the site's webhook, as DG callbacks log theirs."""
+
+    __tablename__ = "site_event_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(foreign_key="site_event.event_id", index=True, max_length=40)
     attempted_at: dt.datetime = Field(sa_type=UtcTime)
     url: str = Field(max_length=2000)
     http_status: int | None = Field(default=None)

@@ -27,6 +27,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage import site_events
 from storage.commands import meter_on_site, restore_if_credited
 from storage.engine import Database
 from storage.errors import Conflict, NotFound
@@ -166,7 +167,28 @@ async def settle_recharge(
             recharge.token, recharge.balance_after = token, meter.balance
             recharge.applied_at = applied_at or now
             await restore_if_credited(session, meter=meter, now=now)
+        if recharge.state in FINAL:
+            await _settled_event(session, recharge, now)
     return recharge
+
+
+async def _settled_event(session: AsyncSession, recharge: Recharge, now: dt.datetime) -> None:
+    """`recharge.settled`, in the transaction that settles it."""
+    await site_events.add_event(
+        session,
+        site_id=recharge.site_id,
+        type="recharge.settled",
+        at=now,
+        now=now,
+        meter_no=recharge.meter_no,
+        data={
+            "transaction_id": recharge.transaction_id,
+            "amount": str(recharge.amount),
+            "state": recharge.state,
+            "balance_after": None if recharge.balance_after is None else str(recharge.balance_after),
+            "reason": recharge.reason,
+        },
+    )
 
 
 async def recharge_view(db: Database, *, transaction_id: str, site_id: str | None = None) -> RechargeView:
@@ -224,4 +246,5 @@ async def expire_recharge(db: Database, *, transaction_id: str, reason: str, now
             return recharge
         recharge.state, recharge.reason = "error", f"expired: {reason}"[:500]
         recharge.next_check_at, recharge.updated_at = None, now
+        await _settled_event(session, recharge, now)
     return recharge

@@ -194,7 +194,7 @@ async def test_a_queued_cut_is_cancelled_once_money_came_in(gateway: TestClient,
         session.add(Command(meter_no=101, action="cut", reason="zero balance", created_at=NOW, updated_at=NOW))
     assert await gateway.app[DISPATCHER].run() == []
     [cut] = await commands.list_commands(db)
-    assert (cut.state, cut.result) == ("cancelled", "balance above zero again before the cut was sent")
+    assert (cut.state, cut.result) == ("cancelled", "balance above the cut threshold again before the cut was sent")
 
 
 async def test_a_cut_the_head_end_cannot_do_now_is_retried_with_backoff_until_done(

@@ -366,7 +366,7 @@ async def test_a_recharge_restores_a_zero_balance_cut(
     assert [c.action for c in await commands.list_commands(db)] == ["cut"]
     assert (await recharge(gateway, world, {**ORDER, "amount": "20.00"}))[0] == 200
     restore = (await commands.list_commands(db))[-1]
-    assert (restore.action, restore.state, restore.reason) == ("restore", "requested", "balance above zero")
+    assert (restore.action, restore.state, restore.reason) == ("restore", "requested", "balance above the cut threshold")
     [sent] = await gateway.app[DISPATCHER].run()
     assert (sent.action, sent.state) == ("restore", "done")
     assert (await mock.state())["meters"]["101"]["relay"] == "on"
@@ -380,7 +380,7 @@ async def test_a_cut_still_queued_is_cancelled_by_a_recharge(gateway: TestClient
     await post_reading(gateway, world, 101, 10.5)
     await recharge(gateway, world)
     [cut] = await commands.list_commands(db)
-    assert (cut.state, cut.result) == ("cancelled", "balance above zero")
+    assert (cut.state, cut.result) == ("cancelled", "balance above the cut threshold")
     assert await gateway.app[DISPATCHER].run() == []
 
 

@@ -1,0 +1,108 @@
+"""A site's prepaid policy: when a meter is cut, when a cut must wait, when staff are warned.
+
+- Cut threshold: an auto-cut meter is cut when its balance is at or below −`grace_amount`
+  (`cut_threshold`).
+- No-cut windows: local hours (`no_cut_hours`, may wrap midnight), weekdays and holidays during
+  which a zero-balance cut is not carried out; it is deferred to the end of the window (windows
+  that touch chain: a Sunday holiday's night ends on Monday morning), and a recharge before then
+  cancels it (`NoCutWindows.deferral`). Staff stops (call 7) are never deferred.
+- Alerts: `balance.low` once per downward crossing of each of `alert_thresholds`; thresholds
+  below the balance are armed again when money comes in (`alert_step`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from storage.models import Site
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
+MAX_CHAINED_WINDOWS = 400  # more than a year of back-to-back windows: a policy that never allows a cut
+
+
+def cut_threshold(grace_amount: Decimal) -> Decimal:
+    """The balance at or below which an auto-cut meter is cut."""
+    return -grace_amount
+
+
+def _hours(text: str) -> tuple[dt.time, dt.time] | None:
+    if not text:
+        return None
+    start, end = text.split("-")
+    return dt.time.fromisoformat(start), dt.time.fromisoformat(end)
+
+
+@dataclass(frozen=True)
+class NoCutWindows:
+    """When a site's zero-balance cuts must wait."""
+
+    timezone: str
+    hours: tuple[dt.time, dt.time] | None
+    weekdays: frozenset[int]
+    holidays: frozenset[dt.date]
+
+    @classmethod
+    def of(cls, site: Site, holidays: set[dt.date] | frozenset[dt.date]) -> NoCutWindows:
+        """The windows of a site, with its holidays."""
+        weekdays = frozenset(WEEKDAYS.index(day) for day in site.no_cut_weekdays.split(",") if day)
+        return cls(site.timezone, _hours(site.no_cut_hours), weekdays, frozenset(holidays))
+
+    def _in_hours(self, local: dt.datetime) -> bool:
+        if self.hours is None:
+            return False
+        start, end, now = *self.hours, local.time()
+        return start <= now < end if start < end else now >= start or now < end
+
+    def _window_end(self, local: dt.datetime) -> dt.datetime | None:
+        """The end of the window `local` is in (local wall time), None outside every window."""
+        if local.date() in self.holidays or local.weekday() in self.weekdays:
+            return dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(0), tzinfo=local.tzinfo)
+        if self._in_hours(local):
+            assert self.hours is not None
+            end = dt.datetime.combine(local.date(), self.hours[1], tzinfo=local.tzinfo)
+            return end if end > local else end + dt.timedelta(days=1)
+        return None
+
+    def deferral(self, at: dt.datetime) -> dt.datetime | None:
+        """When a cut falling due at `at` may be carried out, if not at once: the end of the
+        window (and of any window that follows without a gap); None outside every window."""
+        zone = ZoneInfo(self.timezone)
+        moment, moved = at.astimezone(zone), False
+        for _ in range(MAX_CHAINED_WINDOWS):
+            end = self._window_end(moment)
+            if end is None:
+                break
+            # Through UTC, so a window ending in a DST gap lands on a real instant.
+            moment, moved = end.astimezone(dt.UTC).astimezone(zone), True
+        return moment.astimezone(dt.UTC) if moved else None
+
+
+def parse_thresholds(values: list[str]) -> list[Decimal]:
+    """A site's stored alert thresholds, highest first."""
+    return sorted((Decimal(v) for v in values), reverse=True)
+
+
+def alert_step(thresholds: list[Decimal], level: Decimal | None, balance: Decimal) -> tuple[list[Decimal], Decimal | None]:
+    """The thresholds to alert now (highest first) and the meter's alert level after.
+
+    `level` is the lowest threshold already alerted (None: none). A balance above it re-arms
+    every threshold below the balance; a balance at or below thresholds not yet alerted crosses
+    them.
+    """
+    if level is not None and balance > level:
+        above = [t for t in thresholds if t >= balance]
+        return [], (min(above) if above else None)
+    crossed = [t for t in thresholds if balance <= t and (level is None or t < level)]
+    return crossed, (min(crossed) if crossed else level)
+
+
+def days_left(balance: Decimal, charges: Decimal, days: int) -> Decimal | None:
+    """Balance ÷ the average daily charge over `days` days (one decimal); None without charges."""
+    if days <= 0 or charges <= 0:
+        return None
+    if balance <= 0:
+        return Decimal("0.0")
+    return (balance * days / charges).quantize(Decimal("0.1"))
