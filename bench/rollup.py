@@ -33,6 +33,7 @@ from sqlalchemy import insert, text
 from storage import days, partitions
 from storage.engine import Database
 from storage.migrate import upgrade
+from storage.tariffs import first_tariff
 from storage.models import Meter, Reading, Site
 
 TIMEZONE = "Asia/Kolkata"
@@ -64,6 +65,8 @@ async def setup_site(db: Database, meters: int) -> None:
     created = days.day_bounds(TIMEZONE, DAY)[0]
     async with db.transaction() as session:
         session.add(Site(id="BENCH", name="Bench", region="North", timezone=TIMEZONE, created_at=created))
+        await session.flush()
+        session.add(first_tariff(site_id="BENCH", grid=Decimal("8.00"), dg=Decimal("20.00"), created_at=created))
     rows = [
         Meter(meter_no=FIRST_METER + n, site_id="BENCH", unit_no=f"U{n}", created_at=created).model_dump()
         for n in range(meters)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.engine import Database
 from storage.errors import InvalidInput, NotFound
+from storage.ledger import debit_fixed_charges
 from storage.models import DailyTotal, Meter, Reading, RolledDay, RollupMark, Site, UtcTime
 
 HALF_HOUR = dt.timedelta(minutes=30)
@@ -143,14 +144,17 @@ def _rollup_statement(session: AsyncSession, site: Site, day: dt.date, stamp: dt
 async def roll_up_day(db: Database, *, site_id: str, day: dt.date, now: dt.datetime) -> int:
     """Write the daily totals of one site-day from its readings; returns the meters written.
 
-    One transaction: the totals (one upsert statement) and the day's `rolled_day` stamp.
-    Idempotent: rolling again gives the same totals. Meters without readings that day are left
+    One transaction: the totals (one upsert statement), the day's fixed charges
+    (`ledger.debit_fixed_charges`) and the day's `rolled_day` stamp. Idempotent: rolling again
+    gives the same totals and charges nothing twice. Meters without readings that day are left
     alone, so totals imported from a legacy file are not overwritten with nothing.
     """
     stamp = now - COMMIT_MARGIN
     async with db.transaction() as session:
         site = await get_site(session, site_id)
         result = await session.execute(_rollup_statement(session, site, day, stamp))
+        start, end = day_bounds(site.timezone, day)
+        await debit_fixed_charges(session, site=site, day=day, start=start, end=end, now=now)
         mark = upsert(session, RolledDay).values(site_id=site_id, day=day, rolled_at=stamp)
         await session.execute(mark.on_conflict_do_update(index_elements=["site_id", "day"], set_={"rolled_at": stamp}))
     return max(result.rowcount or 0, 0)  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ per function. `only` arguments limit a listing to a set of site ids (None: every
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection
 from decimal import Decimal
 
@@ -13,10 +14,21 @@ from sqlalchemy import select
 
 from storage.engine import Database
 from storage.errors import Conflict, InvalidInput, NotFound
-from storage.models import ApiKey, DieselGenerator, Meter, Site, utcnow
+from storage import tariffs
+from storage.models import ApiKey, DieselGenerator, Meter, Site, Tariff, utcnow
 from storage.registry import parse_amount
 
-SITE_EDITABLE = ("name", "region", "tariff_grid", "tariff_dg", "auto_cut")
+SITE_EDITABLE = (
+    "name",
+    "region",
+    "tariff_grid",
+    "tariff_dg",
+    "auto_cut",
+    "grace_amount",
+    "alert_thresholds",
+    "no_cut_hours",
+    "no_cut_weekdays",
+)
 METER_EDITABLE = ("consumer_name", "fin_no")
 
 
@@ -46,8 +58,12 @@ async def get_site(db: Database, *, site_id: str) -> Site:
     return site
 
 
-async def edit_site(db: Database, *, site_id: str, changes: dict[str, object]) -> Site:
-    """Change a site's name, region, tariffs or auto_cut. The timezone is fixed once days exist."""
+async def edit_site(db: Database, *, site_id: str, changes: dict[str, object], now: dt.datetime | None = None) -> Site:
+    """Change a site's name, region, tariffs, auto_cut or prepaid policy (storage/policy.py).
+
+    New tariffs start a tariff row from now (storage/tariffs.py), keeping the fixed daily charge
+    in force. The timezone is fixed once days exist.
+    """
     _check_editable(changes, SITE_EDITABLE)
     for field in ("name", "region"):
         if field in changes and not str(changes[field]).strip():
@@ -62,6 +78,22 @@ async def edit_site(db: Database, *, site_id: str, changes: dict[str, object]) -
             raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
         for field, value in changes.items():
             setattr(site, field, value)
+        if "tariff_grid" in changes or "tariff_dg" in changes:
+            now = now or utcnow()
+            current = await tariffs.tariff_at(session, site_id=site_id, at=now)
+            row = Tariff(
+                site_id=site_id,
+                effective_from=now,
+                grid=site.tariff_grid,
+                dg=site.tariff_dg,
+                fixed_daily=current.fixed_daily,
+                created_at=now,
+                created_by="site edit",
+            )
+            if current.effective_from == now:  # set twice in one instant: the later one wins
+                current.grid, current.dg = row.grid, row.dg
+            else:
+                session.add(row)
     return site
 
 

@@ -1,11 +1,12 @@
 """The per-meter ledger: every change of a prepaid balance that is not a reading's charge.
 
-Entries are an `opening` (the balance a meter was registered with), `credit`s (recharges) and
-`adjustment`s (staff corrections, balances moved by a meter replacement), each with a reason and
-the balance after it. Debits are not repeated here: each reading's `charge` column is its debit,
-written by ingest in the same transaction that lowers the balance. So, for every meter:
+Entries are an `opening` (the balance a meter was registered with), `credit`s (recharges),
+`adjustment`s (staff corrections, balances moved by a meter replacement) and `fixed` daily
+charges (negative, one per meter per local day, `debit_fixed_charges`), each with a reason and
+the balance after it. Energy debits are not repeated here: each reading's `charge` column is its
+debit, written by ingest in the same transaction that lowers the balance. So, for every meter:
 
-    balance = opening + Σ credits + Σ adjustments − Σ reading charges
+    balance = opening + Σ credits + Σ adjustments + Σ fixed charges − Σ reading charges
 
 `check_ledger` computes both sides. Every entry is written by `add_entry` in the transaction
 that changes the balance, on a meter row locked for that transaction.
@@ -17,16 +18,18 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
+import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.commands import restore_if_credited
+from storage.commands import queue_cut_if_due, restore_if_credited
 from storage.engine import Database
 from storage.errors import InvalidInput, NotFound
-from storage.models import LedgerEntry, Meter, Reading
+from storage.models import LedgerEntry, Meter, Reading, Site
+from storage.tariffs import tariff_at
 
 ZERO = Decimal("0.00")
-KINDS = ("opening", "credit", "adjustment")
+KINDS = ("opening", "credit", "adjustment", "fixed")
 
 
 def add_entry(
@@ -39,6 +42,7 @@ def add_entry(
     now: dt.datetime,
     transaction_id: str | None = None,
     created_by: str = "",
+    day: dt.date | None = None,
 ) -> LedgerEntry:
     """Move `meter`'s balance by `amount` and record it (the caller holds the meter locked)."""
     meter.balance = (meter.balance + amount).quantize(Decimal("0.01"))
@@ -51,9 +55,51 @@ def add_entry(
         transaction_id=transaction_id,
         created_by=created_by,
         created_at=now,
+        day=day,
     )
     session.add(entry)
     return entry
+
+
+async def debit_fixed_charges(
+    session: AsyncSession, *, site: Site, day: dt.date, start: dt.datetime, end: dt.datetime, now: dt.datetime
+) -> int:
+    """Debit the fixed daily charge in force at the local day's start (`start`..`end` in UTC) from
+    every meter in service at its end that was not charged for it yet, in the caller's
+    transaction; queue the cuts that this makes due. Returns the meters charged.
+
+    Idempotent: a re-roll or a catch-up charges no meter twice (the ledger's unique index on
+    meter, kind and day holds even against two processes).
+    """
+    tariff = await tariff_at(session, site_id=site.id, at=start)
+    if tariff.fixed_daily <= 0:
+        return 0
+    charged = select(LedgerEntry.meter_no).where(LedgerEntry.kind == "fixed", LedgerEntry.day == day)
+    query = (
+        select(Meter)
+        .where(
+            Meter.site_id == site.id,
+            Meter.created_at < end,  # type: ignore[operator]
+            sa.or_(Meter.retired_at.is_(None), Meter.retired_at >= end),  # type: ignore[union-attr, operator]
+            Meter.meter_no.not_in(charged),  # type: ignore[attr-defined]
+        )
+        .order_by(Meter.meter_no)
+        .with_for_update()
+    )
+    meters = list((await session.execute(query)).scalars())
+    for meter in meters:
+        add_entry(
+            session,
+            meter=meter,
+            kind="fixed",
+            amount=-tariff.fixed_daily,
+            reason=f"fixed charge for {day.isoformat()}",
+            created_by="rollup",
+            now=now,
+            day=day,
+        )
+        await queue_cut_if_due(session, meter=meter, site=site, now=now)
+    return len(meters)
 
 
 async def adjust_balance(
@@ -93,11 +139,12 @@ class LedgerCheck:
     adjustments: Decimal
     debits: Decimal  # Σ reading charges
     balance: Decimal  # as stored on the meter
+    fixed: Decimal = ZERO  # Σ fixed daily charges (negative)
 
     @property
     def expected(self) -> Decimal:
-        """opening + credits + adjustments − debits."""
-        return self.opening + self.credits + self.adjustments - self.debits
+        """opening + credits + adjustments + fixed charges − debits."""
+        return self.opening + self.credits + self.adjustments + self.fixed - self.debits
 
     @property
     def ok(self) -> bool:
@@ -122,4 +169,5 @@ async def check_ledger(db: Database, *, meter_no: int) -> LedgerCheck:
         adjustments=sums.get("adjustment") or ZERO,
         debits=debits,
         balance=meter.balance,
+        fixed=sums.get("fixed") or ZERO,
     )

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from storage.engine import Database
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.models import ApiKey, DieselGenerator, LedgerEntry, Meter, Site, utcnow
+from storage.tariffs import first_tariff
 
 ROLES = ("read", "operate", "admin", "ingest")
 ALL_SITES = "*"
@@ -85,6 +86,8 @@ async def add_site(
             if await session.get(Site, site_id) is not None:
                 raise Conflict(f"site {site_id!r} already exists", {"site_id": ["Already exists."]})
             session.add(site)
+            await session.flush()
+            session.add(first_tariff(site_id=site_id, grid=tariff_grid, dg=tariff_dg, created_at=site.created_at))
     except IntegrityError:
         raise Conflict(f"site {site_id!r} already exists", {"site_id": ["Already exists."]}) from None
     return site

@@ -9,6 +9,7 @@ from sqlalchemy import insert, select
 
 from storage.days import day_intervals
 from storage.engine import Database
+from storage.tariffs import first_tariff
 from storage.models import DailyTotal, Meter, Reading, Site
 
 UTC = dt.UTC
@@ -33,6 +34,7 @@ async def make_site(
     async with db.transaction() as session:
         session.add(Site(id=site_id, name=site_id, region="North", timezone=timezone, created_at=created))
         await session.flush()
+        session.add(first_tariff(site_id=site_id, grid=Decimal("8.00"), dg=Decimal("20.00"), created_at=created))
         for meter_no in meters:
             session.add(
                 Meter(

@@ -13,6 +13,7 @@ from sqlalchemy import update
 from gateway.settings import Settings
 from storage import days, portal_users
 from storage.engine import Database
+from storage.tariffs import first_tariff
 from storage.models import Meter, PortalUser, Site
 from tests.daydata import add_readings, at, whole_day
 
@@ -34,6 +35,8 @@ async def make_world(db: Database) -> None:
         session.add(Site(id="S1", name="Palm Court", region="North", timezone=KOLKATA, created_at=created))
         session.add(Site(id="S2", name="River View", region="South", timezone=KOLKATA, created_at=created))
         await session.flush()
+        for site_id in ("S1", "S2"):
+            session.add(first_tariff(site_id=site_id, grid=Decimal("8.00"), dg=Decimal("20.00"), created_at=created))
         for meter_no, site, fin, balance in (
             (RESIDENT, "S1", "A3389127I", "150.00"),
             (NEIGHBOUR, "S1", "A1234567I", "80.00"),
