@@ -33,8 +33,8 @@ from sqlalchemy import insert, text
 from storage import days, partitions
 from storage.engine import Database
 from storage.migrate import upgrade
-from storage.tariffs import first_tariff
 from storage.models import Meter, Reading, Site
+from storage.tariffs import first_tariff
 
 TIMEZONE = "Asia/Kolkata"
 DAY = dt.date(2025, 2, 8)

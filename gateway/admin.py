@@ -19,7 +19,7 @@ from gateway.auth import Principal
 from gateway.keys import CLOCK, DB, DELIVERIES, KEYS, SETTINGS
 from schemas import admin as wire
 from schemas.fields import printable
-from storage import dg_events, inventory, ledger, meter_changes, registry
+from storage import dg_events, inventory, ledger, meter_changes, policy, registry
 from storage.errors import Forbidden, InvalidInput, NotFound
 from storage.models import Meter
 
@@ -50,7 +50,8 @@ def _path(request: web.Request, name: str) -> str:
     return value
 
 
-def _site_in_scope(request: web.Request, principal: Principal) -> str:
+def site_in_scope(request: web.Request, principal: Principal) -> str:
+    """The `{site_id}` of the path, NotFound unless the key covers it."""
     site_id = _path(request, "site_id")
     _require_site(principal, site_id)
     return site_id
@@ -108,7 +109,7 @@ async def list_sites(request: web.Request, principal: Principal) -> web.Response
 @admin_only
 async def get_site(request: web.Request, principal: Principal) -> web.Response:
     """One site."""
-    site_id = _site_in_scope(request, principal)
+    site_id = site_in_scope(request, principal)
     return ok("Site", wire.SiteOut().dump(await inventory.get_site(request.app[DB], site_id=site_id)))
 
 
@@ -116,9 +117,9 @@ async def get_site(request: web.Request, principal: Principal) -> web.Response:
 @admin_only
 async def edit_site(request: web.Request, principal: Principal) -> web.Response:
     """Change a site's name, region, tariffs or auto_cut."""
-    site_id = _site_in_scope(request, principal)
+    site_id = site_in_scope(request, principal)
     changes = wire.SiteEdit().load(await request_inputs(request))
-    site = await inventory.edit_site(request.app[DB], site_id=site_id, changes=changes)
+    site = await inventory.edit_site(request.app[DB], site_id=site_id, changes=changes, now=request.app[CLOCK].now())
     return ok("Site updated", wire.SiteOut().dump(site))
 
 
@@ -129,7 +130,7 @@ async def edit_site(request: web.Request, principal: Principal) -> web.Response:
 @admin_only
 async def create_meter(request: web.Request, principal: Principal) -> web.Response:
     """Register a meter on a site; its device token is in this reply only."""
-    site_id = _site_in_scope(request, principal)
+    site_id = site_in_scope(request, principal)
     args = wire.MeterCreate().load(await request_inputs(request))
     created = await registry.add_meter(request.app[DB], site_id=site_id, **args)
     return ok("Meter created", {**wire.MeterOut().dump(created.meter), "token": created.token}, 201)
@@ -139,7 +140,7 @@ async def create_meter(request: web.Request, principal: Principal) -> web.Respon
 @admin_only
 async def list_meters(request: web.Request, principal: Principal) -> web.Response:
     """Every meter of a site, retired ones included."""
-    site_id = _site_in_scope(request, principal)
+    site_id = site_in_scope(request, principal)
     await inventory.get_site(request.app[DB], site_id=site_id)  # 404 for an unknown site, not []
     meters = await inventory.list_meters(request.app[DB], site_id=site_id)
     return ok("Meters", wire.MeterOut(many=True).dump(meters))
@@ -148,8 +149,12 @@ async def list_meters(request: web.Request, principal: Principal) -> web.Respons
 @routes.get("/api/v1/admin/meters/{meter_no}")
 @admin_only
 async def get_meter(request: web.Request, principal: Principal) -> web.Response:
-    """One meter."""
-    return ok("Meter", wire.MeterOut().dump(await _meter_in_scope(request, principal)))
+    """One meter, with `days_left` at its recent daily spend (null without charges)."""
+    meter = await _meter_in_scope(request, principal)
+    db = request.app[DB]
+    site = await inventory.get_site(db, site_id=meter.site_id)
+    left = await policy.meter_days_left(db, meter=meter, timezone=site.timezone, now=request.app[CLOCK].now())
+    return ok("Meter", {**wire.MeterOut().dump(meter), "days_left": None if left is None else str(left)})
 
 
 @routes.patch("/api/v1/admin/meters/{meter_no}")
@@ -216,7 +221,7 @@ async def adjust_balance(request: web.Request, principal: Principal) -> web.Resp
 @admin_only
 async def create_dg(request: web.Request, principal: Principal) -> web.Response:
     """Register a diesel generator on a site."""
-    site_id = _site_in_scope(request, principal)
+    site_id = site_in_scope(request, principal)
     args = wire.DgCreate().load(await request_inputs(request))
     dg = await registry.add_dg(request.app[DB], site_id=site_id, dg_no=args["dg_number"], meter_no=args["meter_no"])
     return ok("DG created", wire.DgOut().dump(dg), 201)
@@ -226,7 +231,7 @@ async def create_dg(request: web.Request, principal: Principal) -> web.Response:
 @admin_only
 async def list_dgs(request: web.Request, principal: Principal) -> web.Response:
     """The DGs of a site."""
-    site_id = _site_in_scope(request, principal)
+    site_id = site_in_scope(request, principal)
     await inventory.get_site(request.app[DB], site_id=site_id)
     return ok("DGs", wire.DgOut(many=True).dump(await inventory.list_dgs(request.app[DB], site_id=site_id)))
 
@@ -235,7 +240,7 @@ async def list_dgs(request: web.Request, principal: Principal) -> web.Response:
 @admin_only
 async def list_dg_deliveries(request: web.Request, principal: Principal) -> web.Response:
     """The DG's latest 100 callback events (newest first), each with every attempt at it."""
-    site_id = _site_in_scope(request, principal)
+    site_id = site_in_scope(request, principal)
     deliveries = await dg_events.list_deliveries(request.app[DB], site_id=site_id, dg_no=_path(request, "dg_number"))
     return ok("DG callback deliveries", wire.DgDeliveryOut(many=True).dump(deliveries))
 
@@ -244,7 +249,7 @@ async def list_dg_deliveries(request: web.Request, principal: Principal) -> web.
 @admin_only
 async def redeliver_dg_event(request: web.Request, principal: Principal) -> web.Response:
     """Send one event again (same id and body), now, with a fresh round of retries."""
-    site_id = _site_in_scope(request, principal)
+    site_id = site_in_scope(request, principal)
     event = await dg_events.redeliver(
         request.app[DB],
         site_id=site_id,

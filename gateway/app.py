@@ -12,10 +12,11 @@ from adapters.faults import FaultPoints
 from adapters.headend import SimulatedHeadEnd
 from adapters.headend_http import HttpHeadEnd, open_session
 from adapters.webhooks import open_sender
-from gateway import admin, commands, docs, factech, ingest, ops, portal, reports
+from gateway import admin, commands, docs, factech, ingest, ops, portal, prepaid, reports
 from gateway.auth import DeviceTokenCache, KeyCache
 from gateway.errors import error_middleware
 from gateway.keys import (
+    ALERTS,
     CALLBACKS,
     CLOCK,
     DB,
@@ -34,6 +35,7 @@ from gateway.keys import (
     WRITER,
 )
 from gateway.settings import Settings
+from scheduler.alerts import BalanceAlertJob
 from scheduler.backup import BackupJob
 from scheduler.commands import CommandDispatcher
 from scheduler.deliveries import DeliveryJob
@@ -73,6 +75,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.add_routes(factech.routes)
     app.add_routes(commands.routes)
     app.add_routes(admin.routes)
+    app.add_routes(prepaid.routes)
     app.add_routes(docs.routes)
     portal.setup(app)
     return app
@@ -139,7 +142,8 @@ async def scheduled_jobs(app: web.Application) -> AsyncIterator[None]:
         grace_seconds=orphaned_after,
     )
     app[PARTITIONS] = partitions = PartitionJob(db, app[CLOCK], retention_days=settings.retention_days)
-    jobs: list[Job] = [rollup, deliveries, dispatcher, reconciler, partitions]
+    app[ALERTS] = alerts = BalanceAlertJob(db, app[CLOCK], every_seconds=settings.alerts_every_seconds)
+    jobs: list[Job] = [rollup, deliveries, dispatcher, reconciler, partitions, alerts]
     if db.is_sqlite:
         jobs.append(
             BackupJob(
@@ -161,6 +165,9 @@ async def scheduled_jobs(app: web.Application) -> AsyncIterator[None]:
     finally:
         if scheduler is not None:
             await stop_scheduler(scheduler, jobs)
+        else:  # jobs may still have been kicked (a callback, a prompt restore): let those finish
+            for job in jobs:
+                await job.stop()
         await runner.close()
 
 

@@ -15,7 +15,7 @@ from adapters.headend import Outcome, Result
 from gateway.api import request_inputs
 from gateway.auth import Principal
 from gateway.factech import factech_call
-from gateway.keys import CLOCK, DB, FAULTS, HEADEND, SETTINGS
+from gateway.keys import CLOCK, DB, DISPATCHER, FAULTS, HEADEND, SETTINGS
 from schemas.factech import LoadRequest, RechargeRequest, RechargeStatusQuery, SiteMeterQuery, idempotency_key
 from storage import commands, recharge
 from storage.errors import Conflict, HeadEndFailed, HeadEndUnreachable, Refused
@@ -47,6 +47,8 @@ async def recharge_meter(request: web.Request, principal: Principal) -> factech.
     view = await operations.recharge(
         app[DB], app[HEADEND], app[CLOCK], client=principal.name, idempotency_key=key, faults=app[FAULTS], **args
     )
+    if view.recharge.state == "success":
+        app[DISPATCHER].kick()  # a restore it queued goes out now, not at the dispatcher's next tick
     return factech.recharged(view)
 
 

@@ -10,6 +10,7 @@ from adapters.headend import HeadEnd
 from adapters.webhooks import WebhookSender
 from gateway.auth import DeviceTokenCache, KeyCache
 from gateway.settings import Settings
+from scheduler.alerts import BalanceAlertJob
 from scheduler.commands import CommandDispatcher
 from scheduler.deliveries import DeliveryJob
 from scheduler.partitions import PartitionJob
@@ -35,4 +36,5 @@ DISPATCHER = web.AppKey("dispatcher", CommandDispatcher)
 RUNNER = web.AppKey("runner", JobRunner)
 RECONCILER = web.AppKey("reconciler", ReconcileJob)
 PARTITIONS = web.AppKey("partitions", PartitionJob)
+ALERTS = web.AppKey("alerts", BalanceAlertJob)
 FAULTS = web.AppKey("faults", FaultPoints)  # test-only fault points (adapters/faults.py); none in production

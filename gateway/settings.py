@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     headend_attempt_seconds: float = Field(default=5.0, gt=0)  # one HTTP attempt
     headend_deadline_seconds: float = Field(default=15.0, gt=0)  # one call, retries included
     commands_every_seconds: int = Field(default=10, ge=1, le=3600)  # the command dispatcher job
+    alerts_every_seconds: int = Field(default=30, ge=1, le=3600)  # the balance alert job
     command_deadline_minutes: int = Field(default=1440, ge=1)  # a queued cut/restore is retried this long
     reconcile_every_seconds: int = Field(default=30, ge=1, le=3600)  # the reconciliation job
     recharge_expiry_minutes: int = Field(default=1440, ge=1)  # an unconfirmed recharge then ends as error

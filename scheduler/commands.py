@@ -61,6 +61,29 @@ class CommandDispatcher:
         self._clock = clock
         self._running = asyncio.Lock()
         self._stopping = False
+        self._kicks: set[asyncio.Task[list[Command]]] = set()
+
+    def kick(self) -> None:
+        """Send what is due now, in the background (a recharge queued a restore); returns at once.
+
+        Safe beside the scheduled runs and other processes: claiming skips what another holds.
+        """
+        if self._stopping:
+            return
+        task = asyncio.get_running_loop().create_task(self.run())
+        self._kicks.add(task)  # keep a reference until done, or the task may be collected
+        task.add_done_callback(self._kick_done)
+
+    async def settle(self) -> None:
+        """Wait for the runs kicked so far to finish (their failures were logged)."""
+        if self._kicks:
+            await asyncio.gather(*self._kicks, return_exceptions=True)
+
+    def _kick_done(self, task: asyncio.Task[list[Command]]) -> None:
+        self._kicks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Nothing is lost: the command stays due and the periodic run sends it.
+            log.error("command dispatch after a kick failed", exc_info=task.exception())
 
     async def run(self) -> list[Command]:
         """Claim and send what is due now; the commands as recorded after it."""
@@ -106,3 +129,4 @@ class CommandDispatcher:
         self._stopping = True
         async with self._running:
             pass
+        await self.settle()

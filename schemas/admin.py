@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from schemas.fields import Amount, Day, FreeText, MeterNumber, Text
+from schemas.fields import Amount, Day, FreeText, MeterNumber, NoCutHours, Text, Thresholds, Weekdays
 
 ZERO = Decimal(0)
 
@@ -35,13 +35,19 @@ class SiteCreate(AdminBody):
 
 
 class SiteEdit(AdminBody):
-    """`PATCH /api/v1/admin/sites/{site_id}`: any of these; the timezone cannot change."""
+    """`PATCH /api/v1/admin/sites/{site_id}` (and `gateway site set`): any of these; the timezone
+    cannot change. New tariffs start a tariff row from now; the policy fields are the prepaid
+    policy (README, "Prepaid policy")."""
 
     name = Text(max_length=200)
     region = Text(max_length=100)
     tariff_grid = Amount(minimum=ZERO)
     tariff_dg = Amount(minimum=ZERO)
     auto_cut = fields.Boolean()
+    grace_amount = Amount(minimum=ZERO)
+    alert_thresholds = Thresholds()
+    no_cut_hours = NoCutHours()
+    no_cut_weekdays = Weekdays()
 
 
 class MeterCreate(AdminBody):
@@ -100,6 +106,10 @@ class SiteOut(Schema):
     tariff_grid = fields.Decimal(as_string=True)
     tariff_dg = fields.Decimal(as_string=True)
     auto_cut = fields.Boolean()
+    grace_amount = fields.Decimal(as_string=True)
+    alert_thresholds = Thresholds()
+    no_cut_hours = fields.String()
+    no_cut_weekdays = Weekdays()
 
 
 class MeterOut(Schema):

@@ -15,6 +15,10 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_HOURS = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)", re.ASCII)
+_LOCAL = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(:\d{2})?", re.ASCII)
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
+MAX_THRESHOLDS = 10
 _DIGITS = re.compile(r"\d{1,18}", re.ASCII)  # a meter number fits a signed 64-bit column; "١٢٣" is not one
 # C0 and C1 control characters (NUL, CR, LF, ESC...) and lone surrogates. No id or name needs
 # them; PostgreSQL cannot store NUL in text at all (it was a 500 there), and CR/LF or ESC in a
@@ -95,6 +99,80 @@ class Amount(fields.Decimal):
         if self.minimum is not None and number < self.minimum:
             raise ValidationError(f"Must be at least {self.minimum}.")
         return number
+
+
+class LocalDateTime(fields.Field[dt.datetime]):
+    """A site-local wall-clock time `YYYY-MM-DD HH:mm:ss` (seconds optional), naive: the store
+    places it in the site's timezone."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
+        if not isinstance(value, str) or not _LOCAL.fullmatch(value.strip()):
+            raise ValidationError("Not a valid local time: expected YYYY-MM-DD HH:mm:ss.")
+        try:
+            return dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValidationError("Not a valid local time: no such date or time.") from None
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+class NoCutHours(fields.String):
+    """`HH:MM-HH:MM` local (may wrap midnight, e.g. 18:00-08:00), or empty for none; normalized."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).strip().replace(" ", "")
+        if not text:
+            return ""
+        found = _HOURS.fullmatch(text)
+        if not found:
+            raise ValidationError("Not valid hours: expected HH:MM-HH:MM (24-hour, e.g. 18:00-08:00) or empty.")
+        if found.group(1, 2) == found.group(3, 4):
+            raise ValidationError("Start and end must differ.")
+        return text
+
+
+class Weekdays(fields.Field[str]):
+    """Weekdays as `sat,sun` (or a JSON list of names), or empty for none; normalized to Monday-first order."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, str):
+            names = [part.strip().lower() for part in value.split(",") if part.strip()]
+        elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+            names = [item.strip().lower() for item in value]
+        else:
+            raise ValidationError("Not valid weekdays: expected names like 'sat,sun'.")
+        unknown = [name for name in names if name not in WEEKDAYS]
+        if unknown:
+            raise ValidationError(f"Unknown weekday {unknown[0][:10]!r}: use {', '.join(WEEKDAYS)}.")
+        return ",".join(day for day in WEEKDAYS if day in names)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> list[str]:
+        return [day for day in (value or "").split(",") if day]
+
+
+class Thresholds(fields.Field[list[str]]):
+    """Alert thresholds: ₹ amounts as a list (`["200.00", "50.00", "0.00"]`) or text (`200,50,0`);
+    normalized to distinct two-decimal strings, highest first."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if isinstance(value, str):
+            items: list[Any] = [part for part in value.split(",") if part.strip()]
+        elif isinstance(value, list):
+            items = value
+        else:
+            raise ValidationError('Not valid thresholds: expected a list of amounts like ["200.00", "0.00"].')
+        if len(items) > MAX_THRESHOLDS:
+            raise ValidationError(f"At most {MAX_THRESHOLDS} thresholds.")
+        amount = Amount()
+        try:
+            values = {amount.deserialize(item) for item in items}
+        except ValidationError as err:
+            raise ValidationError(f"Not a valid amount in the list: {' '.join(map(str, err.messages))}") from None
+        return [str(v.quantize(Decimal("0.01"))) for v in sorted(values, reverse=True)]
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> list[str]:
+        return list(value or [])
 
 
 def describe_errors(errors: Mapping[str, Any]) -> str:

@@ -6,94 +6,12 @@ value is checked in one place and the store receives typed, normalized values.
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 from decimal import Decimal
-from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, fields, validate
 
 from schemas.admin import ZERO, AdminBody
-from schemas.fields import Amount, Day, FreeText, MeterNumber
-
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
-_HOURS = re.compile(r"([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)", re.ASCII)
-_LOCAL = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(:\d{2})?", re.ASCII)
-MAX_THRESHOLDS = 10
-
-
-class LocalDateTime(fields.Field[dt.datetime]):
-    """A site-local wall-clock time `YYYY-MM-DD HH:mm:ss` (seconds optional), naive: the store
-    places it in the site's timezone."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.datetime:
-        if not isinstance(value, str) or not _LOCAL.fullmatch(value.strip()):
-            raise ValidationError("Not a valid local time: expected YYYY-MM-DD HH:mm:ss.")
-        try:
-            return dt.datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValidationError("Not a valid local time: no such date or time.") from None
-
-    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
-        return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
-
-
-class NoCutHours(fields.String):
-    """`HH:MM-HH:MM` local (may wrap midnight, e.g. 18:00-08:00), or empty for none; normalized."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs).strip().replace(" ", "")
-        if not text:
-            return ""
-        found = _HOURS.fullmatch(text)
-        if not found:
-            raise ValidationError("Not valid hours: expected HH:MM-HH:MM (24-hour, e.g. 18:00-08:00) or empty.")
-        if found.group(1, 2) == found.group(3, 4):
-            raise ValidationError("Start and end must differ.")
-        return text
-
-
-class Weekdays(fields.Field[str]):
-    """Weekdays as `sat,sun` (or a JSON list of names), or empty for none; normalized to Monday-first order."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        if isinstance(value, str):
-            names = [part.strip().lower() for part in value.split(",") if part.strip()]
-        elif isinstance(value, list) and all(isinstance(item, str) for item in value):
-            names = [item.strip().lower() for item in value]
-        else:
-            raise ValidationError("Not valid weekdays: expected names like 'sat,sun'.")
-        unknown = [name for name in names if name not in WEEKDAYS]
-        if unknown:
-            raise ValidationError(f"Unknown weekday {unknown[0][:10]!r}: use {', '.join(WEEKDAYS)}.")
-        return ",".join(day for day in WEEKDAYS if day in names)
-
-    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> list[str]:
-        return [day for day in (value or "").split(",") if day]
-
-
-class Thresholds(fields.Field[list[str]]):
-    """Alert thresholds: ₹ amounts as a list (`["200.00", "50.00", "0.00"]`) or text (`200,50,0`);
-    normalized to distinct two-decimal strings, highest first."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
-        if isinstance(value, str):
-            items: list[Any] = [part for part in value.split(",") if part.strip()]
-        elif isinstance(value, list):
-            items = value
-        else:
-            raise ValidationError("Not valid thresholds: expected a list of amounts like [\"200.00\", \"0.00\"].")
-        if len(items) > MAX_THRESHOLDS:
-            raise ValidationError(f"At most {MAX_THRESHOLDS} thresholds.")
-        amount = Amount()
-        try:
-            values = {amount.deserialize(item) for item in items}
-        except ValidationError as err:
-            raise ValidationError(f"Not a valid amount in the list: {' '.join(map(str, err.messages))}") from None
-        return [str(v.quantize(Decimal("0.01"))) for v in sorted(values, reverse=True)]
-
-    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> list[str]:
-        return list(value or [])
+from schemas.fields import Amount, Day, FreeText, LocalDateTime, MeterNumber
 
 
 class TariffCreate(AdminBody):
@@ -114,15 +32,6 @@ class TariffOut(Schema):
     fixed_daily = fields.Decimal(as_string=True)
     effective_from = LocalDateTime()
     created_by = fields.String()
-
-
-class SitePolicyEdit(AdminBody):
-    """The policy fields of `PATCH /api/v1/admin/sites/{site_id}` and `gateway site set`."""
-
-    grace_amount = Amount(minimum=ZERO)
-    alert_thresholds = Thresholds()
-    no_cut_hours = NoCutHours()
-    no_cut_weekdays = Weekdays()
 
 
 class HolidayCreate(AdminBody):

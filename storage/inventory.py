@@ -12,9 +12,9 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
+from storage import tariffs
 from storage.engine import Database
 from storage.errors import Conflict, InvalidInput, NotFound
-from storage import tariffs
 from storage.models import ApiKey, DieselGenerator, Meter, Site, Tariff, utcnow
 from storage.registry import parse_amount
 

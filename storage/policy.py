@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from storage.models import Site
+import sqlalchemy as sa
+from sqlalchemy import func, select
+
+from storage import site_events
+from storage.engine import Database
+from storage.errors import NotFound
+from storage.models import Holiday, LedgerEntry, Meter, Reading, Site
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
 MAX_CHAINED_WINDOWS = 400  # more than a year of back-to-back windows: a policy that never allows a cut
@@ -85,7 +91,9 @@ def parse_thresholds(values: list[str]) -> list[Decimal]:
     return sorted((Decimal(v) for v in values), reverse=True)
 
 
-def alert_step(thresholds: list[Decimal], level: Decimal | None, balance: Decimal) -> tuple[list[Decimal], Decimal | None]:
+def alert_step(
+    thresholds: list[Decimal], level: Decimal | None, balance: Decimal
+) -> tuple[list[Decimal], Decimal | None]:
     """The thresholds to alert now (highest first) and the meter's alert level after.
 
     `level` is the lowest threshold already alerted (None: none). A balance above it re-arms
@@ -106,3 +114,113 @@ def days_left(balance: Decimal, charges: Decimal, days: int) -> Decimal | None:
     if balance <= 0:
         return Decimal("0.0")
     return (balance * days / charges).quantize(Decimal("0.1"))
+
+
+# --- Holidays ---------------------------------------------------------------------------------
+
+
+async def add_holiday(db: Database, *, site_id: str, day: dt.date, name: str) -> Holiday:
+    """Add (or rename) a holiday of a site; NotFound for an unknown site."""
+    async with db.transaction() as session:
+        if await session.get(Site, site_id) is None:
+            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+        holiday = await session.get(Holiday, (site_id, day))
+        if holiday is None:
+            holiday = Holiday(site_id=site_id, day=day, name=name)
+            session.add(holiday)
+        else:
+            holiday.name = name
+    return holiday
+
+
+async def remove_holiday(db: Database, *, site_id: str, day: dt.date) -> None:
+    """Remove a holiday; NotFound if the site has none on that day."""
+    async with db.transaction() as session:
+        holiday = await session.get(Holiday, (site_id, day))
+        if holiday is None:
+            raise NotFound(f"site {site_id!r} has no holiday on {day}", {"date": ["Not a holiday of this site."]})
+        await session.delete(holiday)
+
+
+async def list_holidays(db: Database, *, site_id: str) -> list[Holiday]:
+    """A site's holidays by date; NotFound for an unknown site."""
+    async with db.reader() as session:
+        if await session.get(Site, site_id) is None:
+            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+        query = select(Holiday).where(Holiday.site_id == site_id).order_by(Holiday.day)  # type: ignore[arg-type]
+        return list((await session.execute(query)).scalars())
+
+
+# --- Balance alerts ---------------------------------------------------------------------------
+
+
+async def raise_balance_alerts(db: Database, *, now: dt.datetime) -> int:
+    """One pass over the meters of sites with alert thresholds: a `balance.low` event for each
+    threshold a balance crossed downwards since the last pass, re-arming thresholds a credit
+    lifted it above. Returns the events written. One transaction per site."""
+    async with db.reader() as session:
+        sites = [s for s in (await session.execute(select(Site))).scalars() if s.alert_thresholds]
+    written = 0
+    for site in sites:
+        thresholds = parse_thresholds(site.alert_thresholds)
+        async with db.transaction() as session:
+            query = (
+                select(Meter)
+                .where(
+                    Meter.site_id == site.id,
+                    Meter.active,
+                    sa.or_(Meter.balance <= thresholds[0], Meter.alert_level.is_not(None)),  # type: ignore[union-attr]
+                )
+                .order_by(Meter.meter_no)
+                .with_for_update()
+            )
+            for meter in (await session.execute(query)).scalars():
+                crossed, level = alert_step(thresholds, meter.alert_level, meter.balance)
+                if level != meter.alert_level:
+                    meter.alert_level = level
+                for threshold in crossed:
+                    await site_events.add_event(
+                        session,
+                        site_id=site.id,
+                        type="balance.low",
+                        at=now,
+                        now=now,
+                        meter_no=meter.meter_no,
+                        data={"threshold": str(threshold), "balance": str(meter.balance), "unit_no": meter.unit_no},
+                    )
+                    written += 1
+    return written
+
+
+# --- Days left --------------------------------------------------------------------------------
+
+DAYS_LEFT_WINDOW = 7
+
+
+async def meter_days_left(db: Database, *, meter: Meter, timezone: str, now: dt.datetime) -> Decimal | None:
+    """The meter's balance ÷ its average daily charge (energy and fixed) over the last
+    `DAYS_LEFT_WINDOW` ended local days it was in service; None when it was charged nothing."""
+    today = now.astimezone(ZoneInfo(timezone)).date()
+    first = max(today - dt.timedelta(days=DAYS_LEFT_WINDOW), meter.created_at.astimezone(ZoneInfo(timezone)).date())
+    days = (today - first).days
+    if days <= 0:
+        return None
+    start = dt.datetime.combine(first, dt.time(0), tzinfo=ZoneInfo(timezone)).astimezone(dt.UTC)
+    end = dt.datetime.combine(today, dt.time(0), tzinfo=ZoneInfo(timezone)).astimezone(dt.UTC)
+    async with db.reader() as session:
+        energy = await session.scalar(
+            select(func.coalesce(func.sum(Reading.charge), 0)).where(
+                Reading.meter_no == meter.meter_no,
+                Reading.interval_start >= start,  # type: ignore[operator]
+                Reading.interval_start < end,  # type: ignore[operator]
+            )
+        )
+        fixed = await session.scalar(
+            select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+                LedgerEntry.meter_no == meter.meter_no,
+                LedgerEntry.kind == "fixed",
+                LedgerEntry.day >= first,  # type: ignore[operator]
+                LedgerEntry.day < today,  # type: ignore[operator]
+            )
+        )
+    return days_left(meter.balance, Decimal(energy or 0) - Decimal(fixed or 0), days)

@@ -77,9 +77,8 @@ async def list_events(db: Database, *, site_id: str, after: str | None = None, l
         return list((await session.execute(query)).scalars())
 
 
-async def set_webhook(db: Database, *, site_id: str, url: str, now: dt.datetime) -> tuple[SiteWebhook, str]:
-    """Set the site's webhook URL with a new secret (replacing any earlier one); (webhook, secret)."""
-    secret = f"whsec_{secrets.token_urlsafe(32)}"
+async def set_webhook(db: Database, *, site_id: str, url: str, secret: str, now: dt.datetime) -> SiteWebhook:
+    """Set the site's webhook URL and secret, replacing any earlier ones."""
     async with db.transaction() as session:
         if await session.get(Site, site_id, with_for_update=True) is None:
             raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
@@ -89,7 +88,7 @@ async def set_webhook(db: Database, *, site_id: str, url: str, now: dt.datetime)
             session.add(hook)
         else:
             hook.url, hook.secret, hook.created_at = url, secret, now
-    return hook, secret
+    return hook
 
 
 async def get_webhook(db: Database, *, site_id: str) -> SiteWebhook:

@@ -9,8 +9,8 @@ from sqlalchemy import insert, select
 
 from storage.days import day_intervals
 from storage.engine import Database
-from storage.tariffs import first_tariff
 from storage.models import DailyTotal, Meter, Reading, Site
+from storage.tariffs import first_tariff
 
 UTC = dt.UTC
 

@@ -13,8 +13,8 @@ from sqlalchemy import update
 from gateway.settings import Settings
 from storage import days, portal_users
 from storage.engine import Database
-from storage.tariffs import first_tariff
 from storage.models import Meter, PortalUser, Site
+from storage.tariffs import first_tariff
 from tests.daydata import add_readings, at, whole_day
 
 KOLKATA = "Asia/Kolkata"

@@ -50,6 +50,10 @@ async def test_create_site_answers_the_site(client: TestClient, keys: dict[str, 
                 "tariff_grid": "7.50",
                 "tariff_dg": "20.00",
                 "auto_cut": False,
+                "grace_amount": "0.00",
+                "alert_thresholds": [],
+                "no_cut_hours": "",
+                "no_cut_weekdays": [],
             },
         },
     )
@@ -155,7 +159,12 @@ async def test_edit_site_changes_only_what_is_given(client: TestClient, keys: di
             "/sites/S1",
             {},
             400,
-            {"_schema": ["Give at least one of: name, region, tariff_grid, tariff_dg, auto_cut."]},
+            {
+                "_schema": [
+                    "Give at least one of: name, region, tariff_grid, tariff_dg, auto_cut, grace_amount, "
+                    "alert_thresholds, no_cut_hours, no_cut_weekdays."
+                ]
+            },
         ),
         ("/sites/S1", {"name": ""}, 400, {"name": ["Must not be empty."]}),
         ("/sites/S1", {"tariff_dg": 5}, None, None),  # a JSON number is fine
