@@ -16,6 +16,7 @@ from typing import Any
 from marshmallow import ValidationError
 from pydantic import ValidationError as SettingsError
 
+from gateway import prepaid_cli
 from gateway.maintenance import (
     cmd_backup,
     cmd_export_legacy,
@@ -25,7 +26,7 @@ from gateway.maintenance import (
     cmd_user_add,
 )
 from gateway.settings import Settings
-from schemas.admin import MeterChangeCreate, MeterChangeOut
+from schemas.admin import MeterChangeCreate, MeterChangeOut, SiteOut
 from schemas.fields import describe_errors
 from storage import meter_changes, registry
 from storage.engine import Database
@@ -40,18 +41,6 @@ def _meter_no(text: str) -> int:
     if not text.isdigit() or int(text) <= 0:
         raise InvalidInput(f"meter number must be a positive whole number, got {text!r}")
     return int(text)
-
-
-def _site_json(site: Any) -> dict[str, Any]:
-    return {
-        "site_id": site.id,
-        "name": site.name,
-        "region": site.region,
-        "timezone": site.timezone,
-        "tariff_grid": str(site.tariff_grid),
-        "tariff_dg": str(site.tariff_dg),
-        "auto_cut": site.auto_cut,
-    }
 
 
 def _key_json(api_key: Any) -> dict[str, Any]:
@@ -84,7 +73,7 @@ async def cmd_site_add(args: argparse.Namespace, settings: Settings, db: Databas
         tariff_dg=registry.parse_amount(args.tariff_dg, "--tariff-dg", minimum=Decimal(0)),
         auto_cut=args.auto_cut,
     )
-    return _site_json(site)
+    return dict(SiteOut().dump(site))
 
 
 async def cmd_meter_add(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
@@ -192,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     site_add.add_argument("--tariff-dg", default="20.00")
     site_add.add_argument("--auto-cut", action=argparse.BooleanOptionalAction, default=True)
     site_add.set_defaults(func=cmd_site_add)
+    prepaid_cli.add_commands(sub, site, common)
 
     meter = sub.add_parser("meter", help="meters").add_subparsers(dest="meter_command", required=True)
     meter_add = meter.add_parser("add", parents=[common], help="register a meter (prints its token)")
@@ -270,6 +260,11 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, default=str))
         return
+    for listing in ("tariffs", "holidays"):
+        if listing in result:
+            for row in result[listing]:
+                print("\t".join(str(value) for value in row.values()))
+            return
     if "keys" in result:
         for k in result["keys"]:
             state = "revoked" if k["revoked"] else "active"

@@ -68,7 +68,7 @@ async def edit_site(db: Database, *, site_id: str, changes: dict[str, object], n
     for field in ("name", "region"):
         if field in changes and not str(changes[field]).strip():
             raise InvalidInput(f"{field} must not be empty", {field: ["Must not be empty."]})
-    for field in ("tariff_grid", "tariff_dg"):
+    for field in ("tariff_grid", "tariff_dg", "grace_amount"):
         if field in changes:
             # Quantized so the returned site reads exactly as stored.
             changes[field] = parse_amount(changes[field], field, minimum=Decimal(0)).quantize(Decimal("0.01"))

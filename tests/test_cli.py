@@ -53,6 +53,10 @@ def test_commands_print_one_json_object(capsys: pytest.CaptureFixture[str], data
         "tariff_grid": "7.50",
         "tariff_dg": "20.00",
         "auto_cut": False,
+        "grace_amount": "0.00",
+        "alert_thresholds": [],
+        "no_cut_hours": "",
+        "no_cut_weekdays": [],
     }
     meter = run_json(
         capsys,
