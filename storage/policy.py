@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from storage import site_events
 from storage.engine import Database
 from storage.errors import NotFound
-from storage.models import Holiday, LedgerEntry, Meter, Reading, Site
+from storage.models import Command, Holiday, LedgerEntry, Meter, Reading, Site
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
 MAX_CHAINED_WINDOWS = 400  # more than a year of back-to-back windows: a policy that never allows a cut
@@ -224,3 +224,32 @@ async def meter_days_left(db: Database, *, meter: Meter, timezone: str, now: dt.
             )
         )
     return days_left(meter.balance, Decimal(energy or 0) - Decimal(fixed or 0), days)
+
+
+@dataclass(frozen=True)
+class PrepaidStatus:
+    """What a resident should know about their meter's money now (the portal's alerts)."""
+
+    days_left: Decimal | None
+    below_threshold: Decimal | None  # the lowest alert threshold the balance is at or below
+    cut_threshold: Decimal
+    cut_deferred_until: dt.datetime | None  # a zero-balance cut waiting for a no-cut window to end
+
+
+async def prepaid_status(db: Database, *, meter: Meter, site: Site, now: dt.datetime) -> PrepaidStatus:
+    """Days left, the alert threshold crossed, and a deferred cut, for one meter."""
+    left = await meter_days_left(db, meter=meter, timezone=site.timezone, now=now)
+    async with db.reader() as session:
+        deferred = await session.scalar(
+            select(Command.params)
+            .where(Command.meter_no == meter.meter_no, Command.action == "cut", Command.state == "requested")
+            .order_by(Command.id.desc())  # type: ignore[union-attr]
+            .limit(1)
+        )
+    until = (deferred or {}).get("deferred_until")
+    return PrepaidStatus(
+        days_left=left,
+        below_threshold=meter.alert_level,
+        cut_threshold=cut_threshold(site.grace_amount),
+        cut_deferred_until=dt.datetime.fromisoformat(until) if until else None,
+    )

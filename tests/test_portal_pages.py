@@ -7,14 +7,17 @@ import csv
 import io
 import json
 import re
+from decimal import Decimal
 
 import pytest
 from aiohttp.test_utils import TestClient
+from sqlalchemy import update
 
 from gateway.app import create_app
 from storage.clock import FixedClock
 from storage.consumption import PERIODS
 from storage.engine import Database
+from storage.models import Command, Meter, Site
 from tests.portaldata import NOW, RESIDENT, STAFF, add_accounts, log_in, make_world, portal_settings
 
 CONSUMPTION = f"/profile/{RESIDENT}/consumption"
@@ -166,3 +169,35 @@ async def test_dashboard_for_each_period(aiohttp_client, database_url: str) -> N
     assert (await client.get("/management-dashboard", allow_redirects=False)).headers["Location"] == (
         "/management-dashboard/"
     )
+
+
+async def test_profile_shows_days_left_and_the_residents_alerts(resident: TestClient, database_url: str) -> None:
+    html = await (await resident.get("/profile/999-999-999")).text()
+    assert tile(html, "days-left") != "" and 'id="alerts"' not in html  # no alert yet
+    db = Database(database_url)
+    try:
+        await policy_alerts_for_resident(db)
+    finally:
+        await db.dispose()
+    html = await (await resident.get("/profile/999-999-999")).text()
+    alerts = re.search(r'<ul class="alerts" id="alerts" role="status">(.*?)</ul>', html, re.S)
+    assert alerts is not None
+    assert "Low balance: at or below ₹200.00." in alerts.group(1)
+    assert "Supply will be cut at 2025-02-12 18:00 IST unless you recharge" in " ".join(alerts.group(1).split())
+
+
+async def policy_alerts_for_resident(db: Database) -> None:
+    """The resident's site warns at 200.00 (their 150.00 crossed it) and a cut waits for 18:00 IST."""
+    async with db.transaction() as session:
+        await session.execute(update(Site).where(Site.id == "S1").values(alert_thresholds=["200.00"]))  # type: ignore[arg-type]
+        await session.execute(update(Meter).where(Meter.meter_no == RESIDENT).values(alert_level=Decimal("200.00")))  # type: ignore[arg-type]
+        session.add(
+            Command(
+                meter_no=RESIDENT,
+                action="cut",
+                reason="zero balance",
+                params={"deferred_until": "2025-02-12T12:30:00+00:00"},
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )

@@ -17,7 +17,7 @@ from gateway.portal.charts import stacked_bars
 from gateway.portal.ratelimit import FailureLimiter
 from gateway.portal.render import PERIOD_NAMES, error_page, render
 from gateway.portal.sessions import current_account, end_session, posted_form, start_session
-from storage import consumption, portal_users
+from storage import consumption, policy, portal_users
 from storage.consumption import PERIODS, Consumption
 from storage.days import HALF_HOUR, zone
 from storage.errors import Conflict, DomainError, InvalidInput, NotFound, Unauthorized
@@ -162,9 +162,12 @@ async def logout(request: web.Request) -> web.StreamResponse:
 async def profile(request: web.Request) -> web.Response:
     """Balance, relay state, today so far, last reading time, recent recharges."""
     meter_no = await viewable_meter(request)
-    summary = await consumption.meter_summary(request.app[DB], meter_no=meter_no, now=request.app[CLOCK].now())
+    db, now = request.app[DB], request.app[CLOCK].now()
+    summary = await consumption.meter_summary(db, meter_no=meter_no, now=now)
+    status = await policy.prepaid_status(db, meter=summary.meter, site=summary.site, now=now)
     # Recent recharges: the recharge table comes with issue 5; until then the page says so.
-    return await render(request, "profile.html", {"summary": summary, "meter_no": meter_no, "recharges": None})
+    page = {"summary": summary, "status": status, "meter_no": meter_no, "recharges": None}
+    return await render(request, "profile.html", page)
 
 
 @routes.get("/profile/{meter_id}/consumption")
