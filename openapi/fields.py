@@ -53,14 +53,21 @@ def custom_field(self: Any, field: fields.Field, ret: dict[str, Any], **_kwargs:
     if "anyOf" in extra:  # the stock mapping's `type` (Decimal: number) would contradict the other branch
         for key in ("type", "format"):
             ret.pop(key, None)
+    if field.allow_none:  # OpenAPI 3.1 spells nullable as a JSON Schema type "null"
+        if "anyOf" in extra:
+            extra["anyOf"] = [*extra["anyOf"], {"type": "null"}]
+        elif isinstance(extra.get("type"), str):
+            extra["type"] = [extra["type"], "null"]
     return extra
 
 
 def _keywords(field: fields.Field) -> dict[str, Any]:
     if isinstance(field, fields.Boolean) and isinstance(field.parent, REQUEST_SCHEMAS):
         # marshmallow also takes its truthy/falsy words and 0/1, which form bodies need.
-        words = sorted(field.truthy | field.falsy, key=lambda word: (isinstance(word, str), str(word)))
-        return {"anyOf": [{"type": "boolean"}, {"enum": words}]}
+        # One type per branch: code generators refuse an enum that mixes numbers and strings.
+        numbers = sorted(word for word in field.truthy | field.falsy if isinstance(word, int))
+        words = sorted(word for word in field.truthy | field.falsy if isinstance(word, str))
+        return {"anyOf": [{"type": "boolean"}, {"type": "integer", "enum": numbers}, {"type": "string", "enum": words}]}
     if isinstance(field, fields.Url):
         return {"format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]+"}
     if isinstance(field, shared.MeterNumber):
