@@ -16,7 +16,7 @@ import yaml
 from aiohttp import web
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from marshmallow import Schema
+from marshmallow import Schema, fields
 
 from adapters import factech
 from gateway import __version__
@@ -106,6 +106,13 @@ class _Builder:
             self.spec.components.schema(name, schema=schema)
         return {"$ref": f"#/components/schemas/{name}"}
 
+    def field(self, name: str, field: fields.Field) -> dict[str, Any]:
+        """A reply that is a bare marshmallow field (a mapping, not an object with fixed keys) as a
+        component `name`, and its `$ref`."""
+        if name not in self.spec.components.schemas:
+            self.spec.components.schema(name, self.plugin.converter.field2property(field))  # type: ignore[union-attr]
+        return {"$ref": f"#/components/schemas/{name}"}
+
     def extend(self, schema: type[Schema], name: str, properties: dict[str, Any]) -> dict[str, Any]:
         """A component `name`: the schema's JSON Schema plus required `properties` (none: at least one
         property, for PATCH bodies). Copied, not `allOf`: the record refuses unknown keys."""
@@ -170,8 +177,8 @@ class _Builder:
         others = {
             **other_ops.ingest_ops(self.ref),
             **other_ops.admin_ops(self.ref, self.extend),
-            **other_ops.report_ops(),
-            **other_ops.ops_and_docs(),
+            **other_ops.report_ops(self.ref, self.field),
+            **other_ops.ops_and_docs(self.ref),
         }
         paths: dict[str, dict[str, Any]] = {}
         missing = []
