@@ -27,7 +27,6 @@ from openapi import factech_doc, other_ops
 from openapi.fields import PRINTABLE, PRINTABLE_NOT_BLANK, custom_field
 
 JSON = "application/json"
-FORM = "application/x-www-form-urlencoded"
 DESCRIPTION = """\
 The meter gateway's HTTP API: meters and DG controllers post readings (`/meter`, `/dg`);
 iSocietyManager calls Factech's *Third Party Meter Integration* API (`/api/v1/...`, header
@@ -165,10 +164,13 @@ class _Builder:
         if method == "GET":
             operation["parameters"] = [{"in": "query", "schema": inputs}]
         else:
+            if doc.headers:
+                operation["parameters"] = list(doc.headers)
             schema = self.ref(inputs)
             operation["requestBody"] = {
                 "required": True,
-                "content": {JSON: {"schema": schema}, FORM: {"schema": schema}},
+                "description": other_ops.FORM_TOO,
+                "content": {JSON: {"schema": schema}},
             }
         return operation
 
