@@ -57,10 +57,12 @@ class MeterCreate(AdminBody):
 
 
 class MeterEdit(AdminBody):
-    """`PATCH /api/v1/admin/meters/{meter_no}`: the consumer details."""
+    """`PATCH /api/v1/admin/meters/{meter_no}`: the consumer details, and whether the meter may
+    post readings without a token (`legacy_ingest`, for old meters that cannot send one)."""
 
     consumer_name = FreeText(200)
     fin_no = FreeText(64)
+    legacy_ingest = fields.Boolean()
 
 
 class DgCreate(AdminBody):
@@ -121,6 +123,7 @@ class MeterOut(Schema):
     last_reading_at = fields.DateTime(allow_none=True)
     active = fields.Boolean()
     retired_at = fields.DateTime(allow_none=True)
+    legacy_ingest = fields.Boolean()
 
 
 class DgOut(Schema):
