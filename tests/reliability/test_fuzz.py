@@ -164,7 +164,8 @@ def requests(draw: st.DrawFn, routes: list[tuple[str, str]], world: World) -> by
         headers.append(draw(st.sampled_from(_credentials(world, template))))
     elif credential == "random":
         name = draw(st.sampled_from([b"X-API-Key", b"Authorization", b"Cookie"]))
-        headers.append(name + b": " + draw(HEADER_BYTES))
+        prefix = draw(st.sampled_from([b"", b"Bearer ", b"Bearer mgk_", b"Bearer mtr_", b"gateway_portal="]))
+        headers.append(name + b": " + prefix + draw(HEADER_BYTES))
     for name in draw(st.sets(st.sampled_from([b"Idempotency-Key", b"X-Forwarded-For", b"Accept", b"Origin"]))):
         headers.append(name + b": " + draw(HEADER_BYTES))
     body_kind = draw(st.sampled_from(["none", "bytes", "json", "form"]))
