@@ -113,6 +113,10 @@ INGEST = [
     Case("batch of garbage", "POST", "/meter", j([1, "x", None, [], {}])),
     Case("batch item id nested 300 deep", "POST", "/meter", DEEP_ID),
     Case("batch item id 100k chars", "POST", "/meter", j([packet(id="9" * 100_000)])),
+    Case("no token, meter not legacy", "POST", "/meter", j(packet()), expect=(401,), key="none"),
+    Case("no token, batch", "POST", "/meter", j([packet()]), expect=(401,), key="none"),
+    Case("DG without a key", "POST", "/dg", j(dg(status="ON")), expect=(401,), key="none"),
+    Case("DG with a device token", "POST", "/dg", j(dg(status="ON")), expect=(403,), key="device"),
     Case("DG 100k nested", "POST", "/dg", DEEP_OBJECT),
     Case("DG site NUL", "POST", "/dg", j(dg(site_id="OURS\u0000"))),
     Case("DG number CR/LF", "POST", "/dg", j(dg(dg_number="DG\r\nX-Evil: 1"))),
@@ -196,6 +200,18 @@ FACTECH = [
         "/api/v1/meter/load",
         j({"site_id": "OURS", "meter_no": "500000001", "load_dg": "NaN", "load_grid": "1"}),
     ),
+    Case(
+        "callback NAT64 metadata",
+        "POST",
+        SENSE,
+        sensing("http://[64:ff9b::a9fe:a9fe]/latest/"),
+        expect=(422,),
+    ),
+    Case("callback NAT64 loopback", "POST", SENSE, sensing("http://[64:ff9b::7f00:1]/"), expect=(422,)),
+    Case("callback local-use NAT64", "POST", SENSE, sensing("http://[64:ff9b:1::a00:1]/"), expect=(422,)),
+    Case("callback 6to4", "POST", SENSE, sensing("http://[2002:a9fe:a9fe::1]/"), expect=(422,)),
+    Case("callback Teredo", "POST", SENSE, sensing("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/"), expect=(422,)),
+    Case("callback IPv4-compatible", "POST", SENSE, sensing("http://[::a9fe:a9fe]/"), expect=(422,)),
     Case("callback gopher", "POST", SENSE, sensing("gopher://127.0.0.1:6379/_INFO")),
     Case("callback CR/LF", "POST", SENSE, sensing("http://example.com/\r\nX-Evil: 1")),
 ]
@@ -250,6 +266,10 @@ def _payload(body: bytes | None) -> Any:
 
 def credential(env: Env, case: Case) -> dict[str, str]:
     ours = env.world.ours
+    if case.key == "none":
+        return {}
+    if case.key == "device":
+        return {"Authorization": f"Bearer {ours.token}"}
     if case.path in ("/meter", "/dg"):
         return {"Authorization": f"Bearer {ours.keys['ingest']}"}
     if case.key == "star":
