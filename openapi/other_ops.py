@@ -118,7 +118,7 @@ def ingest_ops(ref: Ref) -> dict[tuple[str, str], dict[str, Any]]:
             "The seed's packet. `timestamp` floored to the half hour is the interval's end; packets more than "
             "5 minutes ahead or older than GATEWAY_MAX_PACKET_AGE_DAYS (35) are refused. The reply comes after "
             "the commit. Auth: the meter's device token (its own id only) or an API key with role `ingest` for "
-            "the meter's site (`GATEWAY_INGEST_AUTH=off` accepts meters without one)."
+            "the meter's site. Without credentials, only meters staff flagged `legacy_ingest` may post."
         ),
         "security": INGEST,
         "requestBody": {
@@ -245,7 +245,7 @@ def admin_ops(ref: Ref, extend: Extend) -> dict[tuple[str, str], dict[str, Any]]
 
 
 def report_ops(ref: Ref, field: Field) -> dict[tuple[str, str], dict[str, Any]]:
-    """The admin reports on days."""
+    """The admin reports on days, and the audit trail."""
     site_q = {
         "in": "query",
         "name": "site_id",
@@ -262,6 +262,25 @@ def report_ops(ref: Ref, field: Field) -> dict[tuple[str, str], dict[str, Any]]:
             "parameters": [site_q],
             "responses": {
                 "200": {"description": "Every active meter", "content": {JSON: {"schema": today}}},
+                **error_responses(ref, (400, 401, 403, 404)),
+            },
+        },
+        ("GET", "/api/v1/admin/audit"): {
+            "tags": ["reports"],
+            "summary": "The audit trail of the key's sites: who changed what, when, from where (500 at a time)",
+            "security": API_KEY,
+            "parameters": [
+                {**site_q, "required": False},
+                {
+                    "in": "query",
+                    "name": "after",
+                    "required": False,
+                    "description": "Events after this event id (paging), or after this date-time with its zone",
+                    "schema": {"type": "string", "maxLength": 40},
+                },
+            ],
+            "responses": {
+                **reply(ref, replies.AuditReply, description="Events, oldest first"),
                 **error_responses(ref, (400, 401, 403, 404)),
             },
         },

@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
 from schemas.fields import Amount, Day, FreeText, MeterNumber, Text
 
@@ -66,10 +66,12 @@ class MeterCreate(AdminBody):
 
 
 class MeterEdit(AdminBody):
-    """`PATCH /api/v1/admin/meters/{meter_no}`: the consumer details."""
+    """`PATCH /api/v1/admin/meters/{meter_no}`: the consumer details, and whether the meter may
+    post readings without a token (`legacy_ingest`, for old meters that cannot send one)."""
 
     consumer_name = FreeText(200)
     fin_no = FreeText(64)
+    legacy_ingest = fields.Boolean()
 
 
 class DgCreate(AdminBody):
@@ -130,6 +132,7 @@ class MeterOut(Record):
     last_reading_at = fields.DateTime(allow_none=True)
     active = fields.Boolean()
     retired_at = fields.DateTime(allow_none=True)
+    legacy_ingest = fields.Boolean()
 
 
 class DgOut(Record):
@@ -244,3 +247,13 @@ class LedgerCheckOut(Record):
     expected = fields.Decimal(as_string=True)
     balance = fields.Decimal(as_string=True)
     ok = fields.Boolean()
+
+
+class AuditQuery(Schema):
+    """`site_id` (optional), `after`: an event id (paging) or an ISO 8601 time."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    site_id = Text()
+    after = Text(max_length=40)

@@ -128,6 +128,28 @@ class GapsReport(Reply):
     meters = fields.List(fields.Nested(MeterGap), required=True)
 
 
+class AuditEventOut(Reply):
+    """One entry of the audit trail: who changed what, when, from where."""
+
+    id = fields.Integer(required=True, strict=True)
+    at = fields.DateTime(required=True)
+    actor = fields.String(required=True, metadata={"description": "key:<name>, user:<name> or cli:<os user>"})
+    address = fields.String(required=True)
+    action = fields.String(required=True, metadata={"examples": ["meter.recharge"]})
+    site_id = fields.String(required=True, allow_none=True)
+    target = fields.String(required=True)
+    details = fields.Dict(required=True)
+
+
+class AuditReply(Reply):
+    """`GET /api/v1/admin/audit`: events, oldest first, 500 at a time."""
+
+    status = word("success")
+    message = word("Audit trail")
+    count = count()
+    data = fields.List(fields.Nested(AuditEventOut), required=True)
+
+
 class Health(Reply):
     """`GET /healthz`: 200 when the database answers, 503 when it does not."""
 
