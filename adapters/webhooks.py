@@ -2,8 +2,9 @@
 
 A callback URL is a request the gateway makes on someone else's say-so, so it must not reach
 inside the network it runs in (SSRF): loopback, private, link-local (cloud metadata at
-169.254.169.254 among them), shared, reserved and multicast addresses are refused unless
-`GATEWAY_CALLBACK_ALLOW_PRIVATE=1`. Names are judged by every address they resolve to, at
+169.254.169.254 among them), shared, reserved and multicast addresses, and IPv6 addresses
+that lead to such IPv4 ones (NAT64, 6to4, Teredo, IPv4-compatible and -mapped), are refused
+unless `GATEWAY_CALLBACK_ALLOW_PRIVATE=1`. Names are judged by every address they resolve to, at
 registration and again by the sender's own resolver at each connection, so a name that later
 rebinds to 127.0.0.1 is refused on delivery as well.
 """
@@ -39,15 +40,42 @@ class UnsafeTarget(Refused):
     """The callback URL points (or resolves) somewhere the gateway must not call."""
 
 
-def _refusal(address: IPAddress) -> str | None:
-    """Why this address may not be called, or None for a public one."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+NOT_PUBLIC = "not a public address"
+# NAT64's well-known prefix (RFC 6052) carries an IPv4 address in its last 32 bits; the
+# local-use prefix (RFC 8215) is some operator's own translator: refused outright.
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d (RFC 4291 2.5.5.1)
+
+
+def _public(address: IPAddress) -> bool:
     # is_global is False for loopback, private, link-local, shared (100.64/10), reserved and
     # documentation ranges; multicast is "global" to it but is no place for a callback.
-    if address.is_global and not address.is_multicast:
-        return None
-    return f"{address} is not a public address"
+    return address.is_global and not address.is_multicast
+
+
+def _refusal(address: IPAddress) -> str | None:
+    """NOT_PUBLIC if this address may not be called, None for a globally routable one.
+
+    IPv6 addresses that carry an IPv4 address are judged by it: IPv4-mapped (::ffff:a.b.c.d)
+    and NAT64 (64:ff9b::a9fe:a9fe is 169.254.169.254 through a translator; a DNS64 resolver hands
+    such addresses out for every IPv4-only receiver). The transition forms 6to4 (2002::/16),
+    Teredo (2001::/32), IPv4-compatible (::a.b.c.d) and local-use NAT64 (64:ff9b:1::/48) are
+    refused outright: no receiver needs them, and each can lead to an internal IPv4 address.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        if (
+            address.sixtofour is not None
+            or address.teredo is not None
+            or address in IPV4_COMPATIBLE
+            or address in LOCAL_NAT64
+        ):
+            return NOT_PUBLIC
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address in NAT64:
+            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None if _public(address) else NOT_PUBLIC
 
 
 def _literal(host: str) -> IPAddress | None:
@@ -67,17 +95,18 @@ class PublicResolver(ThreadedResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_UNSPEC
     ) -> list[ResolveResult]:
+        # The messages name the host as the caller gave it, never what it resolved to: the
+        # answer must not map the gateway's internal names to addresses for whoever asks.
         try:
             results = await super().resolve(host, port, family)
-        except OSError as exc:
-            raise UnsafeTarget(f"callback URL refused: {host} does not resolve ({exc})") from None
+        except OSError:
+            raise UnsafeTarget(f"callback URL refused: {host} does not resolve") from None
         if not results:
             raise UnsafeTarget(f"callback URL refused: {host} does not resolve")
         for result in results:
             address = _literal(result["host"].partition("%")[0])  # drop an IPv6 zone id
-            reason = "unparsable address" if address is None else _refusal(address)
-            if reason:
-                raise UnsafeTarget(f"callback URL refused: {host} resolves to {result['host']}, {reason}")
+            if address is None or _refusal(address):
+                raise UnsafeTarget(f"callback URL refused: {host} is {NOT_PUBLIC}")
         return results
 
 
@@ -90,9 +119,8 @@ def _checked_url(url: str) -> URL:
 
 def _check_literal(parsed: URL) -> None:
     address = _literal(parsed.host or "")
-    reason = None if address is None else _refusal(address)
-    if reason:
-        raise UnsafeTarget(f"callback URL refused: {reason}")
+    if address is not None and _refusal(address):
+        raise UnsafeTarget(f"callback URL refused: {parsed.host} is {NOT_PUBLIC}")
 
 
 async def check_target(url: str, *, allow_private: bool) -> None:
@@ -163,10 +191,16 @@ class WebhookSender:
 
 
 @contextlib.asynccontextmanager
-async def open_sender(*, allow_private: bool, max_connections: int = 16) -> AsyncIterator[WebhookSender]:
-    """The sender with its one ClientSession, open for the duration of the block."""
+async def open_sender(
+    *, allow_private: bool, max_connections: int = 16, per_host: int = 4
+) -> AsyncIterator[WebhookSender]:
+    """The sender with its one ClientSession, open for the duration of the block.
+
+    `per_host` bounds the connections to one receiver, so a slow one cannot take the pool
+    (the delivery job also limits its attempts per receiver: scheduler.deliveries).
+    """
     resolver = None if allow_private else PublicResolver()
-    connector = aiohttp.TCPConnector(resolver=resolver, limit=max_connections)
+    connector = aiohttp.TCPConnector(resolver=resolver, limit=max_connections, limit_per_host=per_host)
     async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT, trust_env=False) as session:
         yield WebhookSender(session, allow_private=allow_private)
     if resolver is not None:

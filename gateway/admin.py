@@ -15,8 +15,9 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from gateway.api import authenticated, json_reply, request_inputs
+from gateway.audit import record_change
 from gateway.auth import Principal
-from gateway.keys import CLOCK, DB, DELIVERIES, KEYS, SETTINGS
+from gateway.keys import CLOCK, DB, DELIVERIES, KEYS, LEGACY, SETTINGS
 from schemas import admin as wire
 from schemas.fields import printable
 from storage import dg_events, inventory, ledger, meter_changes, policy, registry
@@ -76,6 +77,11 @@ def _covers(principal: Principal, sites: list[str]) -> bool:
     return all(principal.sees_site(site) for site in sites)
 
 
+def _key_site(sites: list[str]) -> str | None:
+    """The site a key's audit events belong to: its one site, or None (gateway-wide) for several or '*'."""
+    return sites[0] if len(sites) == 1 and sites[0] != registry.ALL_SITES else None
+
+
 async def _key_in_scope(request: web.Request, principal: Principal) -> str:
     name = _path(request, "name")
     if not _covers(principal, (await inventory.get_key(request.app[DB], name=name)).sites):
@@ -93,6 +99,7 @@ async def create_site(request: web.Request, principal: Principal) -> web.Respons
     _require_all_sites(principal, "creating a site")
     args = wire.SiteCreate().load(await request_inputs(request))
     site = await registry.add_site(request.app[DB], **args)
+    await record_change(request, "site.create", site_id=site.id, target=site.id, details=args)
     return ok("Site created", wire.SiteOut().dump(site), 201)
 
 
@@ -120,6 +127,7 @@ async def edit_site(request: web.Request, principal: Principal) -> web.Response:
     site_id = site_in_scope(request, principal)
     changes = wire.SiteEdit().load(await request_inputs(request))
     site = await inventory.edit_site(request.app[DB], site_id=site_id, changes=changes, now=request.app[CLOCK].now())
+    await record_change(request, "site.edit", site_id=site_id, target=site_id, details=changes)
     return ok("Site updated", wire.SiteOut().dump(site))
 
 
@@ -133,6 +141,7 @@ async def create_meter(request: web.Request, principal: Principal) -> web.Respon
     site_id = site_in_scope(request, principal)
     args = wire.MeterCreate().load(await request_inputs(request))
     created = await registry.add_meter(request.app[DB], site_id=site_id, **args)
+    await record_change(request, "meter.create", site_id=site_id, target=created.meter.meter_no, details=args)
     return ok("Meter created", {**wire.MeterOut().dump(created.meter), "token": created.token}, 201)
 
 
@@ -164,6 +173,9 @@ async def edit_meter(request: web.Request, principal: Principal) -> web.Response
     meter = await _meter_in_scope(request, principal)
     changes = wire.MeterEdit().load(await request_inputs(request))
     meter = await inventory.edit_meter(request.app[DB], meter_no=meter.meter_no, changes=changes)
+    if "legacy_ingest" in changes:
+        request.app[LEGACY].clear()  # this process at once; others by NOTIFY (PostgreSQL) or within seconds
+    await record_change(request, "meter.edit", site_id=meter.site_id, target=meter.meter_no, details=changes)
     return ok("Meter updated", wire.MeterOut().dump(meter))
 
 
@@ -173,6 +185,7 @@ async def retire_meter(request: web.Request, principal: Principal) -> web.Respon
     """Take a meter out of service without a replacement."""
     meter = await _meter_in_scope(request, principal)
     meter = await inventory.retire_meter(request.app[DB], meter_no=meter.meter_no)
+    await record_change(request, "meter.retire", site_id=meter.site_id, target=meter.meter_no)
     return ok("Meter retired", wire.MeterOut().dump(meter))
 
 
@@ -184,6 +197,7 @@ async def replace_meter(request: web.Request, principal: Principal) -> web.Respo
     _require_site(principal, args["site_id"])
     replaced = await meter_changes.replace_meter(request.app[DB], now=request.app[CLOCK].now(), **args)
     data = {**wire.MeterChangeOut().dump(replaced.change), "token": replaced.token}
+    await record_change(request, "meter.replace", site_id=args["site_id"], target=args["old_meter_no"], details=args)
     return ok("Meter replaced", data, 201)
 
 
@@ -211,6 +225,7 @@ async def adjust_balance(request: web.Request, principal: Principal) -> web.Resp
     entry = await ledger.adjust_balance(
         request.app[DB], meter_no=meter.meter_no, created_by=principal.name, now=request.app[CLOCK].now(), **args
     )
+    await record_change(request, "meter.adjust", site_id=meter.site_id, target=meter.meter_no, details=args)
     return ok("Balance adjusted", wire.LedgerEntryOut().dump(entry), 201)
 
 
@@ -224,6 +239,7 @@ async def create_dg(request: web.Request, principal: Principal) -> web.Response:
     site_id = site_in_scope(request, principal)
     args = wire.DgCreate().load(await request_inputs(request))
     dg = await registry.add_dg(request.app[DB], site_id=site_id, dg_no=args["dg_number"], meter_no=args["meter_no"])
+    await record_change(request, "dg.create", site_id=site_id, target=dg.dg_no, details=args)
     return ok("DG created", wire.DgOut().dump(dg), 201)
 
 
@@ -259,6 +275,9 @@ async def redeliver_dg_event(request: web.Request, principal: Principal) -> web.
     )
     if request.app[SETTINGS].scheduler:
         request.app[DELIVERIES].kick()
+    await record_change(
+        request, "dg.redeliver", site_id=site_id, target=event.event_id, details={"dg_number": event.dg_no}
+    )
     return ok("Redelivery queued", wire.DgEventOut().dump(event), 202)
 
 
@@ -276,6 +295,7 @@ async def create_key(request: web.Request, principal: Principal) -> web.Response
     if foreign:  # worded as the store words a site that does not exist
         raise NotFound(f"unknown site {foreign[0]!r}", {"sites": [f"Unknown site {foreign[0]!r}."]})
     created = await registry.create_key(request.app[DB], **args)
+    await record_change(request, "key.create", site_id=_key_site(args["sites"]), target=args["name"], details=args)
     return ok("Key created", {**wire.KeyOut().dump(created.api_key), "key": created.key}, 201)
 
 
@@ -294,6 +314,7 @@ async def revoke_key(request: web.Request, principal: Principal) -> web.Response
     name = await _key_in_scope(request, principal)
     revoked = await registry.revoke_key(request.app[DB], name=name)
     request.app[KEYS].clear()
+    await record_change(request, "key.revoke", site_id=_key_site(revoked.sites), target=name)
     return ok("Key revoked", wire.KeyOut().dump(revoked))
 
 
@@ -304,4 +325,5 @@ async def rotate_key(request: web.Request, principal: Principal) -> web.Response
     name = await _key_in_scope(request, principal)
     rotated = await registry.rotate_key(request.app[DB], name=name)
     request.app[KEYS].clear()
+    await record_change(request, "key.rotate", site_id=_key_site(rotated.api_key.sites), target=name)
     return ok("Key rotated", {**wire.KeyOut().dump(rotated.api_key), "key": rotated.key})

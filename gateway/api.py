@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from gateway.auth import Principal, authenticate
-from gateway.keys import KEYS
+from gateway.keys import ACTOR, KEYS
 from storage.errors import InvalidInput
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -36,6 +36,7 @@ def authenticated(
         @functools.wraps(handler)
         async def endpoint(request: web.Request) -> web.StreamResponse:
             principal = await authenticate(request.app[KEYS], request, role)
+            request[ACTOR] = f"key:{principal.name}"  # named in the audit trail (gateway.audit)
             return await handler(request, principal)
 
         endpoint.API_ROLE = role  # type: ignore[attr-defined]  # read by the spec generator (openapi/)
@@ -68,6 +69,8 @@ async def request_inputs(request: web.Request) -> dict[str, Any]:
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """A JSON object from a request body, numbers with a fraction as exact Decimals; InvalidInput otherwise.
 
+    Numbers with an exponent stay text (`_exact_number`), so that money fields can refuse them.
+
     orjson checks the body first: it refuses invalid UTF-8, lone surrogates ("\\ud800", which
     no database can store), NaN/Infinity (not JSON) and nesting deeper than 1,024 levels. The
     standard library alone answered deep nesting, surrogates and bad UTF-8 with 500s. Only then
@@ -81,12 +84,21 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidInput("Invalid input: body", {"body": ["Not valid UTF-8."]}) from None
     try:
         orjson.loads(raw)
-        body = json.loads(raw, parse_float=Decimal)
+        body = json.loads(raw, parse_float=_exact_number)
     except (orjson.JSONDecodeError, ValueError, RecursionError):
         raise InvalidInput("Invalid input: body", {"body": ["Malformed JSON."]}) from None
     if not isinstance(body, dict):
         raise InvalidInput("Invalid input: body", {"body": ["Expected a JSON object."]})
     return body
+
+
+def _exact_number(text: str) -> Decimal | str:
+    """A JSON number with a fraction as an exact Decimal; one with an exponent kept as written.
+
+    `1E-2` and `0.01` are the same Decimal, so the exponent would be lost here: the text goes on
+    to the schema, whose money fields refuse exponents and name the field (schemas.fields.Amount).
+    """
+    return text if "e" in text or "E" in text else Decimal(text)
 
 
 def json_reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -12,8 +12,8 @@ from adapters.faults import FaultPoints
 from adapters.headend import SimulatedHeadEnd
 from adapters.headend_http import HttpHeadEnd, open_session
 from adapters.webhooks import open_sender
-from gateway import admin, commands, docs, factech, ingest, ops, portal, prepaid, reports
-from gateway.auth import DeviceTokenCache, KeyCache
+from gateway import admin, audit, commands, docs, factech, ingest, ops, portal, prepaid, reports
+from gateway.auth import DeviceTokenCache, KeyCache, LegacyMeters
 from gateway.errors import error_middleware
 from gateway.keys import (
     ALERTS,
@@ -26,6 +26,7 @@ from gateway.keys import (
     FAULTS,
     HEADEND,
     KEYS,
+    LEGACY,
     PARTITIONS,
     RECONCILER,
     ROLLUP,
@@ -43,6 +44,7 @@ from scheduler.partitions import PartitionJob
 from scheduler.reconcile import ReconcileJob
 from scheduler.rollup import RollupJob
 from scheduler.runner import Job, JobRunner, start_scheduler, stop_scheduler
+from storage import registry
 from storage.clock import Clock
 from storage.engine import Database
 from storage.locks import database_lock
@@ -76,6 +78,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.add_routes(commands.routes)
     app.add_routes(admin.routes)
     app.add_routes(prepaid.routes)
+    app.add_routes(audit.routes)
     app.add_routes(docs.routes)
     portal.setup(app)
     return app
@@ -94,10 +97,13 @@ async def database(app: web.Application) -> AsyncIterator[None]:
         app[DB] = db
         app[KEYS] = keys = KeyCache(db)
         app[DEVICES] = devices = DeviceTokenCache(db)
+        app[LEGACY] = legacy = LegacyMeters(db)
+        await warn_of_legacy_meters(db)
 
         def forget_credentials() -> None:  # another process revoked or rotated something
             keys.clear()
             devices.clear()
+            legacy.clear()
 
         async with credential_changes(db, forget_credentials):
             yield
@@ -105,6 +111,20 @@ async def database(app: web.Application) -> AsyncIterator[None]:
         await db.dispose()
         if lock is not None:
             lock.release()
+
+
+async def warn_of_legacy_meters(db: Database) -> None:
+    """Say loudly at start that some meters post without a token (anyone can post for them)."""
+    meters = sorted(await registry.legacy_meters(db))
+    if meters:
+        shown = ", ".join(str(m) for m in meters[:20]) + (f" and {len(meters) - 20} more" if len(meters) > 20 else "")
+        log.warning(
+            "LEGACY INGEST: %d meter(s) may post readings WITHOUT A TOKEN (%s); anyone who can reach "
+            "/meter can post for them. Give them device tokens and turn it off: "
+            "`gateway meter legacy-ingest METER_NO off`",
+            len(meters),
+            shown,
+        )
 
 
 async def scheduled_jobs(app: web.Application) -> AsyncIterator[None]:

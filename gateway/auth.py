@@ -9,6 +9,7 @@ through this process clears the cache at once, other processes see it within `CA
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -59,21 +60,33 @@ class CredentialCache(Generic[T]):
     expires, the thousands of requests in flight with it would otherwise each take a pooled
     connection, and under a backlog flush they waited past the pool's timeout (500s, measured
     with bench/backlog.py on PostgreSQL).
+
+    Known and unknown secrets are kept apart. Known ones can only be as many as the credentials
+    staff issued, so they are never evicted. Unknown ones are what a flood of random tokens
+    makes: they go to a bounded LRU (`max_unknown`), so a repeated bad token costs no database
+    round trip and a flood of fresh ones pushes out only other bad ones.
     """
 
-    def __init__(self, load: Callable[[str], Awaitable[T | None]], ttl: float = CACHE_SECONDS) -> None:
+    def __init__(
+        self, load: Callable[[str], Awaitable[T | None]], ttl: float = CACHE_SECONDS, max_unknown: int = 10_000
+    ) -> None:
         self._load = load
         self._ttl = ttl
-        self._entries: dict[str, tuple[float, T | None]] = {}
+        self._max_unknown = max_unknown
+        self._known: dict[str, tuple[float, T]] = {}
+        self._unknown: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._loading: dict[str, asyncio.Task[T | None]] = {}
         self._generation = 0  # bumped by clear(): a load begun before it must not be remembered
 
     async def lookup(self, secret: str) -> T | None:
         """What this secret identifies, or None."""
         secret_hash = registry.hash_secret(secret)
-        hit = self._entries.get(secret_hash)
-        if hit is not None and hit[0] > time.monotonic():
+        now = time.monotonic()
+        hit = self._known.get(secret_hash)
+        if hit is not None and hit[0] > now:
             return hit[1]
+        if self._unknown.get(secret_hash, 0.0) > now:
+            return None
         task = self._loading.get(secret_hash)
         if task is None:
             task = asyncio.ensure_future(self._load(secret_hash))
@@ -87,13 +100,27 @@ class CredentialCache(Generic[T]):
             del self._loading[secret_hash]
         if task.cancelled() or task.exception() is not None or generation != self._generation:
             return  # the error reaches every waiter; nothing is remembered
-        if len(self._entries) > 100_000:  # bound memory against floods of random secrets
-            self._entries.clear()
-        self._entries[secret_hash] = (time.monotonic() + self._ttl, task.result())
+        expires = time.monotonic() + self._ttl
+        found = task.result()
+        if found is not None:
+            self._known[secret_hash] = (expires, found)
+            self._unknown.pop(secret_hash, None)
+            return
+        self._known.pop(secret_hash, None)  # revoked since it was last looked up
+        self._unknown[secret_hash] = expires
+        self._unknown.move_to_end(secret_hash)
+        while len(self._unknown) > self._max_unknown:
+            self._unknown.popitem(last=False)
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(known, unknown) entries held, for tests and metrics."""
+        return len(self._known), len(self._unknown)
 
     def clear(self) -> None:
         """Forget everything (after a revoke, rotate or new device token)."""
-        self._entries.clear()
+        self._known.clear()
+        self._unknown.clear()
         self._loading.clear()
         self._generation += 1
 
@@ -121,9 +148,60 @@ class DeviceTokenCache(CredentialCache[int]):
         super().__init__(load, ttl)
 
 
+class LegacyMeters:
+    """The set of meters allowed to post without a token, reloaded every few seconds.
+
+    Asked only by requests that send no credentials, so meters with tokens never pay for it.
+    One load at a time serves every request waiting for it; `clear` (a meter's flag changed
+    here, or another process NOTIFYs a change on PostgreSQL) makes the next request reload.
+    """
+
+    def __init__(self, db: Database, ttl: float = CACHE_SECONDS) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._meters: frozenset[int] = frozenset()
+        self._expires = 0.0
+        self._loading: asyncio.Task[frozenset[int]] | None = None
+        self._generation = 0
+
+    async def get(self) -> frozenset[int]:
+        """The meter numbers flagged `legacy_ingest` (active ones)."""
+        if self._expires > time.monotonic():
+            return self._meters
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(registry.legacy_meters(self._db))
+            self._loading.add_done_callback(functools.partial(self._loaded, self._generation))
+        return await asyncio.shield(self._loading)
+
+    def _loaded(self, generation: int, task: asyncio.Task[frozenset[int]]) -> None:
+        if self._loading is task:
+            self._loading = None
+        if task.cancelled() or task.exception() is not None or generation != self._generation:
+            return
+        self._meters, self._expires = task.result(), time.monotonic() + self._ttl
+
+    def clear(self) -> None:
+        """Reload on the next request."""
+        self._expires = 0.0
+        self._loading = None
+        self._generation += 1
+
+
+def credential_header(request: web.Request, name: str) -> str:
+    """A header that carries a secret, stripped; Unauthorized if it holds anything but ASCII.
+
+    Every secret the gateway issues is ASCII. aiohttp hands other bytes over as surrogate
+    escapes, which cannot be hashed (encoding them raised, a 500): refuse them as a bad credential.
+    """
+    value = request.headers.get(name, "")
+    if not value.isascii():
+        raise Unauthorized(f"Invalid credentials: the {name} header holds characters that are not ASCII")
+    return value.strip()
+
+
 async def authenticate(cache: KeyCache, request: web.Request, role: str) -> Principal:
     """The caller's principal from `X-API-Key`; Unauthorized (401) or Forbidden (403) otherwise."""
-    key = request.headers.get(API_KEY_HEADER, "").strip()
+    key = credential_header(request, API_KEY_HEADER)
     if not key:
         raise Unauthorized(f"Missing API key: send it in the {API_KEY_HEADER} header")
     principal = await cache.lookup(key)

@@ -17,6 +17,7 @@ from marshmallow import ValidationError
 from pydantic import ValidationError as SettingsError
 
 from gateway import prepaid_cli
+from gateway.audit_cli import cmd_audit, cmd_meter_legacy_ingest, print_events, record_cli_change
 from gateway.maintenance import (
     cmd_backup,
     cmd_export_legacy,
@@ -27,7 +28,7 @@ from gateway.maintenance import (
 )
 from gateway.settings import Settings
 from schemas.admin import MeterChangeCreate, MeterChangeOut, SiteOut
-from schemas.fields import describe_errors
+from schemas.fields import EXPONENT_FORM, describe_errors
 from storage import meter_changes, registry
 from storage.engine import Database
 from storage.errors import Conflict, DomainError, InvalidInput
@@ -41,6 +42,13 @@ def _meter_no(text: str) -> int:
     if not text.isdigit() or int(text) <= 0:
         raise InvalidInput(f"meter number must be a positive whole number, got {text!r}")
     return int(text)
+
+
+def _amount(text: str, flag: str, *, places: int = 2, minimum: Decimal | None = None) -> Decimal:
+    """A money or kWh flag: a plain decimal, as the API takes it (no exponent: schemas.fields)."""
+    if EXPONENT_FORM.fullmatch(text.strip()):
+        raise InvalidInput(f"{flag}: exponents are not accepted, write a plain decimal such as 100 or 100.50")
+    return registry.parse_amount(text, flag, places=places, minimum=minimum)
 
 
 def _key_json(api_key: Any) -> dict[str, Any]:
@@ -69,8 +77,8 @@ async def cmd_site_add(args: argparse.Namespace, settings: Settings, db: Databas
         name=args.name,
         region=args.region,
         timezone=args.timezone,
-        tariff_grid=registry.parse_amount(args.tariff_grid, "--tariff-grid", minimum=Decimal(0)),
-        tariff_dg=registry.parse_amount(args.tariff_dg, "--tariff-dg", minimum=Decimal(0)),
+        tariff_grid=_amount(args.tariff_grid, "--tariff-grid", minimum=Decimal(0)),
+        tariff_dg=_amount(args.tariff_dg, "--tariff-dg", minimum=Decimal(0)),
         auto_cut=args.auto_cut,
     )
     return dict(SiteOut().dump(site))
@@ -85,9 +93,9 @@ async def cmd_meter_add(args: argparse.Namespace, settings: Settings, db: Databa
         unit_no=args.unit,
         consumer_name=args.name,
         fin_no=args.fin,
-        balance=registry.parse_amount(args.balance, "--balance"),
-        start_grid=registry.parse_amount(args.start_grid, "--start-grid", places=3, minimum=Decimal(0)),
-        start_dg=registry.parse_amount(args.start_dg, "--start-dg", places=3, minimum=Decimal(0)),
+        balance=_amount(args.balance, "--balance"),
+        start_grid=_amount(args.start_grid, "--start-grid", places=3, minimum=Decimal(0)),
+        start_dg=_amount(args.start_dg, "--start-dg", places=3, minimum=Decimal(0)),
     )
     meter = created.meter
     return {
@@ -180,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     site_add.add_argument("--tariff-grid", default="8.00")
     site_add.add_argument("--tariff-dg", default="20.00")
     site_add.add_argument("--auto-cut", action=argparse.BooleanOptionalAction, default=True)
-    site_add.set_defaults(func=cmd_site_add)
+    site_add.set_defaults(func=cmd_site_add, audit="site.create")
     prepaid_cli.add_commands(sub, site, common)
 
     meter = sub.add_parser("meter", help="meters").add_subparsers(dest="meter_command", required=True)
@@ -193,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     meter_add.add_argument("--balance", default="0")
     meter_add.add_argument("--start-grid", default="0")
     meter_add.add_argument("--start-dg", default="0")
-    meter_add.set_defaults(func=cmd_meter_add)
+    meter_add.set_defaults(func=cmd_meter_add, audit="meter.create")
     meter_replace = meter.add_parser(
         "replace", parents=[common], help="replace a meter by a new one (prints the new token)"
     )
@@ -204,32 +212,38 @@ def build_parser() -> argparse.ArgumentParser:
     meter_replace.add_argument("--reading-start", help="new meter's reading start date (default: --date)")
     meter_replace.add_argument("--new-start-dg", help="new meter's DG register at install (default 0)")
     meter_replace.add_argument("--new-start-grid", help="new meter's grid register at install (default 0)")
-    meter_replace.set_defaults(func=cmd_meter_replace)
+    meter_replace.set_defaults(func=cmd_meter_replace, audit="meter.replace")
+    legacy = meter.add_parser(
+        "legacy-ingest", parents=[common], help="let one meter post readings without a token (on), or stop it (off)"
+    )
+    legacy.add_argument("meter_no")
+    legacy.add_argument("state", choices=("on", "off"))
+    legacy.set_defaults(func=cmd_meter_legacy_ingest, audit="meter.edit")
 
     dg = sub.add_parser("dg", help="diesel generators").add_subparsers(dest="dg_command", required=True)
     dg_add = dg.add_parser("add", parents=[common], help="register a DG")
     dg_add.add_argument("dg_no")
     dg_add.add_argument("--site", required=True)
     dg_add.add_argument("--meter")
-    dg_add.set_defaults(func=cmd_dg_add)
+    dg_add.set_defaults(func=cmd_dg_add, audit="dg.create")
 
     key = sub.add_parser("key", help="API keys").add_subparsers(dest="key_command", required=True)
     key_create = key.add_parser("create", parents=[common], help="create a key (prints it once)")
     key_create.add_argument("--name", required=True)
     key_create.add_argument("--role", required=True, choices=registry.ROLES)
     key_create.add_argument("--site", required=True, action="append", help="site id, repeatable; '*' for all")
-    key_create.set_defaults(func=cmd_key_create)
+    key_create.set_defaults(func=cmd_key_create, audit="key.create")
     key.add_parser("list", parents=[common], help="list keys").set_defaults(func=cmd_key_list)
     for name, func in (("revoke", cmd_key_revoke), ("rotate", cmd_key_rotate)):
         p = key.add_parser(name, parents=[common], help=f"{name} a key")
         p.add_argument("name")
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, audit=f"key.{name}")
 
     user = sub.add_parser("user", help="web portal accounts").add_subparsers(dest="user_command", required=True)
     user_add = user.add_parser("add", parents=[common], help="create a staff account for the dashboard")
     user_add.add_argument("--staff", metavar="USERNAME", required=True, help="the staff member's login name")
     user_add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    user_add.set_defaults(func=cmd_user_add)
+    user_add.set_defaults(func=cmd_user_add, audit="user.create")
 
     rollup = sub.add_parser("rollup", parents=[common], help="roll days up into daily totals")
     rollup.add_argument("--day", help="roll this local day YYYY-MM-DD (default: every due day)")
@@ -244,7 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     importer = sub.add_parser("import-legacy", parents=[common], help="read a master database JSON file")
     importer.add_argument("file")
     importer.add_argument("--site", required=True, help="the site the meters belong to")
-    importer.set_defaults(func=cmd_import_legacy)
+    importer.set_defaults(func=cmd_import_legacy, audit="site.import_legacy")
+
+    trail = sub.add_parser("audit", parents=[common], help="list the audit trail (500 events at a time)")
+    trail.add_argument("--site", help="only this site's events")
+    trail.add_argument("--after", help="events after this id, or this date-time (e.g. 2026-11-20T00:00:00Z)")
+    trail.set_defaults(func=cmd_audit)
 
     # Neither migrates first: a backup copies the database as it is, a restore replaces it.
     backup_cmd = sub.add_parser("backup", parents=[common], help="back up the SQLite database while it runs")
@@ -259,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_result(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, default=str))
+        return
+    if "events" in result:
+        print_events(result["events"])
         return
     for listing in ("tariffs", "holidays"):
         if listing in result:
@@ -283,7 +305,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any] |
     try:
         if db.is_sqlite and getattr(args, "migrate", True) and args.func is not cmd_db_upgrade:
             await upgrade(db)
-        return await args.func(args, settings, db)
+        result = await args.func(args, settings, db)
+        await record_cli_change(args, db, result)
+        return result
     finally:
         await db.dispose()
         if lock is not None:

@@ -13,6 +13,7 @@ from aiohttp import web
 from adapters import factech, operations
 from adapters.headend import Outcome, Result
 from gateway.api import request_inputs
+from gateway.audit import record_change
 from gateway.auth import Principal
 from gateway.factech import factech_call
 from gateway.keys import CLOCK, DB, DISPATCHER, FAULTS, HEADEND, SETTINGS
@@ -47,9 +48,22 @@ async def recharge_meter(request: web.Request, principal: Principal) -> factech.
     view = await operations.recharge(
         app[DB], app[HEADEND], app[CLOCK], client=principal.name, idempotency_key=key, faults=app[FAULTS], **args
     )
+    reply = factech.recharged(view)  # a refusal raises here: only credits applied or waiting are audited
+    await record_change(
+        request,
+        "meter.recharge",
+        site_id=args["site_id"],
+        target=args["meter_no"],
+        details={
+            "amount": args["amount"],
+            "transaction_id": view.recharge.transaction_id,
+            "state": view.recharge.state,
+            "idempotency_key": key,
+        },
+    )
     if view.recharge.state == "success":
         app[DISPATCHER].kick()  # a restore it queued goes out now, not at the dispatcher's next tick
-    return factech.recharged(view)
+    return reply
 
 
 @routes.get("/api/v1/meter/recharge-status")
@@ -84,6 +98,7 @@ async def _command(
     if action in commands.RELAY_ACTIONS and result.changed is False:
         # The head-end knew better than our record: it already was so (the record now agrees).
         raise Conflict(commands.ALREADY[commands.RELAY_ACTIONS[action]])
+    await record_change(request, f"meter.{action}", site_id=args["site_id"], target=args["meter_no"], details=params)
     return factech.meter_command(call, unit_no=opened.unit_no, meter_no=args["meter_no"])
 
 

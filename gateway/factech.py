@@ -16,6 +16,7 @@ from aiohttp import web
 from adapters import factech
 from adapters.webhooks import check_target
 from gateway.api import authenticated, json_reply, request_inputs
+from gateway.audit import record_change
 from gateway.auth import Principal
 from gateway.keys import CLOCK, DB, SETTINGS
 from schemas.dg_callback import new_secret
@@ -139,5 +140,8 @@ async def dg_sensing(request: web.Request, principal: Principal) -> factech.Repl
         url=args["url"],
         secret=new_secret(),
         now=request.app[CLOCK].now(),
+    )
+    await record_change(
+        request, "dg.sensing", site_id=args["site_id"], target=args["dg_number"], details={"url": args["url"]}
     )
     return factech.dg_sensing(subscription)

@@ -16,8 +16,8 @@ from aiohttp import web
 from marshmallow import ValidationError
 from prometheus_client import Counter, Histogram
 
-from gateway.auth import Principal
-from gateway.keys import CLOCK, DB, DELIVERIES, DEVICES, KEYS, SETTINGS, WRITER
+from gateway.auth import Principal, credential_header
+from gateway.keys import CLOCK, DB, DELIVERIES, DEVICES, KEYS, LEGACY, SETTINGS, WRITER
 from schemas.packets import DgPacket, Packet, load_meter_packet, load_meter_packets
 from storage import dg_events
 from storage.dg import DgUpdate, record_dg_state
@@ -47,7 +47,11 @@ INVALID_PACKETS = PACKETS.labels("rejected", "invalid")
 SINGLE_LATENCY = LATENCY.labels("single")
 BATCH_LATENCY = LATENCY.labels("batch")
 
-Caller = int | Principal | None  # a meter's device token, an ingest key, or no auth (legacy mode)
+# A meter's device token (its number), an ingest key, or no credentials at all: then the set of
+# meters staff flagged `legacy_ingest`, the only ones such a request may post for.
+Caller = int | Principal | frozenset[int]
+BEARER_MISSING = "Missing credentials: send 'Authorization: Bearer <device token or ingest key>'"
+ECHO_TEXT = 64  # characters of a rejected item's id echoed back
 
 
 def json_reply(payload: Any, status: int = 200) -> web.Response:
@@ -66,18 +70,28 @@ async def read_json(request: web.Request) -> Any:
         raise InvalidInput(f"Malformed JSON: {exc}", {"_body": ["Not valid JSON."]}) from None
 
 
-async def ingest_caller(request: web.Request) -> Caller:
-    """Who posts: a meter (its number), an `ingest` key, or None when ingest auth is off."""
-    if not request.app[SETTINGS].ingest_auth:
-        return None
-    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+async def ingest_caller(request: web.Request, *, legacy: bool = True) -> Caller:
+    """Who posts: a meter (its number), an `ingest` key, or (no credentials, `legacy`) the legacy meters.
+
+    Credentials that are sent are always checked. A request without any may post only for the
+    meters staff flagged `legacy_ingest`; with none flagged it is refused here, as before.
+    API keys start `mgk_`, so a token is looked up as one kind only: a random token costs one
+    lookup, and a repeated one none (the caches remember unknown secrets).
+    """
+    header = credential_header(request, "Authorization")
+    if not header and legacy:
+        meters = await request.app[LEGACY].get()
+        if meters:
+            return meters
+    scheme, _, secret = header.partition(" ")
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
-        raise Unauthorized("Missing credentials: send 'Authorization: Bearer <device token or ingest key>'")
+        raise Unauthorized(BEARER_MISSING)
     if not secret.startswith("mgk_"):
         meter_no = await request.app[DEVICES].lookup(secret)
-        if meter_no is not None:
-            return meter_no
+        if meter_no is None:
+            raise Unauthorized("Invalid or revoked token")
+        return meter_no
     principal = await request.app[KEYS].lookup(secret)
     if principal is None:
         raise Unauthorized("Invalid or revoked token")
@@ -97,6 +111,23 @@ def _window_errors(packet: Packet, now: dt.datetime, max_age: dt.timedelta) -> d
 def _scope_errors(packet: Packet, caller: Caller) -> dict[str, list[str]] | None:
     if isinstance(caller, int) and packet.meter_no != caller:
         return {"id": [f"This device token belongs to meter {caller}; it may post only its own readings."]}
+    if isinstance(caller, frozenset) and packet.meter_no not in caller:
+        return {"id": [f"{BEARER_MISSING} (only meters staff allowed legacy ingest may post without)."]}
+    return None
+
+
+def _echo_id(value: Any) -> Any:
+    """A rejected item's id as echoed in the reply: a number or a short text, else null.
+
+    Echoing anything else could make the reply unencodable (an id nested 300 deep was a 500)
+    or as big as the request.
+    """
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        return value[:ECHO_TEXT]
     return None
 
 
@@ -165,6 +196,8 @@ async def _post_single(request: web.Request, body: dict[str, Any], caller: Calle
     scope = _scope_errors(packet, caller)
     if scope:
         PACKETS.labels("rejected", "forbidden").inc()
+        if isinstance(caller, frozenset):
+            raise Unauthorized(BEARER_MISSING)  # the same answer as for a meter that does not exist
         raise Forbidden(scope["id"][0], scope)
     (result,) = await request.app[WRITER].submit(_new_readings([packet], caller))
     if result.outcome in (Outcome.STORED, Outcome.DUPLICATE):
@@ -198,16 +231,22 @@ async def _post_batch(request: web.Request, body: list[Any], caller: Caller) -> 
     BATCH_SIZE.observe(len(body))
     good, bad = load_meter_packets(body, max_kwh=float(settings.max_interval_kwh))
     rejected: list[dict[str, Any]] = [
-        {"index": i, "id": body[i].get("id") if isinstance(body[i], dict) else None, "errors": e} for i, e in bad
+        {"index": i, "id": _echo_id(body[i].get("id")) if isinstance(body[i], dict) else None, "errors": e}
+        for i, e in bad
     ]
     INVALID_PACKETS.inc(len(bad))
     now = request.app[CLOCK].now()
     max_age = dt.timedelta(days=settings.max_packet_age_days)
     earliest, latest = now - max_age, now + FUTURE_SLACK
     own_meter = caller if isinstance(caller, int) else None
+    legacy = caller if isinstance(caller, frozenset) else None
     accepted: list[tuple[int, Packet]] = []
     for index, packet in good:
-        if earliest <= packet.timestamp <= latest and (own_meter is None or packet.meter_no == own_meter):
+        if (
+            earliest <= packet.timestamp <= latest
+            and (own_meter is None or packet.meter_no == own_meter)
+            and (legacy is None or packet.meter_no in legacy)
+        ):
             accepted.append((index, packet))
             continue
         errors = _window_errors(packet, now, max_age) or _scope_errors(packet, caller)
@@ -250,7 +289,7 @@ async def _post_batch(request: web.Request, body: list[Any], caller: Caller) -> 
 @routes.post("/dg")
 async def post_dg(request: web.Request) -> web.Response:
     """A DG controller's status, fuel and energy register."""
-    caller = await ingest_caller(request)
+    caller = await ingest_caller(request, legacy=False)  # DG state always needs an ingest key
     if isinstance(caller, int):
         raise Forbidden("A meter's device token cannot post DG state; use an ingest API key")
     body = await read_json(request)

@@ -8,7 +8,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from adapters.faults import FaultPoints
 from adapters.headend import HeadEnd
 from adapters.webhooks import WebhookSender
-from gateway.auth import DeviceTokenCache, KeyCache
+from gateway.auth import DeviceTokenCache, KeyCache, LegacyMeters
 from gateway.settings import Settings
 from scheduler.alerts import BalanceAlertJob
 from scheduler.commands import CommandDispatcher
@@ -26,6 +26,7 @@ DB = web.AppKey("db", Database)
 CLOCK = web.AppKey("clock", Clock)
 KEYS = web.AppKey("keys", KeyCache)
 DEVICES = web.AppKey("devices", DeviceTokenCache)
+LEGACY = web.AppKey("legacy", LegacyMeters)  # meters allowed to post without a token
 WRITER = web.AppKey("writer", ReadingWriter)
 ROLLUP = web.AppKey("rollup", RollupJob)
 SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
@@ -37,4 +38,5 @@ RUNNER = web.AppKey("runner", JobRunner)
 RECONCILER = web.AppKey("reconciler", ReconcileJob)
 PARTITIONS = web.AppKey("partitions", PartitionJob)
 ALERTS = web.AppKey("alerts", BalanceAlertJob)
+ACTOR = web.RequestKey("actor", str)  # who makes this request, for the audit trail: "key:<name>", "user:<name>"
 FAULTS = web.AppKey("faults", FaultPoints)  # test-only fault points (adapters/faults.py); none in production

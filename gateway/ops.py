@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from gateway import __version__
 from gateway.keys import DB
+from schemas.replies import Health
 
 routes = web.RouteTableDef()
 
@@ -23,17 +24,11 @@ async def healthz(request: web.Request) -> web.Response:
         async with db.reader() as session:
             await session.execute(text("SELECT 1"))
     except Exception as exc:  # any failure to reach the database is "unhealthy"
-        return web.json_response(
-            {"status": "error", "version": __version__, "database": f"unreachable: {type(exc).__name__}"},
-            status=503,
-        )
+        unreachable = {"status": "error", "version": __version__, "database": f"unreachable: {type(exc).__name__}"}
+        return web.json_response(Health().dump(unreachable), status=503)
+    took = round((time.perf_counter() - started) * 1000, 2)
     return web.json_response(
-        {
-            "status": "ok",
-            "version": __version__,
-            "database": db.dialect,
-            "database_ms": round((time.perf_counter() - started) * 1000, 2),
-        }
+        Health().dump({"status": "ok", "version": __version__, "database": db.dialect, "database_ms": took})
     )
 
 

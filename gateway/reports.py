@@ -14,6 +14,7 @@ from marshmallow import ValidationError
 from gateway.auth import authenticate
 from gateway.keys import CLOCK, DB, KEYS
 from schemas.fields import printable
+from schemas.replies import GapsReport
 from storage import days, legacy
 from storage.errors import InvalidInput
 
@@ -58,16 +59,8 @@ async def gaps(request: web.Request) -> web.Response:
     site_id = await _admin_site(request)
     day = days.parse_day(_required(request, "day"))
     found = await days.day_gaps(request.app[DB], site_id=site_id, day=day, now=request.app[CLOCK].now())
-    return web.json_response(
-        {
-            "site_id": found.site_id,
-            "day": found.day.isoformat(),
-            "timezone": found.timezone,
-            "intervals_expected": found.intervals_expected,
-            "rolled_at": found.rolled_at.isoformat(),
-            "meters": [
-                {"meter_no": str(meter_no), "intervals": seen, "missing": found.intervals_expected - seen}
-                for meter_no, seen in found.meters
-            ],
-        }
-    )
+    meters = [
+        {"meter_no": str(meter_no), "intervals": seen, "missing": found.intervals_expected - seen}
+        for meter_no, seen in found.meters
+    ]
+    return web.json_response(GapsReport().dump({**vars(found), "meters": meters}))

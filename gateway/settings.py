@@ -25,8 +25,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
-    # Ingest
-    ingest_auth: bool = True
+    # Ingest. `ingest_auth` is gone: GATEWAY_INGEST_AUTH=off turned off every check for every
+    # meter. Legacy meters without a token are now flagged one by one (`gateway meter
+    # legacy-ingest`); setting it off is refused at start so nobody believes it still applies.
+    ingest_auth: bool | None = Field(default=None, exclude=True)
     max_packet_age_days: int = Field(default=35, ge=1)
     max_interval_kwh: Decimal = Field(default=Decimal(500), gt=0)
     max_batch: int = Field(default=5000, ge=1)
@@ -72,6 +74,16 @@ class Settings(BaseSettings):
     @classmethod
     def _known_fault_points(cls, value: str) -> str:
         parse_fault_points(value)  # ValueError names an unknown point
+        return value
+
+    @field_validator("ingest_auth")
+    @classmethod
+    def _no_global_ingest_switch(cls, value: bool | None) -> bool | None:
+        if value is False:
+            raise ValueError(
+                "GATEWAY_INGEST_AUTH=off is no longer supported: allow legacy meters one by one with "
+                "`gateway meter legacy-ingest METER_NO on` (credentials that are sent are always checked)"
+            )
         return value
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ import yaml
 from aiohttp import web
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from marshmallow import Schema
+from marshmallow import Schema, fields
 
 from adapters import factech
 from gateway import __version__
@@ -27,7 +27,6 @@ from openapi import factech_doc, other_ops
 from openapi.fields import PRINTABLE, PRINTABLE_NOT_BLANK, custom_field
 
 JSON = "application/json"
-FORM = "application/x-www-form-urlencoded"
 DESCRIPTION = """\
 The meter gateway's HTTP API: meters and DG controllers post readings (`/meter`, `/dg`);
 iSocietyManager calls Factech's *Third Party Meter Integration* API (`/api/v1/...`, header
@@ -106,6 +105,13 @@ class _Builder:
             self.spec.components.schema(name, schema=schema)
         return {"$ref": f"#/components/schemas/{name}"}
 
+    def field(self, name: str, field: fields.Field) -> dict[str, Any]:
+        """A reply that is a bare marshmallow field (a mapping, not an object with fixed keys) as a
+        component `name`, and its `$ref`."""
+        if name not in self.spec.components.schemas:
+            self.spec.components.schema(name, self.plugin.converter.field2property(field))  # type: ignore[union-attr]
+        return {"$ref": f"#/components/schemas/{name}"}
+
     def extend(self, schema: type[Schema], name: str, properties: dict[str, Any]) -> dict[str, Any]:
         """A component `name`: the schema's JSON Schema plus required `properties` (none: at least one
         property, for PATCH bodies). Copied, not `allOf`: the record refuses unknown keys."""
@@ -158,10 +164,13 @@ class _Builder:
         if method == "GET":
             operation["parameters"] = [{"in": "query", "schema": inputs}]
         else:
+            if doc.headers:
+                operation["parameters"] = list(doc.headers)
             schema = self.ref(inputs)
             operation["requestBody"] = {
                 "required": True,
-                "content": {JSON: {"schema": schema}, FORM: {"schema": schema}},
+                "description": other_ops.FORM_TOO,
+                "content": {JSON: {"schema": schema}},
             }
         return operation
 
@@ -170,8 +179,8 @@ class _Builder:
         others = {
             **other_ops.ingest_ops(self.ref),
             **other_ops.admin_ops(self.ref, self.extend),
-            **other_ops.report_ops(),
-            **other_ops.ops_and_docs(),
+            **other_ops.report_ops(self.ref, self.field),
+            **other_ops.ops_and_docs(self.ref),
         }
         paths: dict[str, dict[str, Any]] = {}
         missing = []

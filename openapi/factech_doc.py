@@ -45,12 +45,20 @@ class CallDoc:
     errors: tuple[int, ...] = READ_ERRORS
     many: bool = False  # `data` is a list of records (with `count`)
     error_on_ok: bool = False  # call 4: a failed recharge is a 200 with the error envelope
+    headers: tuple[dict[str, Any], ...] = ()  # header parameters (OpenAPI Parameter objects)
 
 
 def _settings() -> Settings:
     return Settings()
 
 
+IDEMPOTENCY_KEY = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "description": "Makes a retry answer the first request's reply instead of recharging again",
+    "schema": {"type": "string", "pattern": f"^{inputs.IDEMPOTENCY_KEY.pattern}$"},
+}
 METER = {
     "unit_no": "A-101",
     "meter_no": "999999999",
@@ -73,6 +81,7 @@ CALL_DOCS: dict[int, CallDoc] = {
         {"unit_no": "A-101", "meter_no": "999999999", "amount": "500.00", "transaction_id": "rch_7f3a9c2e",
          "token": "48213390571246683120", "date_time": "2025-02-08 10:15:02", "balance": "2950.50", "remarks": ""},
         errors=(400, 401, 403, 404, 409, 413, 422, 502, 504),
+        headers=(IDEMPOTENCY_KEY,),
     ),
     4: CallDoc(
         "Recharge Meter Status",

@@ -8,9 +8,10 @@ data refused.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from marshmallow import fields
+from marshmallow import fields, validate
 
 from schemas import fields as shared
 from schemas import packets
@@ -50,17 +51,33 @@ def _amount(field: shared.Amount) -> dict[str, Any]:
 def custom_field(self: Any, field: fields.Field, ret: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
     """JSON Schema keywords for the project's fields (the first match wins)."""
     extra = _keywords(field)
+    if "const" in extra:
+        ret.pop("enum", None)
     if "anyOf" in extra:  # the stock mapping's `type` (Decimal: number) would contradict the other branch
         for key in ("type", "format"):
             ret.pop(key, None)
+    if field.allow_none:  # OpenAPI 3.1 spells nullable as a JSON Schema type "null"
+        if "anyOf" in extra:
+            extra["anyOf"] = [*extra["anyOf"], {"type": "null"}]
+        elif isinstance(extra.get("type"), str):
+            extra["type"] = [extra["type"], "null"]
     return extra
 
 
 def _keywords(field: fields.Field) -> dict[str, Any]:
+    fixed = [validator for validator in field.validators if isinstance(validator, validate.Equal)]
+    if fixed:  # a reply's fixed word (schemas.replies.word): `const`, not a one-word enum
+        return {"type": "string", "const": fixed[0].comparable}
     if isinstance(field, fields.Boolean) and isinstance(field.parent, REQUEST_SCHEMAS):
         # marshmallow also takes its truthy/falsy words and 0/1, which form bodies need.
-        words = sorted(field.truthy | field.falsy, key=lambda word: (isinstance(word, str), str(word)))
-        return {"anyOf": [{"type": "boolean"}, {"enum": words}]}
+        # One type per branch (code generators refuse an enum mixing numbers and strings), and the
+        # words as a pattern: as enum members "true", "True" and "TRUE" collide in generated code.
+        numbers = sorted(word for word in field.truthy | field.falsy if isinstance(word, int))
+        words = sorted(word for word in field.truthy | field.falsy if isinstance(word, str))
+        pattern = "^(" + "|".join(re.escape(word) for word in words) + ")$"
+        return {
+            "anyOf": [{"type": "boolean"}, {"type": "integer", "enum": numbers}, {"type": "string", "pattern": pattern}]
+        }
     if isinstance(field, fields.Url):
         return {"format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]+"}
     if isinstance(field, shared.MeterNumber):

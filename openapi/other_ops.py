@@ -2,8 +2,8 @@
 
 Keyed by (method, path) as the app's router spells them; `openapi.build` refuses to write a spec
 while a route of the app has no entry here (or in the Factech calls). Request bodies are the
-marshmallow schemas the handlers load; replies are the schemas they dump, in the admin API's
-`{"status": "success", "message", "data"}` envelope.
+marshmallow schemas the handlers load; replies are the marshmallow schemas of `schemas.replies`
+and `schemas.admin_replies` (nothing here restates a reply's fields).
 """
 
 from __future__ import annotations
@@ -16,24 +16,16 @@ from marshmallow import Schema
 from gateway.docs import ASSETS
 from openapi.fields import PRINTABLE
 from schemas import admin as wire
-from schemas import packets
+from schemas import admin_replies as admin_reply
+from schemas import packets, replies
 
 Ref = Callable[[type[Schema] | Schema], dict[str, Any]]  # registers a schema, answers its $ref
 Extend = Callable[[type[Schema], str, dict[str, Any]], dict[str, Any]]  # a schema plus properties → $ref
+Field = Callable[[str, Any], dict[str, Any]]  # registers a marshmallow field as a named component, answers its $ref
 JSON = "application/json"
 API_KEY = [{"ApiKey": []}]
 INGEST = [{"IngestBearer": []}]
 
-PLAIN_ERROR = {
-    "type": "object",
-    "required": ["status", "message"],
-    "properties": {
-        "status": {"const": "error"},
-        "message": {"type": "string"},
-        "errors": {"type": "object", "description": "field → reasons", "additionalProperties": True},
-    },
-    "additionalProperties": False,
-}
 ERROR_TEXT = {
     400: "Bad input: malformed JSON or invalid fields (`errors` names them)",
     401: "No, unknown or revoked credentials",
@@ -49,34 +41,37 @@ ADMIN_ERRORS = (400, 401, 403, 404, 413)
 ADMIN_READ_ERRORS = (401, 403, 404)
 
 
-def error_responses(statuses: tuple[int, ...]) -> dict[str, Any]:
+def error_responses(ref: Ref, statuses: tuple[int, ...]) -> dict[str, Any]:
     """The plain error envelope for each status."""
     responses: dict[str, Any] = {}
     for status in statuses:
-        response: dict[str, Any] = {"description": ERROR_TEXT[status], "content": {JSON: {"schema": PLAIN_ERROR}}}
+        schema = ref(replies.ErrorReply)
+        response: dict[str, Any] = {"description": ERROR_TEXT[status], "content": {JSON: {"schema": schema}}}
         if status == 503:
             response["headers"] = RETRY_AFTER
         responses[str(status)] = response
     return responses
 
 
-def admin_ok(message: str, data: dict[str, Any], status: int = 200) -> dict[str, Any]:
-    """The admin API's success envelope around `data`."""
-    schema = {
-        "type": "object",
-        "required": ["status", "message", "data"],
-        "properties": {"status": {"const": "success"}, "message": {"const": message}, "data": data},
-        "additionalProperties": False,
-    }
-    return {str(status): {"description": message, "content": {JSON: {"schema": schema}}}}
+def reply(ref: Ref, schema: type[Schema], status: int = 200, description: str = "") -> dict[str, Any]:
+    """A success reply described by a reply schema (its fixed `message`, if any, is the description)."""
+    message = schema._declared_fields.get("message")
+    description = description or (message.dump_default if message is not None else "") or schema.__doc__ or ""
+    return {str(status): {"description": description, "content": {JSON: {"schema": ref(schema)}}}}
+
+
+# One media type per body: with JSON and a form under one schema, code generators cannot tell the
+# two apart (openapi-python-client 0.29 generated code that does not even import). The form is
+# named in words instead; the gateway reads it exactly as it reads the JSON object.
+FORM_TOO = "A JSON object; the same fields are also accepted as a form body (application/x-www-form-urlencoded)."
 
 
 def body(schema: Any, *, form: bool = True) -> dict[str, Any]:
-    """A required request body: JSON, and a form body where the handler reads one too."""
-    content = {JSON: {"schema": schema}}
+    """A required JSON request body (saying so where the handler reads a form body too)."""
+    request_body: dict[str, Any] = {"required": True, "content": {JSON: {"schema": schema}}}
     if form:
-        content["application/x-www-form-urlencoded"] = {"schema": schema}
-    return {"required": True, "content": content}
+        request_body["description"] = FORM_TOO
+    return request_body
 
 
 def operation_id(method: str, path: str) -> str:
@@ -111,54 +106,7 @@ KEY_NAME = path_param("name", {"type": "string", "minLength": 1, "maxLength": 10
 def ingest_ops(ref: Ref) -> dict[tuple[str, str], dict[str, Any]]:
     """`POST /meter` and `POST /dg`."""
     packet = ref(packets.MeterPacket)
-    rejected_item = {
-        "type": "object",
-        "required": ["index", "id", "errors"],
-        "properties": {
-            "index": {"type": "integer", "minimum": 0},
-            "id": {"description": "The packet's `id` as sent (null when it had none)"},
-            "errors": {"type": "object", "additionalProperties": True},
-        },
-        "additionalProperties": False,
-    }
-    batch = {
-        "type": "object",
-        "required": ["status", "message", "data"],
-        "properties": {
-            "status": {"enum": ["success", "partial", "error"]},
-            "message": {"type": "string"},
-            "data": {
-                "type": "object",
-                "required": ["accepted", "duplicates", "rejected"],
-                "properties": {
-                    "accepted": {"type": "integer", "minimum": 0},
-                    "duplicates": {"type": "integer", "minimum": 0},
-                    "rejected": {"type": "array", "items": rejected_item},
-                },
-                "additionalProperties": False,
-            },
-        },
-        "additionalProperties": False,
-    }
-    stored = {
-        "type": "object",
-        "required": ["status", "message", "data"],
-        "properties": {
-            "status": {"const": "success"},
-            "message": {"enum": ["Reading stored", "Duplicate reading"]},
-            "data": {
-                "type": "object",
-                "required": ["id", "interval_start", "duplicate"],
-                "properties": {
-                    "id": {"type": "integer"},
-                    "interval_start": {"type": "string", "format": "date-time"},
-                    "duplicate": {"type": "boolean"},
-                },
-                "additionalProperties": False,
-            },
-        },
-        "additionalProperties": False,
-    }
+    stored, batch, error = ref(replies.ReadingStoredReply), ref(replies.BatchReply), ref(replies.ErrorReply)
     meter_body = {
         "oneOf": [packet, {"type": "array", "items": packet, "minItems": 1, "maxItems": 5000}],
     }
@@ -170,7 +118,7 @@ def ingest_ops(ref: Ref) -> dict[tuple[str, str], dict[str, Any]]:
             "The seed's packet. `timestamp` floored to the half hour is the interval's end; packets more than "
             "5 minutes ahead or older than GATEWAY_MAX_PACKET_AGE_DAYS (35) are refused. The reply comes after "
             "the commit. Auth: the meter's device token (its own id only) or an API key with role `ingest` for "
-            "the meter's site (`GATEWAY_INGEST_AUTH=off` accepts meters without one)."
+            "the meter's site. Without credentials, only meters staff flagged `legacy_ingest` may post."
         ),
         "security": INGEST,
         "requestBody": {
@@ -182,29 +130,10 @@ def ingest_ops(ref: Ref) -> dict[tuple[str, str], dict[str, Any]]:
                     "content": {JSON: {"schema": {"oneOf": [stored, batch]}}}},
             "207": {"description": "A batch with some packets rejected", "content": {JSON: {"schema": batch}}},
             "400": {"description": ERROR_TEXT[400] + "; a batch with every packet rejected",
-                    "content": {JSON: {"schema": {"oneOf": [PLAIN_ERROR, batch]}}}},
-            **error_responses((401, 403, 404, 409, 413, 503)),
+                    "content": {JSON: {"schema": {"oneOf": [error, batch]}}}},
+            **error_responses(ref, (401, 403, 404, 409, 413, 503)),
         },
     }  # fmt: skip
-    dg_reply = {
-        "type": "object",
-        "required": ["status", "message", "data"],
-        "properties": {
-            "status": {"const": "success"},
-            "message": {"const": "DG state stored"},
-            "data": {
-                "type": "object",
-                "required": ["site_id", "dg_number", "status_changed"],
-                "properties": {
-                    "site_id": {"type": "string"},
-                    "dg_number": {"type": "string"},
-                    "status_changed": {"type": "boolean"},
-                },
-                "additionalProperties": False,
-            },
-        },
-        "additionalProperties": False,
-    }
     dg = {
         "tags": ["ingest"],
         "summary": "Post a DG controller's status, fuel and energy register",
@@ -212,8 +141,8 @@ def ingest_ops(ref: Ref) -> dict[tuple[str, str], dict[str, Any]]:
         "security": INGEST,
         "requestBody": body(ref(packets.DgPacket), form=False),
         "responses": {
-            "200": {"description": "Stored", "content": {JSON: {"schema": dg_reply}}},
-            **error_responses((400, 401, 403, 404, 413)),
+            **reply(ref, replies.DgStoredReply, description="Stored"),
+            **error_responses(ref, (400, 401, 403, 404, 413)),
         },
     }
     return {("POST", "/meter"): meter, ("POST", "/dg"): dg}
@@ -230,142 +159,101 @@ def admin_ops(ref: Ref, extend: Extend) -> dict[tuple[str, str], dict[str, Any]]
             "summary": summary,
             "security": API_KEY,
             **rest,
-            "responses": {**responses, **error_responses(errors)},
+            "responses": {**responses, **error_responses(ref, errors)},
         }
 
-    site, meter, dg = ref(wire.SiteOut), ref(wire.MeterOut), ref(wire.DgOut)
-    key, event = ref(wire.KeyOut), ref(wire.DgEventOut)
-    many = lambda schema: {"type": "array", "items": schema}  # noqa: E731
-    # Replies that create a secret show it this once, beside the record.
-    token = {"type": "string", "description": "The device token: shown in this reply only"}
-    secret = {"type": "string", "description": "The API key: shown in this reply only"}
-    meter_token = extend(wire.MeterOut, "MeterOutWithToken", {"token": token})
-    change_token = extend(wire.MeterChangeOut, "MeterChangeOutWithToken", {"token": token})
-    key_secret = extend(wire.KeyOut, "KeyOutWithKey", {"key": secret})
+    def ok(schema: type[Schema], status: int = 200) -> dict[str, Any]:
+        return reply(ref, schema, status)
+
     # At least one field to change (an empty body is refused).
     site_edit, meter_edit = extend(wire.SiteEdit, "SiteEdit", {}), extend(wire.MeterEdit, "MeterEdit", {})
     base = "/api/v1/admin"
     return {
         ("POST", f"{base}/sites"): op(
             "Register a site (admin key for `*`)",
-            links(201, admin_ok("Site created", site, 201),
+            links(201, ok(admin_reply.SiteCreated, 201),
                   GetSite=("GET", f"{base}/sites/{{site_id}}", {"site_id": "$response.body#/data/site_id"}),
                   EditSite=("PATCH", f"{base}/sites/{{site_id}}", {"site_id": "$response.body#/data/site_id"}),
                   AddMeter=("POST", f"{base}/sites/{{site_id}}/meters", {"site_id": "$response.body#/data/site_id"}),
                   AddDg=("POST", f"{base}/sites/{{site_id}}/dgs", {"site_id": "$response.body#/data/site_id"})),
             (*ADMIN_ERRORS, 409),
             requestBody=body(ref(wire.SiteCreate))),
-        ("GET", f"{base}/sites"): op("The key's sites", admin_ok("Sites", many(site)), (401, 403)),
-        ("GET", f"{base}/sites/{{site_id}}"): op("One site", admin_ok("Site", site), ADMIN_READ_ERRORS,
+        ("GET", f"{base}/sites"): op("The key's sites", ok(admin_reply.Sites), (401, 403)),
+        ("GET", f"{base}/sites/{{site_id}}"): op("One site", ok(admin_reply.SiteReply), ADMIN_READ_ERRORS,
                                                  parameters=[SITE_ID]),
         ("PATCH", f"{base}/sites/{{site_id}}"): op(
-            "Change a site's name, region, tariffs or auto_cut", admin_ok("Site updated", site), ADMIN_ERRORS,
+            "Change a site's name, region, tariffs or auto_cut", ok(admin_reply.SiteUpdated), ADMIN_ERRORS,
             parameters=[SITE_ID], requestBody=body(site_edit)),
         ("POST", f"{base}/sites/{{site_id}}/meters"): op(
             "Register a meter",
-            links(201, admin_ok("Meter created", meter_token, 201),
+            links(201, ok(admin_reply.MeterCreated, 201),
                   GetMeter=("GET", f"{base}/meters/{{meter_no}}", {"meter_no": "$response.body#/data/meter_no"}),
                   EditMeter=("PATCH", f"{base}/meters/{{meter_no}}", {"meter_no": "$response.body#/data/meter_no"}),
                   RetireMeter=("POST", f"{base}/meters/{{meter_no}}/retire",
                                {"meter_no": "$response.body#/data/meter_no"})),
             (*ADMIN_ERRORS, 409), parameters=[SITE_ID], requestBody=body(ref(wire.MeterCreate))),
         ("GET", f"{base}/sites/{{site_id}}/meters"): op(
-            "The site's meters, retired ones included", admin_ok("Meters", many(meter)), ADMIN_READ_ERRORS,
+            "The site's meters, retired ones included", ok(admin_reply.Meters), ADMIN_READ_ERRORS,
             parameters=[SITE_ID]),
-        ("GET", f"{base}/meters/{{meter_no}}"): op("One meter", admin_ok("Meter", meter), (400, *ADMIN_READ_ERRORS),
+        ("GET", f"{base}/meters/{{meter_no}}"): op("One meter", ok(admin_reply.MeterReply), (400, *ADMIN_READ_ERRORS),
                                                   parameters=[METER_NO]),
         ("PATCH", f"{base}/meters/{{meter_no}}"): op(
-            "Change a meter's consumer details", admin_ok("Meter updated", meter), ADMIN_ERRORS,
+            "Change a meter's consumer details", ok(admin_reply.MeterUpdated), ADMIN_ERRORS,
             parameters=[METER_NO], requestBody=body(meter_edit)),
         ("POST", f"{base}/meters/{{meter_no}}/retire"): op(
-            "Take a meter out of service", admin_ok("Meter retired", meter), (*ADMIN_ERRORS, 409),
+            "Take a meter out of service", ok(admin_reply.MeterRetired), (*ADMIN_ERRORS, 409),
             parameters=[METER_NO]),
         ("GET", f"{base}/meters/{{meter_no}}/ledger"): op(
             "A meter's ledger entries, oldest first, and whether its balance adds up",
-            admin_ok("Ledger", {
-                "type": "object",
-                "required": ["meter_no", "check", "entries"],
-                "properties": {"meter_no": {"type": "string"}, "check": ref(wire.LedgerCheckOut),
-                               "entries": many(ref(wire.LedgerEntryOut))},
-                "additionalProperties": False,
-            }),
+            ok(admin_reply.Ledger),
             (400, *ADMIN_READ_ERRORS), parameters=[METER_NO]),
         ("POST", f"{base}/meters/{{meter_no}}/adjustments"): op(
             "Correct a meter's balance by a signed amount, with a reason",
-            admin_ok("Balance adjusted", ref(wire.LedgerEntryOut), 201), (*ADMIN_ERRORS, 409),
+            ok(admin_reply.BalanceAdjusted, 201), (*ADMIN_ERRORS, 409),
             parameters=[METER_NO], requestBody=body(ref(wire.AdjustmentCreate))),
         ("POST", f"{base}/meter-changes"): op(
-            "Replace a meter", admin_ok("Meter replaced", change_token, 201),
+            "Replace a meter", ok(admin_reply.MeterReplaced, 201),
             (*ADMIN_ERRORS, 409), requestBody=body(ref(wire.MeterChangeCreate))),
         ("POST", f"{base}/sites/{{site_id}}/dgs"): op(
-            "Register a diesel generator", admin_ok("DG created", dg, 201), (*ADMIN_ERRORS, 409),
+            "Register a diesel generator", ok(admin_reply.DgCreated, 201), (*ADMIN_ERRORS, 409),
             parameters=[SITE_ID], requestBody=body(ref(wire.DgCreate))),
-        ("GET", f"{base}/sites/{{site_id}}/dgs"): op("The site's DGs", admin_ok("DGs", many(dg)), ADMIN_READ_ERRORS,
+        ("GET", f"{base}/sites/{{site_id}}/dgs"): op("The site's DGs", ok(admin_reply.Dgs), ADMIN_READ_ERRORS,
                                                     parameters=[SITE_ID]),
         ("GET", f"{base}/sites/{{site_id}}/dgs/{{dg_number}}/deliveries"): op(
             "The DG's latest 100 callback events, each with every attempt",
-            admin_ok("DG callback deliveries", many(ref(wire.DgDeliveryOut))), ADMIN_READ_ERRORS,
+            ok(admin_reply.DgDeliveries), ADMIN_READ_ERRORS,
             parameters=[SITE_ID, DG_NUMBER]),
         ("POST", f"{base}/sites/{{site_id}}/dgs/{{dg_number}}/deliveries/{{event_id}}/redeliver"): op(
-            "Send a callback event again now", admin_ok("Redelivery queued", event, 202), ADMIN_READ_ERRORS,
+            "Send a callback event again now", ok(admin_reply.RedeliveryQueued, 202), ADMIN_READ_ERRORS,
             parameters=[SITE_ID, DG_NUMBER, EVENT_ID]),
         ("POST", f"{base}/keys"): op(
             "Create an API key",
-            links(201, admin_ok("Key created", key_secret, 201),
+            links(201, ok(admin_reply.KeyCreated, 201),
                   RotateKey=("POST", f"{base}/keys/{{name}}/rotate", {"name": "$response.body#/data/name"}),
                   RevokeKey=("POST", f"{base}/keys/{{name}}/revoke", {"name": "$response.body#/data/name"})),
             (*ADMIN_ERRORS, 409),
             # JSON only: `sites` is a list, which a form body cannot carry.
             requestBody=body(ref(wire.KeyCreate), form=False)),
-        ("GET", f"{base}/keys"): op("Keys within the caller's sites (never secrets)", admin_ok("Keys", many(key)),
+        ("GET", f"{base}/keys"): op("Keys within the caller's sites (never secrets)", ok(admin_reply.Keys),
                                     (401, 403)),
-        ("POST", f"{base}/keys/{{name}}/revoke"): op("Revoke a key", admin_ok("Key revoked", key),
+        ("POST", f"{base}/keys/{{name}}/revoke"): op("Revoke a key", ok(admin_reply.KeyRevoked),
                                                      (*ADMIN_READ_ERRORS, 409), parameters=[KEY_NAME]),
         ("POST", f"{base}/keys/{{name}}/rotate"): op(
-            "Give a key a new secret", admin_ok("Key rotated", key_secret),
+            "Give a key a new secret", ok(admin_reply.KeyRotated),
             (*ADMIN_READ_ERRORS, 409), parameters=[KEY_NAME]),
     }  # fmt: skip
 
 
-def report_ops() -> dict[tuple[str, str], dict[str, Any]]:
-    """The admin reports on days."""
+def report_ops(ref: Ref, field: Field) -> dict[tuple[str, str], dict[str, Any]]:
+    """The admin reports on days, and the audit trail."""
     site_q = {
         "in": "query",
         "name": "site_id",
         "required": True,
         "schema": {"type": "string", "minLength": 1, "pattern": PRINTABLE},
     }
-    today = {
-        "type": "object",
-        "description": 'meter number → {seed label "HH:MM" → kWh}',
-        "additionalProperties": {"type": "object", "additionalProperties": {"type": "number"}},
-    }
-    gaps = {
-        "type": "object",
-        "required": ["site_id", "day", "timezone", "intervals_expected", "rolled_at", "meters"],
-        "properties": {
-            "site_id": {"type": "string"},
-            "day": {"type": "string", "format": "date"},
-            "timezone": {"type": "string"},
-            "intervals_expected": {"type": "integer"},
-            "rolled_at": {"type": "string", "format": "date-time"},
-            "meters": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["meter_no", "intervals", "missing"],
-                    "properties": {
-                        "meter_no": {"type": "string"},
-                        "intervals": {"type": "integer"},
-                        "missing": {"type": "integer"},
-                    },
-                    "additionalProperties": False,
-                },
-            },
-        },
-        "additionalProperties": False,
-    }
     day_q = {"in": "query", "name": "day", "required": True, "schema": {"type": "string", "format": "date"}}
+    today = field("TodayReadings", replies.TODAY_READINGS)
     return {
         ("GET", "/api/v1/admin/today"): {
             "tags": ["reports"],
@@ -374,7 +262,26 @@ def report_ops() -> dict[tuple[str, str], dict[str, Any]]:
             "parameters": [site_q],
             "responses": {
                 "200": {"description": "Every active meter", "content": {JSON: {"schema": today}}},
-                **error_responses((400, 401, 403, 404)),
+                **error_responses(ref, (400, 401, 403, 404)),
+            },
+        },
+        ("GET", "/api/v1/admin/audit"): {
+            "tags": ["reports"],
+            "summary": "The audit trail of the key's sites: who changed what, when, from where (500 at a time)",
+            "security": API_KEY,
+            "parameters": [
+                {**site_q, "required": False},
+                {
+                    "in": "query",
+                    "name": "after",
+                    "required": False,
+                    "description": "Events after this event id (paging), or after this date-time with its zone",
+                    "schema": {"type": "string", "maxLength": 40},
+                },
+            ],
+            "responses": {
+                **reply(ref, replies.AuditReply, description="Events, oldest first"),
+                **error_responses(ref, (400, 401, 403, 404)),
             },
         },
         ("GET", "/api/v1/admin/gaps"): {
@@ -383,26 +290,16 @@ def report_ops() -> dict[tuple[str, str], dict[str, Any]]:
             "security": API_KEY,
             "parameters": [site_q, day_q],
             "responses": {
-                "200": {"description": "The gaps", "content": {JSON: {"schema": gaps}}},
-                **error_responses((400, 401, 403, 404)),
+                **reply(ref, replies.GapsReport, description="The gaps"),
+                **error_responses(ref, (400, 401, 403, 404)),
             },
         },
     }
 
 
-def ops_and_docs() -> dict[tuple[str, str], dict[str, Any]]:
+def ops_and_docs(ref: Ref) -> dict[tuple[str, str], dict[str, Any]]:
     """Health, metrics, and this very document."""
-    health = {
-        "type": "object",
-        "required": ["status", "version", "database"],
-        "properties": {
-            "status": {"enum": ["ok", "error"]},
-            "version": {"type": "string"},
-            "database": {"type": "string"},
-            "database_ms": {"type": "number"},
-        },
-        "additionalProperties": False,
-    }
+    health = ref(replies.Health)
     text = lambda media, what: {"200": {"description": what, "content": {media: {"schema": {"type": "string"}}}}}  # noqa: E731
     asset = path_param("name", {"enum": sorted(ASSETS)}, "A Swagger UI file")
     asset_types = {media: {"schema": {"type": "string"}} for media in sorted(set(ASSETS.values()))}
@@ -429,12 +326,12 @@ def ops_and_docs() -> dict[tuple[str, str], dict[str, Any]]:
         ("GET", "/docs/init.js"): {
             "tags": ["docs"],
             "summary": "The docs page's start-up script",
-            "responses": text("application/javascript", "JavaScript"),
+            "responses": text("text/javascript", "JavaScript"),
         },
         ("GET", "/docs/static/{name}"): {
             "tags": ["docs"],
             "summary": "A Swagger UI asset, from the installed package",
             "parameters": [asset],
-            "responses": {"200": {"description": "The file", "content": asset_types}, **error_responses((404,))},
+            "responses": {"200": {"description": "The file", "content": asset_types}, **error_responses(ref, (404,))},
         },
     }

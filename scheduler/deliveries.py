@@ -12,7 +12,9 @@ whose next retry would fall past it marks the event failed. An event found due p
 Events of one DG go out one at a time, oldest first, and a failure holds back that DG's later
 events until the next pass, so a receiver mostly sees ON and OFF in order (not always: a later
 event can be due before an earlier one's retry); different DGs go in parallel, at most
-`concurrency` at once.
+`concurrency` at once and at most `per_destination` to one receiver (host and port): a slow
+receiver, or one that lets every attempt run to its timeout, holds at most that many of the
+slots, and the other sites' callbacks go out beside it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 from collections import defaultdict
 
 from tenacity import wait_exponential
+from yarl import URL
 
 from adapters.webhooks import WebhookSender
 from scheduler.backoff import delay
@@ -38,6 +41,12 @@ log = logging.getLogger("gateway.callbacks")
 # No jitter: one DG's events go out one at a time, so there is no herd of retries to spread.
 BACKOFF = wait_exponential(multiplier=5, max=3600)
 HORIZON = dt.timedelta(hours=72)
+
+
+def destination(url: str) -> str:
+    """The receiver a URL reaches: scheme, host and port (what its concurrency is limited by)."""
+    parsed = URL(url)
+    return f"{parsed.scheme}://{(parsed.host or '').lower()}:{parsed.port}"
 
 
 def backoff(attempts: int) -> dt.timedelta:
@@ -59,6 +68,7 @@ class DeliveryJob:
         *,
         every_seconds: int = 5,
         concurrency: int = 8,
+        per_destination: int = 2,
         batch: int = 200,
         horizon: dt.timedelta = HORIZON,
     ) -> None:
@@ -67,6 +77,7 @@ class DeliveryJob:
         self._clock = clock
         self._sender = sender
         self._concurrency = concurrency
+        self._per_destination = per_destination
         self._batch = batch
         self.horizon = horizon
         self._running = asyncio.Lock()
@@ -110,10 +121,12 @@ class DeliveryJob:
         for event in due:
             by_dg[event.site_id, event.dg_no].append(event)
         gate = asyncio.Semaphore(self._concurrency)
+        destinations: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self._per_destination))
 
         async def deliver_in_order(events: list[dg_events.DueEvent]) -> int:
             made = 0
-            async with gate:
+            # The receiver's own slot first: DGs waiting on a busy receiver hold no shared slot.
+            async with destinations[destination(events[0].url)], gate:
                 for event in events:
                     made += 1
                     if self._stopping or not await self._deliver(event):

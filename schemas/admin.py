@@ -7,8 +7,9 @@ admin API answers, with money and kWh as exact decimal strings.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
 from schemas.fields import Amount, Day, FreeText, MeterNumber, NoCutHours, Text, Thresholds, Weekdays
 
@@ -20,6 +21,14 @@ class AdminBody(Schema):
 
     class Meta:
         unknown = RAISE
+
+
+class Record(Schema):
+    """Base of a reply record: every field is in every reply (so the spec lists them as required,
+    and a reply loaded back with its schema must have them all)."""
+
+    def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
+        field_obj.required = True
 
 
 class SiteCreate(AdminBody):
@@ -63,10 +72,12 @@ class MeterCreate(AdminBody):
 
 
 class MeterEdit(AdminBody):
-    """`PATCH /api/v1/admin/meters/{meter_no}`: the consumer details."""
+    """`PATCH /api/v1/admin/meters/{meter_no}`: the consumer details, and whether the meter may
+    post readings without a token (`legacy_ingest`, for old meters that cannot send one)."""
 
     consumer_name = FreeText(200)
     fin_no = FreeText(64)
+    legacy_ingest = fields.Boolean()
 
 
 class DgCreate(AdminBody):
@@ -96,7 +107,7 @@ class MeterChangeCreate(AdminBody):
     new_start_dg = Amount(places=3, minimum=ZERO, load_default=Decimal(0))
 
 
-class SiteOut(Schema):
+class SiteOut(Record):
     """A site as the admin API shows it."""
 
     site_id = fields.String(attribute="id")
@@ -112,7 +123,7 @@ class SiteOut(Schema):
     no_cut_weekdays = Weekdays()
 
 
-class MeterOut(Schema):
+class MeterOut(Record):
     """A meter as the admin API shows it (never its token hash)."""
 
     meter_no = MeterNumber()
@@ -131,9 +142,10 @@ class MeterOut(Schema):
     last_reading_at = fields.DateTime(allow_none=True)
     active = fields.Boolean()
     retired_at = fields.DateTime(allow_none=True)
+    legacy_ingest = fields.Boolean()
 
 
-class DgOut(Schema):
+class DgOut(Record):
     """A DG as the admin API shows it."""
 
     site_id = fields.String()
@@ -144,7 +156,7 @@ class DgOut(Schema):
     reading_kwh = fields.Decimal(as_string=True, allow_none=True)
 
 
-class DgEventOut(Schema):
+class DgEventOut(Record):
     """A DG callback event and where its delivery stands (pending, delivered, failed)."""
 
     event_id = fields.String()
@@ -157,7 +169,7 @@ class DgEventOut(Schema):
     delivered_at = fields.DateTime(allow_none=True)
 
 
-class DgAttemptOut(Schema):
+class DgAttemptOut(Record):
     """One delivery attempt: the HTTP status, or the error that prevented one."""
 
     attempted_at = fields.DateTime()
@@ -167,24 +179,31 @@ class DgAttemptOut(Schema):
     latency_ms = fields.Integer()
 
 
-class DgDeliveryOut(Schema):
+class DgDeliveryOut(Record):
     """An event with every attempt at it, oldest first."""
 
     event = fields.Nested(DgEventOut)
     attempts = fields.Nested(DgAttemptOut, many=True)
 
 
-class KeyOut(Schema):
+class Revoked(fields.Boolean):
+    """Whether a key is revoked: read off its `revoked_at` (a boolean in the spec, and on load)."""
+
+    def get_value(self, obj: Any, attr: str, accessor: Any = None, default: Any = None) -> bool:
+        return obj.revoked_at is not None
+
+
+class KeyOut(Record):
     """An API key without its secret."""
 
     name = fields.String()
     role = fields.String()
     sites = fields.List(fields.String())
     created_at = fields.DateTime()
-    revoked = fields.Function(lambda key: key.revoked_at is not None)
+    revoked = Revoked()
 
 
-class MeterChangeOut(Schema):
+class MeterChangeOut(Record):
     """A recorded meter change."""
 
     site_id = fields.String()
@@ -215,7 +234,7 @@ class AdjustmentCreate(AdminBody):
     reason = Text(required=True, max_length=200)
 
 
-class LedgerEntryOut(Schema):
+class LedgerEntryOut(Record):
     """One ledger entry."""
 
     id = fields.Integer()
@@ -228,7 +247,7 @@ class LedgerEntryOut(Schema):
     created_at = fields.DateTime()
 
 
-class LedgerCheckOut(Schema):
+class LedgerCheckOut(Record):
     """Both sides of a meter's balance: opening + credits + adjustments − debits = balance."""
 
     opening = fields.Decimal(as_string=True)
@@ -238,3 +257,13 @@ class LedgerCheckOut(Schema):
     expected = fields.Decimal(as_string=True)
     balance = fields.Decimal(as_string=True)
     ok = fields.Boolean()
+
+
+class AuditQuery(Schema):
+    """`site_id` (optional), `after`: an event id (paging) or an ISO 8601 time."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    site_id = Text()
+    after = Text(max_length=40)

@@ -20,6 +20,9 @@ _LOCAL = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(:\d{2})?", re.ASCII)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
 MAX_THRESHOLDS = 10
 _DIGITS = re.compile(r"\d{1,18}", re.ASCII)  # a meter number fits a signed 64-bit column; "١٢٣" is not one
+# A number written with an exponent ("1e2", "1E-2"): refused for money and amounts, since
+# "1e2" is not ₹100 to anyone reading a receipt and "1E-2" hides ₹0.01.
+EXPONENT_FORM = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)[eE][+-]?\d+", re.ASCII)
 # C0 and C1 control characters (NUL, CR, LF, ESC...) and lone surrogates. No id or name needs
 # them; PostgreSQL cannot store NUL in text at all (it was a 500 there), and CR/LF or ESC in a
 # name would forge lines in logs and terminals that show it.
@@ -81,7 +84,13 @@ class Day(fields.Date):
 
 
 class Amount(fields.Decimal):
-    """A finite decimal with at most `places` decimals, optionally with a lower bound."""
+    """A plain decimal (no exponent) with at most `places` decimals, optionally with a lower bound.
+
+    It comes as a JSON integer, as text (query string, form, JSON string), or as JSON text the
+    API's body parser kept as written because it has an exponent (`gateway.api.parse_json_object`):
+    either way the digits are checked as written, so "1e2" and 1E-2 are refused, not read as
+    ₹100 and ₹0.01.
+    """
 
     def __init__(self, places: int = 2, minimum: Decimal | None = None, **kwargs: Any) -> None:
         super().__init__(allow_nan=False, **kwargs)
@@ -91,6 +100,8 @@ class Amount(fields.Decimal):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
         if isinstance(value, bool):
             raise ValidationError("Not a valid number.")
+        if isinstance(value, str | float) and EXPONENT_FORM.fullmatch(str(value).strip()):
+            raise ValidationError("Exponents are not accepted: write a plain decimal such as 100 or 100.50.")
         number = super()._deserialize(value, attr, data, **kwargs)
         if abs(number) >= Decimal("1e12"):
             raise ValidationError("Out of range.")

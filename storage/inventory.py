@@ -29,7 +29,7 @@ SITE_EDITABLE = (
     "no_cut_hours",
     "no_cut_weekdays",
 )
-METER_EDITABLE = ("consumer_name", "fin_no")
+METER_EDITABLE = ("consumer_name", "fin_no", "legacy_ingest")
 
 
 def _check_editable(changes: dict[str, object], editable: tuple[str, ...]) -> None:
@@ -113,8 +113,8 @@ async def get_meter(db: Database, *, meter_no: int) -> Meter:
     return meter
 
 
-async def edit_meter(db: Database, *, meter_no: int, changes: dict[str, str]) -> Meter:
-    """Change a meter's consumer details (name, fin_no)."""
+async def edit_meter(db: Database, *, meter_no: int, changes: dict[str, object]) -> Meter:
+    """Change a meter's consumer details (name, fin_no) or whether it may post without a token."""
     _check_editable(changes, METER_EDITABLE)
     async with db.transaction() as session:
         meter = await session.get(Meter, meter_no)

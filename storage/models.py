@@ -207,6 +207,9 @@ class Meter(SQLModel, table=True):
     active: bool = Field(default=True)
     retired_at: dt.datetime | None = Field(sa_type=UtcTime, default=None)
     token_hash: str | None = Field(default=None, max_length=64, unique=True)
+    # Staff let this meter post without a token (an old meter that cannot send one); any token
+    # that is sent is still checked. Off for every new meter.
+    legacy_ingest: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: dt.datetime = Field(sa_type=UtcTime, default_factory=utcnow)
     # The lowest alert threshold this meter's balance has been warned about (None: none yet);
     # thresholds below the balance are armed again when money comes in.
@@ -520,3 +523,24 @@ class SiteEventAttempt(SQLModel, table=True):
     http_status: int | None = Field(default=None)
     error: str = Field(default="", max_length=500)
     latency_ms: int = Field(default=0)
+
+
+class AuditEvent(SQLModel, table=True):
+    """One state change made by a person or a key: who, from where, when, what. Append-only.
+
+    `actor` is `key:<name>`, `user:<name>` or `cli:<os user>`; `site_id` is the site it touched
+    (None for gateway-wide changes, such as a key for every site); `details` holds the inputs
+    that say what changed, never a secret. Triggers refuse UPDATE and DELETE (migration 0009).
+    """
+
+    __tablename__ = "audit_event"
+    __table_args__ = (sa.Index("ix_audit_event_site", "site_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: dt.datetime = Field(sa_type=UtcTime, index=True)
+    actor: str = Field(max_length=200)
+    address: str = Field(default="", max_length=100)
+    action: str = Field(max_length=64)
+    site_id: str | None = Field(default=None, max_length=64)
+    target: str = Field(default="", max_length=200)
+    details: dict[str, Any] = Field(sa_type=sa.JSON, default_factory=dict)

@@ -261,6 +261,15 @@ async def set_meter_token(db: Database, *, meter_no: int) -> str:
     return token
 
 
+async def legacy_meters(db: Database) -> frozenset[int]:
+    """The active meters staff let post readings without a token (`meter.legacy_ingest`)."""
+    async with db.reader() as session:
+        result = await session.execute(
+            select(Meter.meter_no).where(Meter.legacy_ingest.is_(True), Meter.active.is_(True))  # type: ignore[attr-defined]
+        )
+        return frozenset(result.scalars())
+
+
 async def find_meter_by_token(db: Database, *, token_hash: str) -> int | None:
     """The meter number whose device token has this hash, if any."""
     async with db.reader() as session:

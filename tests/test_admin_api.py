@@ -221,6 +221,7 @@ async def test_meters_create_list_get_edit_retire(client: TestClient, keys: dict
         "last_reading_at": None,
         "active": True,
         "retired_at": None,
+        "legacy_ingest": False,
     }
     _, listed = await call(client, "GET", "/sites/S1/meters", key)
     assert [m["meter_no"] for m in listed["data"]] == ["101", "102"] and "token" not in listed["data"][0]

@@ -40,13 +40,19 @@ async def test_wrong_method_answers_json_error(client: TestClient) -> None:
 
 def test_settings_come_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_DATABASE_URL", "sqlite+aiosqlite:///x.db")
-    monkeypatch.setenv("GATEWAY_INGEST_AUTH", "off")
     monkeypatch.setenv("GATEWAY_MAX_INTERVAL_KWH", "250.5")
     settings = Settings()
     assert settings.database_url == "sqlite+aiosqlite:///x.db"
-    assert settings.ingest_auth is False
     assert settings.max_interval_kwh == Decimal("250.5")
     assert settings.with_overrides(port=9000, host=None).port == 9000
+
+
+def test_the_global_ingest_auth_switch_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_INGEST_AUTH", "off")
+    with pytest.raises(ValueError, match="no longer supported: allow legacy meters one by one"):
+        Settings()
+    monkeypatch.setenv("GATEWAY_INGEST_AUTH", "on")  # what it always meant: harmless
+    assert Settings().model_dump().get("ingest_auth") is None
 
 
 def test_settings_refuse_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:

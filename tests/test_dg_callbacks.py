@@ -321,3 +321,49 @@ async def test_admin_delivery_calls_answer_404_403_outside_their_scope(env: Env)
     assert status == 403 and body["status"] == "error"
     async with env.db.reader() as session:
         assert await session.scalar(select(func.count()).select_from(DgDeliveryAttempt)) == 0
+
+
+async def test_a_nat64_form_of_loopback_is_refused_at_delivery(
+    aiohttp_client: Any, aiohttp_server: Any, database_url: str
+) -> None:
+    env = await make_env(aiohttp_client, aiohttp_server, database_url, allow_private=False, host="[64:ff9b::7f00:1]")
+    try:
+        assert await env.post_dg("ON") == 200
+        assert await env.job.run() == 1
+        [attempt] = await attempts(env.db)
+        assert attempt.http_status is None
+        assert attempt.error.endswith("callback URL refused: 64:ff9b::7f00:1 is not a public address")
+    finally:
+        await env.db.dispose()
+
+
+async def test_a_slow_receiver_holds_up_no_other_receiver(
+    aiohttp_client: Any, aiohttp_server: Any, database_url: str
+) -> None:
+    """Eight DGs of one site call back a receiver that hangs; another site's callback still goes out."""
+    env = await make_env(aiohttp_client, aiohttp_server, database_url)
+    slow = Receiver(gate=asyncio.Event())
+    slow_app = web.Application()
+    slow_app.router.add_post("/dg", slow.handle)
+    slow_server: TestServer = await aiohttp_server(slow_app, host="127.0.0.1")
+    try:
+        slow_dgs = [f"DG-SLOW-{n}" for n in range(8)]
+        for dg in slow_dgs:
+            await add_dg(env.db, "S1", dg)
+            url = f"http://127.0.0.1:{slow_server.port}/dg"
+            await dg_events.subscribe(env.db, site_id="S1", dg_no=dg, url=url, secret=new_secret(), now=NOW)
+        await dg_events.subscribe(env.db, site_id="S2", dg_no="DG9", url=env.url, secret=new_secret(), now=NOW)
+        async with env.db.transaction() as session:
+            for dg in slow_dgs:  # queued first, so they are first in the pass
+                await dg_events.queue_event(session, site_id="S1", dg_no=dg, status="ON", at=NOW, now=NOW)
+            await dg_events.queue_event(session, site_id="S2", dg_no="DG9", status="ON", at=NOW, now=NOW)
+        passing = asyncio.create_task(env.job.run())
+        _headers, body = await env.receiver.next()  # the other site's callback, while the slow ones hang
+        assert b'"DG9"' in body and not passing.done()
+        slow.gate.set()
+        assert await passing == 9
+        assert slow.received.qsize() == 8
+    finally:
+        if slow.gate is not None:
+            slow.gate.set()
+        await env.db.dispose()

@@ -4,9 +4,11 @@ refusal of callback URLs that point inside the network, on SQLite and PostgreSQL
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from aiohttp.resolver import ThreadedResolver
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
@@ -130,6 +132,52 @@ async def test_a_url_inside_the_network_is_not_configured(
     assert body == {"status": "Error", "message": "Not Configured", "data": None}
     assert remarks.startswith("callback URL refused: ")
     assert await subscriptions(db) == []
+
+
+EMBEDDED_IPV4 = [
+    "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",  # NAT64 of 169.254.169.254 (the review's probe)
+    "http://[64:ff9b::7f00:1]/",  # NAT64 of 127.0.0.1
+    "http://[64:ff9b:1::a00:1]/",  # local-use NAT64 prefix
+    "http://[2002:a9fe:a9fe::1]/",  # 6to4 of 169.254.169.254
+    "http://[2002:808:808::1]/",  # 6to4, even of a public address
+    "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",  # Teredo
+    "http://[::7f00:1]/",  # IPv4-compatible 127.0.0.1
+    "http://[::808:808]/",  # IPv4-compatible, deprecated whatever it carries
+    "http://[::ffff:a9fe:a9fe]/",  # IPv4-mapped 169.254.169.254
+    "http://[ff02::1]/",  # multicast
+]
+
+
+@pytest.mark.parametrize("url", EMBEDDED_IPV4)
+async def test_ipv6_forms_of_internal_ipv4_addresses_are_not_configured(
+    client: TestClient, keys: dict[str, str], db: Database, url: str
+) -> None:
+    status, body = await register(client, keys["operate"], site_id="S1", dg_number="DG1", url=url)
+    assert (status, body["message"]) == (422, "Not Configured")
+    assert body["remarks"].endswith("is not a public address")
+    assert await subscriptions(db) == []
+
+
+@pytest.mark.parametrize("url", ["https://[64:ff9b::5db8:d70e]/hooks", "https://[::ffff:5db8:d70e]/hooks"])
+async def test_nat64_and_mapped_forms_of_public_addresses_are_accepted(
+    client: TestClient, keys: dict[str, str], url: str
+) -> None:
+    status, body = await register(client, keys["operate"], site_id="S1", dg_number="DG1", url=url)
+    assert status == 200, body
+
+
+async def test_the_refusal_never_says_what_a_name_resolved_to(
+    client: TestClient, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def internal(_self: Any, host: str, port: int = 0, family: Any = 0) -> list[dict[str, Any]]:
+        address = {"metadata.internal": "64:ff9b::a9fe:a9fe", "db.internal": "10.20.30.40"}[host]
+        return [{"hostname": host, "host": address, "port": port, "family": 0, "proto": 0, "flags": 0}]
+
+    monkeypatch.setattr(ThreadedResolver, "resolve", internal)
+    for name, address in (("metadata.internal", "a9fe"), ("db.internal", "10.20.30.40")):
+        status, body = await register(client, keys["operate"], site_id="S1", dg_number="DG1", url=f"http://{name}/")
+        assert status == 422 and body["remarks"] == f"callback URL refused: {name} is not a public address"
+        assert address not in json.dumps(body)
 
 
 async def test_the_private_address_override_allows_loopback(

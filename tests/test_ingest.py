@@ -266,13 +266,6 @@ async def test_revoked_ingest_key_stops_working(env: Env) -> None:
     assert status == 401
 
 
-async def test_legacy_meters_post_without_token_when_auth_is_off(aiohttp_client: Any, database_url: str) -> None:
-    env = await make_env(aiohttp_client, database_url, ingest_auth=False)
-    response = await env.client.post("/meter", json=packet())
-    assert response.status == 200
-    await env.db.dispose()
-
-
 async def test_body_over_the_size_limit_is_413(aiohttp_client: Any, database_url: str) -> None:
     env = await make_env(aiohttp_client, database_url, max_body_bytes=2048)
     batch = [packet(at=f"2026-11-20T{h:02d}:31:00Z") for h in range(11)] * 5

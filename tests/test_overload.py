@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Any
 
 import pytest
 import sqlalchemy.exc
 from aiohttp import web
 
+from gateway.app import create_app
 from gateway.auth import CredentialCache
 from gateway.errors import error_middleware
+from gateway.settings import Settings
+from storage import registry
 
 
 class SlowLoader:
@@ -90,3 +94,48 @@ async def test_an_exhausted_connection_pool_answers_503_with_retry_after(aiohttp
     assert response.status == 503
     assert response.headers["Retry-After"] == "2"
     assert "retry" in (await response.json())["message"]
+
+
+class Store:
+    """Credentials by hash: one good secret; counts the loads of each hash."""
+
+    def __init__(self, good: str) -> None:
+        self.good = registry.hash_secret(good)
+        self.loads: collections.Counter[str] = collections.Counter()
+
+    async def __call__(self, secret_hash: str) -> str | None:
+        self.loads[secret_hash] += 1
+        return "meter-1" if secret_hash == self.good else None
+
+
+async def test_a_flood_of_unknown_tokens_never_evicts_a_good_entry() -> None:
+    store = Store("mtr_good")
+    cache: CredentialCache[str] = CredentialCache(store, max_unknown=100)
+    assert await cache.lookup("mtr_good") == "meter-1"
+    for n in range(1_000):
+        assert await cache.lookup(f"mtr_random-{n}") is None
+    assert cache.sizes == (1, 100)  # the unknown ones are bounded; the good one is still there
+    assert await cache.lookup("mtr_good") == "meter-1"
+    assert store.loads[store.good] == 1
+    assert await cache.lookup("mtr_random-999") is None  # a repeated bad token costs nothing
+    assert store.loads[registry.hash_secret("mtr_random-999")] == 1
+
+
+async def test_a_random_bearer_token_costs_one_lookup_and_a_repeat_none(
+    aiohttp_client: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await aiohttp_client(create_app(Settings(database_url=database_url, scheduler=False)))
+    lookups: list[str] = []
+    for name in ("find_key", "find_meter_by_token"):
+        real = getattr(registry, name)
+
+        async def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            lookups.append(_name)
+            return await _real(*args, **kwargs)
+
+        monkeypatch.setattr(registry, name, counted)
+    packet = {"id": 1, "timestamp": "2026-11-20T00:31:00Z", "reading_kWh": 1}
+    for token in ("random-token", "random-token", "mgk_random-key", "mgk_random-key"):
+        response = await client.post("/meter", json=packet, headers={"Authorization": f"Bearer {token}"})
+        assert response.status == 401
+    assert lookups == ["find_meter_by_token", "find_key"]

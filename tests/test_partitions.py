@@ -16,7 +16,7 @@ from storage import partitions
 from storage.clock import FixedClock
 from storage.engine import Database
 from storage.migrate import current_revision, head_revision, upgrade
-from storage.models import Reading
+from storage.models import Meter, Reading, Site
 from tests.conftest import PG_ADMIN_URL
 from tests.daydata import add_readings, make_site
 
@@ -203,7 +203,7 @@ async def test_migration_partitions_an_existing_reading_table_and_keeps_its_rows
     db = Database(f"{base}/{name}")
     try:
         await upgrade(db, revision_before_partitions())
-        await make_site(db, meters=(1, 2))
+        await make_old_site(db, meters=(1, 2))
         starts = [dt.datetime(2024, 2, 29, 23, 30, tzinfo=UTC), dt.datetime(2024, 3, 1, tzinfo=UTC)]
         await add_readings(db, 1, starts, received_at=NOW)
         await add_readings(db, 2, half_hours(NOW, 3), received_at=NOW)
@@ -228,6 +228,25 @@ async def test_migration_partitions_an_existing_reading_table_and_keeps_its_rows
         await db.dispose()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def make_old_site(db: Database, *, meters: tuple[int, ...]) -> None:
+    """A site and meters in a database at an older revision: only the columns it has yet
+    (the models' later columns, e.g. meter.legacy_ingest, are not there)."""
+    async with db.transaction() as session:
+        conn = await session.connection()
+        for table, rows in (
+            ("site", [Site(id="S1", name="S1", region="North")]),
+            ("meter", [Meter(meter_no=n, site_id="S1", unit_no=f"U{n}") for n in meters]),
+        ):
+            columns = await conn.run_sync(lambda sync, t=table: {c["name"] for c in sa.inspect(sync).get_columns(t)})
+            for row in rows:
+                values = {k: v for k, v in row.model_dump().items() if k in columns and v is not None}
+                values = {k: (v.astimezone(UTC) if isinstance(v, dt.datetime) else v) for k, v in values.items()}
+                names = ", ".join(values)
+                await conn.execute(
+                    sa.text(f"INSERT INTO {table} ({names}) VALUES ({', '.join(':' + k for k in values)})"), values
+                )
 
 
 async def upgrade_to(db: Database, revision: str, *, down: bool) -> None:

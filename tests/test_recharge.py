@@ -43,6 +43,9 @@ def status_error(message: str, remarks: str | None = None) -> dict[str, Any]:
     return body
 
 
+FORM = "application/x-www-form-urlencoded"
+
+
 async def recharge(
     client: TestClient, world: World, data: dict[str, Any] = ORDER, key: str = "operate", **headers: str
 ) -> tuple[int, Any]:
@@ -272,6 +275,30 @@ async def test_recharge_bad_input_names_the_parameter(
 ) -> None:
     assert await recharge(gateway, world, {**ORDER, **change}) == (400, recharge_error(remarks, "Invalid input"))
     assert await recharges(db) == []
+
+
+EXPONENT = "amount: Exponents are not accepted: write a plain decimal such as 100 or 100.50."
+
+
+@pytest.mark.parametrize("written", ["1e2", "1E-2", "1.5E+1", "-1e2"])
+async def test_an_amount_with_an_exponent_is_refused_however_it_is_sent(
+    gateway: TestClient, world: World, db: Database, written: str
+) -> None:
+    """Money is a plain decimal: "1e2" is not ₹100 and "1E-2" not ₹0.01 (JSON number, JSON string, form)."""
+    as_number = f'{{"site_id": "S1", "meter_no": "101", "amount": {written}}}'.encode()
+    as_string = f'{{"site_id": "S1", "meter_no": "101", "amount": "{written}"}}'.encode()
+    as_form = f"site_id=S1&meter_no=101&amount={written.replace('+', '%2B')}".encode()
+    for body, content_type in ((as_number, "application/json"), (as_string, "application/json"), (as_form, FORM)):
+        response = await gateway.post(
+            RECHARGE, data=body, headers=world.headers("operate", **{"Content-Type": content_type})
+        )
+        assert (response.status, await response.json()) == (400, recharge_error(EXPONENT, "Invalid input")), body
+    response = await gateway.post(
+        f"{RECHARGE}?site_id=S1&meter_no=101&amount={written}", headers=world.headers("operate")
+    )
+    assert response.status == 400
+    assert await recharges(db) == []
+    assert await balance(db) == Decimal("100.00")
 
 
 async def test_recharge_missing_parameters_and_a_bad_key_header(gateway: TestClient, world: World) -> None:

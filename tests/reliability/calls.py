@@ -108,6 +108,7 @@ CALLS: tuple[ApiCall, ...] = (
     # Admin reports
     ApiCall("GET", "/api/v1/admin/today", "admin", {"site_id": SITE}),
     ApiCall("GET", "/api/v1/admin/gaps", "admin", {"site_id": SITE, "day": "2026-11-19"}),
+    ApiCall("GET", "/api/v1/admin/audit", "admin", {"site_id": SITE}),
     # Admin API
     ApiCall(
         "POST", "/api/v1/admin/sites", "admin", {"site_id": "NEWSITE", "name": "New", "region": "North"}

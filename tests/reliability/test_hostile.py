@@ -31,6 +31,8 @@ BIG = 3 * 1024 * 1024  # over the default 2 MiB body limit
 DEEP_ARRAY = b"[" * 100_000 + b"]" * 100_000
 DEEP_OBJECT = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
 NEAR_LIMIT = b'{"a":' * 1020 + b"1" + b"}" * 1020  # under orjson's 1,024 levels, over Python's stack
+DEEP_ID = b'[{"id": ' + b"[" * 300 + b"]" * 300 + b', "timestamp": "2026-11-20T10:31:00Z", "reading_kWh": 1}]'
+
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 
@@ -109,6 +111,12 @@ INGEST = [
     Case("unknown field", "POST", "/meter", j(packet(extra="x"))),
     Case("source as SQL", "POST", "/meter", j(packet(source="grid'; DROP TABLE reading;--"))),
     Case("batch of garbage", "POST", "/meter", j([1, "x", None, [], {}])),
+    Case("batch item id nested 300 deep", "POST", "/meter", DEEP_ID),
+    Case("batch item id 100k chars", "POST", "/meter", j([packet(id="9" * 100_000)])),
+    Case("no token, meter not legacy", "POST", "/meter", j(packet()), expect=(401,), key="none"),
+    Case("no token, batch", "POST", "/meter", j([packet()]), expect=(401,), key="none"),
+    Case("DG without a key", "POST", "/dg", j(dg(status="ON")), expect=(401,), key="none"),
+    Case("DG with a device token", "POST", "/dg", j(dg(status="ON")), expect=(403,), key="device"),
     Case("DG 100k nested", "POST", "/dg", DEEP_OBJECT),
     Case("DG site NUL", "POST", "/dg", j(dg(site_id="OURS\u0000"))),
     Case("DG number CR/LF", "POST", "/dg", j(dg(dg_number="DG\r\nX-Evil: 1"))),
@@ -181,6 +189,10 @@ FACTECH = [
     Case("recharge amount 20 digits", "POST", RECHARGE, recharge("99999999999999999999")),
     Case("recharge amount negative", "POST", RECHARGE, recharge("-100.00")),
     Case("recharge amount 3 decimals", "POST", RECHARGE, recharge("100.005")),
+    Case("recharge amount '1e2'", "POST", RECHARGE, recharge("1e2")),
+    Case("recharge amount '1E-2'", "POST", RECHARGE, recharge("1E-2")),
+    Case("recharge amount number 1e2", "POST", RECHARGE, recharge("1e2").replace(b'"1e2"', b"1e2")),
+    Case("recharge amount form 1E-2", "POST", RECHARGE, b"site_id=OURS&meter_no=500000001&amount=1E-2", FORM),
     Case("recharge meter SQL", "POST", RECHARGE, j({"site_id": "OURS", "meter_no": "1 OR 1=1", "amount": "10"})),
     Case(
         "load NaN",
@@ -188,6 +200,18 @@ FACTECH = [
         "/api/v1/meter/load",
         j({"site_id": "OURS", "meter_no": "500000001", "load_dg": "NaN", "load_grid": "1"}),
     ),
+    Case(
+        "callback NAT64 metadata",
+        "POST",
+        SENSE,
+        sensing("http://[64:ff9b::a9fe:a9fe]/latest/"),
+        expect=(422,),
+    ),
+    Case("callback NAT64 loopback", "POST", SENSE, sensing("http://[64:ff9b::7f00:1]/"), expect=(422,)),
+    Case("callback local-use NAT64", "POST", SENSE, sensing("http://[64:ff9b:1::a00:1]/"), expect=(422,)),
+    Case("callback 6to4", "POST", SENSE, sensing("http://[2002:a9fe:a9fe::1]/"), expect=(422,)),
+    Case("callback Teredo", "POST", SENSE, sensing("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/"), expect=(422,)),
+    Case("callback IPv4-compatible", "POST", SENSE, sensing("http://[::a9fe:a9fe]/"), expect=(422,)),
     Case("callback gopher", "POST", SENSE, sensing("gopher://127.0.0.1:6379/_INFO")),
     Case("callback CR/LF", "POST", SENSE, sensing("http://example.com/\r\nX-Evil: 1")),
 ]
@@ -208,6 +232,8 @@ ADMIN = [
     Case("tariff 'Infinity'", "PATCH", "/api/v1/admin/sites/OURS", j({"tariff_grid": "Infinity"})),
     Case("tariff 1e999999", "PATCH", "/api/v1/admin/sites/OURS", b'{"tariff_grid": 1e999999}'),
     Case("tariff 5,000 digits", "PATCH", "/api/v1/admin/sites/OURS", b'{"tariff_grid": 1' + b"0" * 5000 + b"}"),
+    Case("tariff 1e1", "PATCH", "/api/v1/admin/sites/OURS", b'{"tariff_grid": 1e1}'),
+    Case("adjustment '-1e2'", "POST", "/api/v1/admin/meters/500000001/adjustments", j({"amount": "-1e2", "reason": "x"})),  # noqa: E501
     Case("tariff negative", "PATCH", "/api/v1/admin/sites/OURS", j({"tariff_grid": "-1"})),
     Case("unknown field", "PATCH", "/api/v1/admin/sites/OURS", j({"timezone": "UTC"})),
     Case("meter 20 digits", "GET", "/api/v1/admin/meters/" + "9" * 20, None, None),
@@ -240,6 +266,10 @@ def _payload(body: bytes | None) -> Any:
 
 def credential(env: Env, case: Case) -> dict[str, str]:
     ours = env.world.ours
+    if case.key == "none":
+        return {}
+    if case.key == "device":
+        return {"Authorization": f"Bearer {ours.token}"}
     if case.path in ("/meter", "/dg"):
         return {"Authorization": f"Bearer {ours.keys['ingest']}"}
     if case.key == "star":
@@ -354,4 +384,28 @@ async def test_cr_lf_and_nul_in_headers_are_refused(env: Env) -> None:
         status = int(head.split(b" ")[1])
         assert 400 <= status < 500, head
         assert b"X-Evil" not in head, head
+    assert await dump_tables(env.db) == before
+
+
+async def test_bytes_that_are_not_utf8_in_headers_are_refused_not_500(env: Env) -> None:
+    """A non-UTF-8 byte in X-API-Key or Authorization was a 500 with a traceback; now 401 (Idempotency-Key: 400)."""
+    port = env.client.port
+    assert port is not None
+    ours = env.world.ours
+    before = await dump_tables(env.db)
+    body = recharge("10.00")
+    requests = [
+        (b"GET /api/v1/site/readings?site_id=OURS", b"X-API-Key: mgk_\xff\xfe", b"", 401),
+        (b"GET /api/v1/admin/audit", b"X-API-Key: \xc3\x28", b"", 401),
+        (b"POST /meter", b"Authorization: Bearer \xff\xfe", j(packet()), 401),
+        (b"POST /meter", b"Authorization: \xff", j(packet()), 401),
+        (b"POST /dg", b"Authorization: Bearer mtr_\x80", j(dg(status="ON")), 401),
+        (b"POST /api/v1/meter/recharge", b"X-API-Key: " + ours.keys["operate"].encode() + b"\r\nIdempotency-Key: \xff", body, 400),  # noqa: E501
+    ]  # fmt: skip
+    for start, header, payload, expected in requests:
+        head_lines = [start + b" HTTP/1.1", b"Host: x", b"Connection: close", b"Content-Type: application/json"]
+        length = b"Content-Length: " + str(len(payload)).encode()
+        request = b"\r\n".join([*head_lines, header, length, b""]) + b"\r\n" + payload
+        head = (await raw_request(port, request)).split(b"\r\n\r\n")[0]
+        assert int(head.split(b" ")[1]) == expected, (header, head)
     assert await dump_tables(env.db) == before

@@ -155,6 +155,49 @@ async def test_lists_show_only_the_keys_sites(env: Env) -> None:
         assert not any(marker in body for marker in FOREIGN_MARKERS), body
 
 
+async def test_the_audit_trail_shows_only_the_keys_sites(env: Env) -> None:
+    for side in (env.world.theirs, env.world.ours):
+        response = await env.client.patch(
+            f"/api/v1/admin/sites/{side.site_id}", json={"name": "Renamed"}, headers={"X-API-Key": side.keys["admin"]}
+        )
+        assert response.status == 200
+    response = await env.client.get("/api/v1/admin/audit", headers={"X-API-Key": env.world.ours.keys["admin"]})
+    body = await response.text()
+    assert response.status == 200 and "admin-OURS" in body
+    assert not any(marker in body for marker in FOREIGN_MARKERS), body
+
+
+async def test_conflicts_do_not_tell_whose_object_it_is(env: Env) -> None:
+    """A name or number taken by another society answers exactly as one taken by our own: the 409
+    says the id is taken (ids are unique across the gateway), never whose or where."""
+    ours, theirs = env.world.ours, env.world.theirs
+    key = {"X-API-Key": ours.keys["admin"]}
+    answers = []
+    for taken in (ours, theirs):
+        requests = [
+            ("/api/v1/admin/keys", {"name": f"read-{taken.site_id}", "role": "read", "sites": [ours.site_id]}),
+            (f"/api/v1/admin/sites/{ours.site_id}/meters", {"meter_no": str(taken.spare_meter), "unit_no": "U9"}),
+            (
+                "/api/v1/admin/meter-changes",
+                {
+                    "site_id": ours.site_id,
+                    "old_meter_no": str(ours.change_meter),
+                    "new_meter_no": str(taken.spare_meter),
+                    "meter_change_date": "2026-11-15",
+                },
+            ),
+        ]
+        replies = []
+        for path, body in requests:
+            response = await env.client.post(path, json=body, headers=key)
+            text = (await response.text()).replace(taken.site_id, "SITE").replace(str(taken.spare_meter), "N")
+            replies.append((response.status, text))
+        answers.append(replies)
+    assert [status for status, _ in answers[0]] == [409, 409, 409]
+    assert answers[0] == answers[1]
+    assert not any(marker in text for _, text in answers[1] for marker in FOREIGN_MARKERS)
+
+
 async def test_no_key_or_a_bad_key_answers_401_and_a_lesser_role_403(env: Env) -> None:
     ours = env.world.ours
     failures, sent = [], 0

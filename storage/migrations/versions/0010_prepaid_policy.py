@@ -2,7 +2,7 @@
 and holidays, site events with their webhook, fixed daily charges in the ledger
 
 Revision ID: 0010_prepaid
-Revises: 0007_partitions
+Revises: 0009_audit
 Create Date: 2026-12-05 05:00:00.000000
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import storage.models
 
 revision: str = "0010_prepaid"
-down_revision: str | None = "0007_partitions"
+down_revision: str | None = "0009_audit"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
