@@ -26,9 +26,10 @@ from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 from adapters.factech import local_time
-from schemas.dg_callback import callback_body, signed_headers
+from schemas.dg_callback import callback_body, signed_headers, site_event_body
 from storage.dg_events import DueEvent
 from storage.errors import DomainError, InvalidInput, Refused
+from storage.site_events import DueSiteEvent
 
 # Explicit bounds on every attempt: a slow receiver costs at most this, and never ingest's time.
 TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5, sock_read=10)
@@ -144,6 +145,18 @@ def event_body(event: DueEvent) -> bytes:
     )
 
 
+def site_event_json(event: DueSiteEvent) -> bytes:
+    """A site event's body; the same bytes on every attempt."""
+    return site_event_body(
+        event_id=event.event_id,
+        type=event.type,
+        site_id=event.site_id,
+        meter_no=event.meter_no,
+        at=event.at.isoformat().replace("+00:00", "Z"),
+        data=event.data,
+    )
+
+
 @dataclass(frozen=True)
 class AttemptResult:
     """What one POST came to: the HTTP status, or the error that prevented one, and how long it took."""
@@ -165,9 +178,9 @@ class WebhookSender:
         self._session = session
         self._allow_private = allow_private
 
-    async def deliver(self, event: DueEvent, *, at: dt.datetime) -> AttemptResult:
-        """One attempt at an event, signed and stamped with the time `at`."""
-        body = event_body(event)
+    async def deliver(self, event: DueEvent | DueSiteEvent, *, at: dt.datetime) -> AttemptResult:
+        """One attempt at an event (a DG callback or a site event), signed and stamped with the time `at`."""
+        body = event_body(event) if isinstance(event, DueEvent) else site_event_json(event)
         headers = signed_headers(event.secret, msg_id=event.event_id, timestamp=int(at.timestamp()), body=body)
         return await self.post(event.url, headers=headers, body=body)
 

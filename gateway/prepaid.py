@@ -13,6 +13,7 @@ from marshmallow import ValidationError
 from adapters.webhooks import check_target
 from gateway.admin import admin_only, ok, site_in_scope
 from gateway.api import request_inputs
+from gateway.audit import record_change
 from gateway.auth import Principal
 from gateway.keys import CLOCK, DB, SETTINGS
 from schemas import policy as wire
@@ -33,6 +34,7 @@ async def add_tariff(request: web.Request, principal: Principal) -> web.Response
     row = await tariffs.set_tariff(
         request.app[DB], site_id=site_id, now=request.app[CLOCK].now(), created_by=principal.name, **args
     )
+    await record_change(request, "tariff.set", site_id=site_id, target=site_id, details=args)
     return ok("Tariff added", wire.TariffOut().dump(row), 201)
 
 
@@ -52,6 +54,7 @@ async def add_holiday(request: web.Request, principal: Principal) -> web.Respons
     site_id = site_in_scope(request, principal)
     args = wire.HolidayCreate().load(await request_inputs(request))
     holiday = await policy.add_holiday(request.app[DB], site_id=site_id, day=args["date"], name=args["name"])
+    await record_change(request, "holiday.add", site_id=site_id, target=args["date"].isoformat(), details=args)
     return ok("Holiday added", wire.HolidayOut().dump(holiday), 201)
 
 
@@ -74,6 +77,7 @@ async def remove_holiday(request: web.Request, principal: Principal) -> web.Resp
     except ValidationError as err:
         raise InvalidInput("Invalid input: date", {"date": [str(m) for m in err.messages]}) from None  # type: ignore[union-attr]
     await policy.remove_holiday(request.app[DB], site_id=site_id, day=day)
+    await record_change(request, "holiday.remove", site_id=site_id, target=day.isoformat())
     return ok("Holiday removed", {"site_id": site_id, "date": day.isoformat()})
 
 
@@ -119,4 +123,5 @@ async def delete_webhook(request: web.Request, principal: Principal) -> web.Resp
     """Stop delivering the site's events."""
     site_id = site_in_scope(request, principal)
     await site_events.delete_webhook(request.app[DB], site_id=site_id)
+    await record_change(request, "webhook.delete", site_id=site_id, target=site_id)
     return ok("Webhook removed", {"site_id": site_id})

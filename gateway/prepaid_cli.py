@@ -85,7 +85,7 @@ def add_commands(
     tariff_set.add_argument("--dg", required=True, help="₹ per DG kWh")
     tariff_set.add_argument("--fixed-daily", help="₹ per meter per local day (default 0)")
     tariff_set.add_argument("--from", dest="effective_from", help='site local time "YYYY-MM-DD HH:MM" (default now)')
-    tariff_set.set_defaults(func=cmd_tariff_set)
+    tariff_set.set_defaults(func=cmd_tariff_set, audit="tariff.set")
     tariff_list = tariff.add_parser("list", parents=[common], help="a site's tariffs, oldest first")
     tariff_list.add_argument("site_id")
     tariff_list.set_defaults(func=cmd_tariff_list)
@@ -97,7 +97,7 @@ def add_commands(
     site_set.add_argument("--no-cut-hours", help="local hours without cuts, e.g. 18:00-08:00 ('' for none)")
     site_set.add_argument("--no-cut-weekdays", help="weekdays without cuts, e.g. sun or sat,sun ('' for none)")
     site_set.add_argument("--auto-cut", action=argparse.BooleanOptionalAction, default=None)
-    site_set.set_defaults(func=cmd_site_set)
+    site_set.set_defaults(func=cmd_site_set, audit="site.edit")
     holiday = site.add_parser("holiday", help="holidays without cuts").add_subparsers(
         dest="holiday_command", required=True
     )
@@ -110,7 +110,7 @@ def add_commands(
         command.add_argument("date", help="YYYY-MM-DD")
         if name == "add":
             command.add_argument("--name", default="")
-        command.set_defaults(func=func)
+        command.set_defaults(func=func, audit=f"holiday.{name}")
     holiday_list = holiday.add_parser("list", parents=[common], help="a site's holidays")
     holiday_list.add_argument("site_id")
     holiday_list.set_defaults(func=cmd_holiday_list)

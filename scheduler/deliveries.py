@@ -1,4 +1,5 @@
-"""The DG callback job: POST every due event, log each attempt, schedule the retry.
+"""The callback job: POST every due event (DG callbacks, and site events to site webhooks), log
+each attempt, schedule the retry.
 
 Runs every few seconds from the scheduler, and at once when `POST /dg` commits a transition
 (`kick`), so a callback's first attempt goes out within a second or two of the change without
@@ -29,10 +30,10 @@ from yarl import URL
 
 from adapters.webhooks import WebhookSender
 from scheduler.backoff import delay
-from storage import dg_events
+from storage import dg_events, site_events
 from storage.clock import Clock
 from storage.engine import Database
-from storage.models import DgDeliveryAttempt
+from storage.models import DgDeliveryAttempt, SiteEventAttempt
 
 log = logging.getLogger("gateway.callbacks")
 
@@ -41,6 +42,9 @@ log = logging.getLogger("gateway.callbacks")
 # No jitter: one DG's events go out one at a time, so there is no herd of retries to spread.
 BACKOFF = wait_exponential(multiplier=5, max=3600)
 HORIZON = dt.timedelta(hours=72)
+
+
+Due = dg_events.DueEvent | site_events.DueSiteEvent
 
 
 def destination(url: str) -> str:
@@ -116,14 +120,19 @@ class DeliveryJob:
         return made
 
     async def _pass(self) -> int:
-        due = await dg_events.due_events(self._db, now=self._clock.now(), limit=self._batch)
-        by_dg: dict[tuple[str, str], list[dg_events.DueEvent]] = defaultdict(list)
+        now = self._clock.now()
+        due: list[Due] = [
+            *await dg_events.due_events(self._db, now=now, limit=self._batch),
+            *await site_events.due_events(self._db, now=now, limit=self._batch),
+        ]
+        # One lane per DG, and one per site for its events: each goes out in order.
+        by_dg: dict[tuple[str, str], list[Due]] = defaultdict(list)
         for event in due:
-            by_dg[event.site_id, event.dg_no].append(event)
+            by_dg[event.site_id, event.dg_no if isinstance(event, dg_events.DueEvent) else ""].append(event)
         gate = asyncio.Semaphore(self._concurrency)
         destinations: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self._per_destination))
 
-        async def deliver_in_order(events: list[dg_events.DueEvent]) -> int:
+        async def deliver_in_order(events: list[Due]) -> int:
             made = 0
             # The receiver's own slot first: DGs waiting on a busy receiver hold no shared slot.
             async with destinations[destination(events[0].url)], gate:
@@ -135,7 +144,7 @@ class DeliveryJob:
 
         return sum(await asyncio.gather(*(deliver_in_order(events) for events in by_dg.values())))
 
-    async def _deliver(self, event: dg_events.DueEvent) -> bool:
+    async def _deliver(self, event: Due) -> bool:
         """One attempt at one event, logged; True if delivered."""
         attempted_at = self._clock.now()
         result = await self._sender.deliver(event, at=attempted_at)
@@ -143,19 +152,22 @@ class DeliveryJob:
         retry_at = attempted_at + backoff(tries)
         if result.delivered or retry_at > event.round_started_at + self.horizon:
             retry_at = None  # delivered, or failed for good: past the horizon
-        await dg_events.record_attempt(
-            self._db,
-            attempt=DgDeliveryAttempt(
-                event_id=event.event_id,
-                attempted_at=attempted_at,
-                url=event.url,
-                http_status=result.http_status,
-                error=result.error,
-                latency_ms=result.latency_ms,
-            ),
-            delivered=result.delivered,
-            next_attempt_at=retry_at,
-        )
+        attempt = {
+            "event_id": event.event_id,
+            "attempted_at": attempted_at,
+            "url": event.url,
+            "http_status": result.http_status,
+            "error": result.error,
+            "latency_ms": result.latency_ms,
+        }
+        if isinstance(event, dg_events.DueEvent):
+            await dg_events.record_attempt(
+                self._db, attempt=DgDeliveryAttempt(**attempt), delivered=result.delivered, next_attempt_at=retry_at
+            )
+        else:
+            await site_events.record_attempt(
+                self._db, attempt=SiteEventAttempt(**attempt), delivered=result.delivered, next_attempt_at=retry_at
+            )
         if result.delivered:
             log.info("callback %s delivered to %s in %d ms", event.event_id, event.url, result.latency_ms)
         else:

@@ -1,4 +1,5 @@
 """The DG sensing callback (call 11) on the wire: its JSON body and its Standard Webhooks signature.
+A site's prepaid policy events (`site_event_body`) go to its webhook signed the same way.
 
 The gateway POSTs `{"site_id", "dg_no", "status", "date_time", "event_id"}` with three headers:
 `webhook-id` (the event id; the same on every retry), `webhook-timestamp` (Unix seconds of this
@@ -36,6 +37,16 @@ def callback_body(*, site_id: str, dg_no: str, status: str, date_time: str, even
     """The callback's JSON body, keys in the documented order, compact."""
     return orjson.dumps(
         {"site_id": site_id, "dg_no": dg_no, "status": status, "date_time": date_time, "event_id": event_id}
+    )
+
+
+def site_event_body(
+    *, event_id: str, type: str, site_id: str, meter_no: int | None, at: str, data: Mapping[str, object]
+) -> bytes:
+    """A site event's JSON body (prepaid policy events, signed like DG callbacks)."""
+    meter = None if meter_no is None else str(meter_no)
+    return orjson.dumps(
+        {"event_id": event_id, "type": type, "site_id": site_id, "meter_no": meter, "at": at, "data": dict(data)}
     )
 
 

@@ -14,16 +14,19 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import update
 
-from gateway.keys import ALERTS, CLOCK, DISPATCHER
+from gateway.app import create_app
+from gateway.keys import ALERTS, CLOCK, DELIVERIES, DISPATCHER
+from schemas.dg_callback import verify
 from storage import commands, days, ledger, tariffs
 from storage.clock import FixedClock
 from storage.engine import Database
 from storage.models import Meter
 from storage.policy import NoCutWindows, alert_step
-from tests.command_setup import NOW, MockHeadEnd, World
+from tests.command_setup import NOW, MockHeadEnd, World, gateway_settings
 from tests.daydata import make_site
 
 IST = ZoneInfo("Asia/Kolkata")
@@ -362,3 +365,70 @@ async def test_days_left_is_the_balance_over_the_average_daily_charge(
     status, body = await admin(gateway, world, "GET", "/meters/101")
     # 60.00 left at 40.00 over the last 7 days: 60 / (40 / 7) = 10.5 days
     assert body["data"]["balance"] == "60.00" and body["data"]["days_left"] == "10.5"
+
+
+# --- The site webhook -------------------------------------------------------------------------
+
+
+class Receiver:
+    """A webhook receiver over a real socket: answers 500 to the first `failures` posts, then 204."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.received: list[tuple[dict[str, str], bytes]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append((dict(request.headers), await request.read()))
+        if len(self.received) <= self.failures:
+            return web.Response(status=500)
+        return web.Response(status=204)
+
+
+async def test_site_events_go_to_the_site_webhook_signed_and_retried(
+    aiohttp_client: Any, aiohttp_server: Any, database_url: str, mock: MockHeadEnd, world: World
+) -> None:
+    clock = FixedClock(NOW)
+    client = await aiohttp_client(
+        create_app(gateway_settings(database_url, mock.url, callback_allow_private=True), clock=clock)
+    )
+    receiver = Receiver(failures=1)
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    server = await aiohttp_server(app)
+    url = str(server.make_url("/hook"))
+    status, body = await admin(client, world, "PUT", "/sites/S1/webhook", {"url": url})
+    assert status == 200 and body["data"]["url"] == url
+    secret = body["data"]["secret"]
+    status, body = await admin(client, world, "GET", "/sites/S1/webhook")
+    assert status == 200 and "secret" not in body["data"]
+
+    await admin(client, world, "PATCH", "/sites/S1", {"alert_thresholds": "150"})
+    assert await client.app[ALERTS].run() == 2  # 101 at 100.00 and 102 at 50.00
+    deliveries = client.app[DELIVERIES]
+    await deliveries.run()  # 101's event fails (500) and holds back the site's next one
+    assert len(receiver.received) == 1
+    clock.advance(seconds=5)  # the first retry is due 5 s later, as for DG callbacks
+    await deliveries.run()
+    assert len(receiver.received) == 3
+    first_try, retry, second = receiver.received
+    assert first_try[1] == retry[1]  # the same event, the same bytes
+    event = verify(secret, retry[0], retry[1], now=clock.now())
+    listed = await events(client, world)
+    assert event == {
+        "event_id": listed[0]["event_id"],
+        "type": "balance.low",
+        "site_id": "S1",
+        "meter_no": "101",
+        "at": "2025-02-08T06:00:00Z",
+        "data": {"threshold": "150.00", "balance": "100.00", "unit_no": "A-101"},
+    }
+    assert verify(secret, second[0], second[1], now=clock.now())["meter_no"] == "102"
+    assert (await admin(client, world, "DELETE", "/sites/S1/webhook"))[0] == 200
+    assert (await admin(client, world, "GET", "/sites/S1/webhook"))[0] == 404
+
+
+async def test_a_private_webhook_url_is_refused(gateway: TestClient, world: World) -> None:
+    status, body = await admin(gateway, world, "PUT", "/sites/S1/webhook", {"url": "http://127.0.0.1:9/hook"})
+    assert status == 422 and "not a public address" in body["message"]
+    status, body = await admin(gateway, world, "PUT", "/sites/S1/webhook", {"url": "ftp://example.com/"})
+    assert status == 400 and list(body["errors"]) == ["url"]
