@@ -155,11 +155,11 @@ async def get_meter(request: web.Request, principal: Principal) -> web.Response:
 @routes.patch("/api/v1/admin/meters/{meter_no}")
 @admin_only
 async def edit_meter(request: web.Request, principal: Principal) -> web.Response:
-    """Change a meter's consumer details."""
+    """Change a meter's consumer details; a new consumer or FIN removes the old resident's portal account."""
     meter = await _meter_in_scope(request, principal)
     changes = wire.MeterEdit().load(await request_inputs(request))
-    meter = await inventory.edit_meter(request.app[DB], meter_no=meter.meter_no, changes=changes)
-    return ok("Meter updated", wire.MeterOut().dump(meter))
+    meter, unlinked = await inventory.edit_meter(request.app[DB], meter_no=meter.meter_no, changes=changes)
+    return ok("Meter updated", {**wire.MeterOut().dump(meter), "resident_unlinked": unlinked})
 
 
 @routes.post("/api/v1/admin/meters/{meter_no}/retire")

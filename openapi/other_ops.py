@@ -244,6 +244,8 @@ def admin_ops(ref: Ref, extend: Extend) -> dict[tuple[str, str], dict[str, Any]]
     key_secret = extend(wire.KeyOut, "KeyOutWithKey", {"key": secret})
     # At least one field to change (an empty body is refused).
     site_edit, meter_edit = extend(wire.SiteEdit, "SiteEdit", {}), extend(wire.MeterEdit, "MeterEdit", {})
+    unlinked = {"type": "boolean", "description": "A new consumer or FIN removed the old resident's portal account"}
+    meter_edited = extend(wire.MeterOut, "MeterOutEdited", {"resident_unlinked": unlinked})
     base = "/api/v1/admin"
     return {
         ("POST", f"{base}/sites"): op(
@@ -275,7 +277,7 @@ def admin_ops(ref: Ref, extend: Extend) -> dict[tuple[str, str], dict[str, Any]]
         ("GET", f"{base}/meters/{{meter_no}}"): op("One meter", admin_ok("Meter", meter), (400, *ADMIN_READ_ERRORS),
                                                   parameters=[METER_NO]),
         ("PATCH", f"{base}/meters/{{meter_no}}"): op(
-            "Change a meter's consumer details", admin_ok("Meter updated", meter), ADMIN_ERRORS,
+            "Change a meter's consumer details", admin_ok("Meter updated", meter_edited), ADMIN_ERRORS,
             parameters=[METER_NO], requestBody=body(meter_edit)),
         ("POST", f"{base}/meters/{{meter_no}}/retire"): op(
             "Take a meter out of service", admin_ok("Meter retired", meter), (*ADMIN_ERRORS, 409),
