@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.engine import Database
 from storage.errors import Conflict, DomainError, InvalidInput, NotFound, Unauthorized
@@ -136,7 +137,7 @@ async def register_resident(db: Database, *, meter_no: int, fin_no: str, passwor
         return to_account(user)
 
 
-async def _claimable(session, meter_no: int, fin_no: str) -> Meter:  # type: ignore[no-untyped-def]
+async def _claimable(session: AsyncSession, meter_no: int, fin_no: str) -> Meter:
     meter = await session.get(Meter, meter_no)
     if meter is None or not meter.active:
         raise ClaimRefused(meter_exists=False)
@@ -206,7 +207,7 @@ async def log_in(db: Database, *, login: str, password: str, now: dt.datetime) -
             raise LoginDelayed(wait)
     matches, needs_rehash = await verify_password(user.password_hash if user else None, password)
     if user is None:
-        raise _bad_login()
+        raise _bad_login(unknown=True)
     if not matches:
         forgotten = user.last_failed_at is None or now - user.last_failed_at >= FORGET_FAILURES_AFTER
         async with db.transaction() as session:
@@ -228,8 +229,13 @@ async def log_in(db: Database, *, login: str, password: str, now: dt.datetime) -
     return to_account(user)
 
 
-def _bad_login() -> Unauthorized:
-    return Unauthorized("login failed", {"password": ["Wrong meter number, username or password."]})
+class UnknownLogin(Unauthorized):
+    """`_bad_login()` for a login that names no account: the gateway mimics the delays (decoys)."""
+
+
+def _bad_login(*, unknown: bool = False) -> Unauthorized:
+    errors = {"password": ["Wrong meter number, username or password."]}
+    return UnknownLogin("login failed", errors) if unknown else Unauthorized("login failed", errors)
 
 
 async def get_account(db: Database, *, user_id: int) -> Account:

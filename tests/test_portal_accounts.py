@@ -198,6 +198,14 @@ async def test_the_right_password_gets_in_after_a_short_growing_delay(portal: Te
     assert (await log_in(portal)).status == 303  # never a lock: the owner gets in
 
 
+async def test_a_delay_does_not_tell_that_an_account_exists(portal: TestClient) -> None:
+    answers = []
+    for login in (str(RESIDENT), "123-456-789"):  # an account, and a meter number with none
+        replies = [await log_in(portal, login, "wrong password!") for _ in range(6)]
+        answers.append([(r.status, r.headers.get("Retry-After")) for r in replies])
+    assert answers[0] == answers[1] == [(400, None)] * 5 + [(429, "1")]
+
+
 async def test_failures_from_one_address_do_not_lock_out_its_other_users(portal: TestClient) -> None:
     for number in range(8):
         assert (await log_in(portal, f"12345678{number}")).status == 400

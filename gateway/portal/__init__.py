@@ -18,7 +18,7 @@ from aiohttp_session import session_middleware
 
 from gateway.keys import SETTINGS
 from gateway.portal import access, dashboard, resident
-from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses
+from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses, UnknownLogins
 from gateway.portal.render import environment_options, error_page
 from gateway.portal.sessions import COOKIE_NAME, SECURE_COOKIE_NAME, cookie_storage, unreadable_cookie
 from storage.errors import DomainError, NotFound
@@ -52,6 +52,7 @@ def setup(app: web.Application) -> None:
     app[SESSIONS] = session_middleware(cookie_storage(app[SETTINGS]))
     app[access.ADDRESSES] = AddressLimiter()
     app[access.CLAIMS] = ClaimGuesses()
+    app[access.UNKNOWN] = UnknownLogins()
     app.add_routes(access.routes)  # first: /profile/password before /profile/{meter_id}
     app.add_routes(resident.routes)
     app.add_routes(dashboard.routes)

@@ -9,17 +9,18 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.keys import CLOCK, DB
-from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses
+from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses, UnknownLogins
 from gateway.portal.render import render
 from gateway.portal.sessions import current_account, end_session, posted_form, start_session
 from gateway.proxies import client_address
 from storage import accounts, portal_users
 from storage.errors import DomainError, InvalidInput
-from storage.portal_users import ClaimRefused, LoginDelayed
+from storage.portal_users import ClaimRefused, LoginDelayed, UnknownLogin
 
 routes = web.RouteTableDef()
 ADDRESSES = web.AppKey("portal_address_limiter", AddressLimiter)
 CLAIMS = web.AppKey("portal_claim_guesses", ClaimGuesses)
+UNKNOWN = web.AppKey("portal_unknown_logins", UnknownLogins)
 PASSWORD_PAGE = "/profile/password"
 
 
@@ -43,17 +44,27 @@ async def log_in(request: web.Request, *, template: str, context: dict[str, obje
     form = await posted_form(request)
     login = form.get("login", "").strip()
     count_attempt(request)
+    now, decoys = request.app[CLOCK].now(), request.app[UNKNOWN]
+    name = _login_key(login)
+    if wait := decoys.wait(name, now):
+        raise too_many(wait, "wrong passwords for this account")
     try:
-        account = await portal_users.log_in(
-            request.app[DB], login=login, password=form.get("password", ""), now=request.app[CLOCK].now()
-        )
+        account = await portal_users.log_in(request.app[DB], login=login, password=form.get("password", ""), now=now)
     except LoginDelayed as delayed:
         raise too_many(delayed.retry_after, "wrong passwords for this account") from None
     except DomainError as error:
+        if isinstance(error, UnknownLogin):
+            decoys.failed(name, now)
         page = {**context, "errors": error.errors, "login": login}
         return await render(request, template, page, status=400)
     await start_session(request, account)
     raise web.HTTPSeeOther("/management-dashboard/" if account.is_staff else f"/profile/{account.meter_no}")
+
+
+def _login_key(login: str) -> str:
+    """One decoy per account name however it is typed (999-999-999 is 999999999)."""
+    meter_no = portal_users.parse_meter_no(login, strict=False)
+    return str(meter_no) if meter_no is not None else login
 
 
 @routes.get("/register")

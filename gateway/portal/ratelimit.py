@@ -8,6 +8,8 @@
 - Per account: a growing delay after wrong passwords, kept in the database with the account
   (`storage.portal_users.failure_delay`): the same in every process, and the right password
   gets in once the delay is over, so nobody can lock an owner out.
+- Logins naming no account get the same delays as decoys (`UnknownLogins`), so a 429 does not
+  tell that an account exists.
 - Per meter, for FIN guesses at registration (`ClaimGuesses`): the same delay rule, in memory,
   only for meters that exist, so it is bounded by the number of meters and never evicted.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
+from collections import OrderedDict
 
 from storage.portal_users import FORGET_FAILURES_AFTER, wait_left
 
@@ -83,6 +86,31 @@ class AddressLimiter:
                 self.max_keys,
                 self.window,
             )
+
+
+class UnknownLogins:
+    """Decoy delays for logins that name no account, so that a 429 after a few wrong passwords
+    does not tell that an account exists. Bounded (the oldest decoy goes first when full):
+    dropping a decoy costs only the disguise, never a real account's delay, which is stored
+    with the account."""
+
+    def __init__(self, max_keys: int = 50_000) -> None:
+        self.max_keys = max_keys
+        self._failures: OrderedDict[str, tuple[int, dt.datetime]] = OrderedDict()
+
+    def wait(self, login: str, now: dt.datetime) -> int:
+        """Seconds a real account with these failures would have to wait (0: go ahead)."""
+        failures, last = self._failures.get(login, (0, None))
+        return wait_left(failures, last, now)
+
+    def failed(self, login: str, now: dt.datetime) -> None:
+        """One more wrong try at this name."""
+        failures, last = self._failures.pop(login, (0, now))
+        if now - last >= FORGET_FAILURES_AFTER:
+            failures = 0
+        self._failures[login] = (failures + 1, now)
+        while len(self._failures) > self.max_keys:
+            self._failures.popitem(last=False)
 
 
 class ClaimGuesses:
