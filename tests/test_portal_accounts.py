@@ -6,16 +6,22 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from unittest import mock
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, make_mocked_request
 from argon2 import PasswordHasher
+from sqlalchemy import update
 
 from gateway.app import create_app
+from gateway.keys import SETTINGS
 from gateway.portal.access import ADDRESSES
 from gateway.portal.ratelimit import AddressLimiter
-from storage import accounts, portal_users
+from gateway.proxies import came_over_https, client_address
+from gateway.settings import Settings
+from storage import accounts, inventory, portal_users
 from storage.clock import FixedClock
 from storage.engine import Database
 from storage.models import PortalUser
@@ -148,8 +154,6 @@ async def test_wrong_and_right_fin_on_a_claimed_meter_answer_the_same(portal: Te
 
 
 async def test_a_new_fin_unlinks_the_old_resident(portal: TestClient, database_url: str) -> None:
-    from storage import inventory
-
     await log_in(portal)
     meter, unlinked = await run_store(
         database_url, lambda db: inventory.edit_meter(db, meter_no=RESIDENT, changes={"fin_no": "NEW-FIN-1"})
@@ -170,8 +174,6 @@ async def test_a_new_fin_unlinks_the_old_resident(portal: TestClient, database_u
 async def test_staff_see_only_the_sites_of_their_account(portal: TestClient, database_url: str) -> None:
     async def scope(db: Database) -> None:
         async with db.transaction() as session:
-            from sqlalchemy import update
-
             await session.execute(update(PortalUser).where(PortalUser.username == STAFF).values(sites=["S1"]))
 
     await run_store(database_url, scope)
@@ -352,3 +354,36 @@ async def test_a_cookie_with_bytes_that_are_not_utf8_is_400_and_cleared(
     status_line, *headers = reply.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 400")
     assert any(h.lower().startswith(b'set-cookie: gateway_portal=""') for h in headers)
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "proto", "client", "https"),
+    [
+        ("203.0.113.9", "198.51.100.1", "https", "203.0.113.9", False),  # not a proxy of ours: ignored
+        ("10.0.0.2", "198.51.100.1, 10.0.0.3", "https", "198.51.100.1", True),  # right-most untrusted hop
+        ("10.0.0.2", "6.6.6.6, 198.51.100.1", "http", "198.51.100.1", False),  # the left one is the client's word
+        ("10.0.0.2", "garbage, 10.0.0.3", "HTTPS", "10.0.0.2", True),  # garbage where our proxy writes: the peer
+        ("::ffff:10.0.0.2", "198.51.100.1", "https", "198.51.100.1", True),  # a dual-stack socket's IPv4 peer
+        ("10.0.0.2", "", "", "10.0.0.2", False),
+    ],
+)
+def test_client_address_and_https_behind_trusted_proxies(
+    peer: str, forwarded: str, proto: str, client: str, https: bool
+) -> None:
+    app = web.Application()
+    app[SETTINGS] = Settings(trusted_proxies="10.0.0.0/8")
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (peer, 5000) if name == "peername" else default
+    headers = {name: value for name, value in (("X-Forwarded-For", forwarded), ("X-Forwarded-Proto", proto)) if value}
+    request = make_mocked_request("GET", "/", headers=headers, app=app, transport=transport)
+    assert (client_address(request), came_over_https(request)) == (client, https)
+
+
+def test_trusted_proxies_must_be_addresses_or_networks() -> None:
+    assert [str(n) for n in Settings(trusted_proxies="127.0.0.1, 10.0.0.0/8,::1").trusted_proxy_networks] == [
+        "127.0.0.1/32",
+        "10.0.0.0/8",
+        "::1/128",
+    ]
+    with pytest.raises(ValueError, match="not an IP address or network: 'nginx'"):
+        Settings(trusted_proxies="nginx")
