@@ -32,6 +32,20 @@ class KeyWithSecretOut(wire.KeyOut):
     key = fields.String(required=True, metadata={"description": "The API key: shown in this reply only"})
 
 
+class MeterEditedOut(wire.MeterOut):
+    """A meter after an edit, and whether a new consumer or FIN removed the old resident's account."""
+
+    resident_unlinked = fields.Boolean(
+        required=True, metadata={"description": "A new consumer or FIN removed the old resident's portal account"}
+    )
+
+
+class AccountWithPasswordOut(wire.AccountOut):
+    """A portal account and its new password (shown in this reply only)."""
+
+    password = fields.String(required=True, metadata={"description": "The password: shown in this reply only"})
+
+
 class LedgerOut(Schema):
     """A meter's ledger, oldest entry first, and whether its balance adds up."""
 
@@ -53,7 +67,7 @@ SiteUpdated = _envelope("SiteUpdated", "Site updated", wire.SiteOut)
 MeterCreated = _envelope("MeterCreated", "Meter created", MeterWithTokenOut)
 Meters = _envelope("Meters", "Meters", wire.MeterOut, many=True)
 MeterReply = _envelope("MeterReply", "Meter", wire.MeterOut)
-MeterUpdated = _envelope("MeterUpdated", "Meter updated", wire.MeterOut)
+MeterUpdated = _envelope("MeterUpdated", "Meter updated", MeterEditedOut)
 MeterRetired = _envelope("MeterRetired", "Meter retired", wire.MeterOut)
 Ledger = _envelope("Ledger", "Ledger", LedgerOut)
 BalanceAdjusted = _envelope("BalanceAdjusted", "Balance adjusted", wire.LedgerEntryOut)
@@ -66,3 +80,11 @@ KeyCreated = _envelope("KeyCreated", "Key created", KeyWithSecretOut)
 Keys = _envelope("Keys", "Keys", wire.KeyOut, many=True)
 KeyRevoked = _envelope("KeyRevoked", "Key revoked", wire.KeyOut)
 KeyRotated = _envelope("KeyRotated", "Key rotated", KeyWithSecretOut)
+Accounts = _envelope("Accounts", "Accounts", wire.AccountOut, many=True)
+AccountCreated = _envelope("AccountCreated", "Account created", AccountWithPasswordOut)
+AccountReply = _envelope("AccountReply", "Account", wire.AccountOut)
+AccountDisabled = _envelope("AccountDisabled", "Account disabled", wire.AccountOut)
+AccountEnabled = _envelope("AccountEnabled", "Account enabled", wire.AccountOut)
+PasswordReset = _envelope("PasswordReset", "Password reset", AccountWithPasswordOut)
+AccountRemoved = _envelope("AccountRemoved", "Account removed", wire.AccountOut)
+ResidentUnlinked = _envelope("ResidentUnlinked", "Resident unlinked", wire.AccountOut)
