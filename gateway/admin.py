@@ -169,14 +169,14 @@ async def get_meter(request: web.Request, principal: Principal) -> web.Response:
 @routes.patch("/api/v1/admin/meters/{meter_no}")
 @admin_only
 async def edit_meter(request: web.Request, principal: Principal) -> web.Response:
-    """Change a meter's consumer details."""
+    """Change a meter's consumer details; a new consumer or FIN removes the old resident's portal account."""
     meter = await _meter_in_scope(request, principal)
     changes = wire.MeterEdit().load(await request_inputs(request))
-    meter = await inventory.edit_meter(request.app[DB], meter_no=meter.meter_no, changes=changes)
+    meter, unlinked = await inventory.edit_meter(request.app[DB], meter_no=meter.meter_no, changes=changes)
     if "legacy_ingest" in changes:
         request.app[LEGACY].clear()  # this process at once; others by NOTIFY (PostgreSQL) or within seconds
     await record_change(request, "meter.edit", site_id=meter.site_id, target=meter.meter_no, details=changes)
-    return ok("Meter updated", wire.MeterOut().dump(meter))
+    return ok("Meter updated", {**wire.MeterOut().dump(meter), "resident_unlinked": unlinked})
 
 
 @routes.post("/api/v1/admin/meters/{meter_no}/retire")

@@ -12,7 +12,7 @@ from adapters.faults import FaultPoints
 from adapters.headend import SimulatedHeadEnd
 from adapters.headend_http import HttpHeadEnd, open_session
 from adapters.webhooks import open_sender
-from gateway import admin, audit, commands, docs, factech, ingest, ops, portal, prepaid, reports
+from gateway import admin, admin_users, audit, commands, docs, factech, ingest, ops, portal, prepaid, reports
 from gateway.auth import DeviceTokenCache, KeyCache, LegacyMeters
 from gateway.errors import error_middleware
 from gateway.keys import (
@@ -79,6 +79,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.add_routes(admin.routes)
     app.add_routes(prepaid.routes)
     app.add_routes(audit.routes)
+    app.add_routes(admin_users.routes)
     app.add_routes(docs.routes)
     portal.setup(app)
     return app

@@ -28,7 +28,7 @@ async def cmd_meter_legacy_ingest(args: argparse.Namespace, settings: Settings, 
     if not args.meter_no.isdigit() or int(args.meter_no) <= 0:
         raise InvalidInput(f"meter number must be a positive whole number, got {args.meter_no!r}")
     allowed = args.state == "on"
-    meter = await inventory.edit_meter(db, meter_no=int(args.meter_no), changes={"legacy_ingest": allowed})
+    meter, _unlinked = await inventory.edit_meter(db, meter_no=int(args.meter_no), changes={"legacy_ingest": allowed})
     return {"meter_no": str(meter.meter_no), "site_id": meter.site_id, "legacy_ingest": meter.legacy_ingest}
 
 

@@ -1,5 +1,5 @@
-"""The `gateway` maintenance commands: the rollup by hand, the seed's legacy files, portal staff
-accounts, and SQLite backup and restore. `gateway.cli` parses the command line and calls them.
+"""The `gateway` maintenance commands: the rollup by hand, the seed's legacy files, and SQLite
+backup and restore. `gateway.cli` parses the command line and calls them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.settings import Settings
-from storage import backup, days, legacy, legacy_import, portal_users
+from storage import backup, days, legacy, legacy_import
 from storage.clock import Clock
 from storage.engine import Database
 from storage.errors import InvalidInput
@@ -90,26 +90,6 @@ async def cmd_import_legacy(args: argparse.Namespace, settings: Settings, db: Da
         progress=progress,
     )
     return report.as_dict()
-
-
-def _read_password(args: argparse.Namespace) -> str:
-    """The password from standard input's first line (--password-stdin), or typed twice at a terminal."""
-    if args.password_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    if not sys.stdin.isatty():
-        raise InvalidInput("no terminal to type a password: pass it on standard input with --password-stdin")
-    import getpass
-
-    password = getpass.getpass("Password: ")
-    if getpass.getpass("Password again: ") != password:
-        raise InvalidInput("the two passwords differ")
-    return password
-
-
-async def cmd_user_add(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
-    """Create a staff account for the portal's management dashboard (residents register on the web)."""
-    user = await portal_users.add_staff(db, username=args.staff, password=_read_password(args))
-    return {"username": user.username, "staff": user.is_staff, "created_at": user.created_at.isoformat()}
 
 
 def _sqlite_only(db: Database, command: str, instead: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,20 @@ from adapters.faults import parse_fault_points
 from storage.days import CATCH_UP_DAYS
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/gateway.db"
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated addresses or networks ("10.0.0.0/8, ::1"); ValueError names a bad entry."""
+    networks = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP address or network: {entry!r}") from None
+    return tuple(networks)
 
 
 class Settings(BaseSettings):
@@ -63,6 +78,9 @@ class Settings(BaseSettings):
     # and whether cookies are sent over HTTPS only (turn on behind TLS).
     secret_key: str | None = Field(default=None, min_length=32, repr=False)
     cookie_secure: bool = False
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated
+    # addresses or networks, e.g. "127.0.0.1,10.0.0.0/8"); empty: the peer is the client.
+    trusted_proxies: str = ""
     # SQLite backups (the backup job and `gateway backup`; PostgreSQL is backed up with pg_dump)
     backup_dir: Path | None = None  # None: `backups/` beside the database file (var/backups by default)
     backup_every_minutes: int = Field(default=120, ge=1)
@@ -85,6 +103,17 @@ class Settings(BaseSettings):
                 "`gateway meter legacy-ingest METER_NO on` (credentials that are sent are always checked)"
             )
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        parse_networks(value)  # ValueError names the entry that is not an address or network
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        """GATEWAY_TRUSTED_PROXIES as networks (an address is a network of one)."""
+        return parse_networks(self.trusted_proxies)
 
     @model_validator(mode="after")
     def _orphans_outlast_a_headend_call(self) -> Settings:

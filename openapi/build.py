@@ -24,7 +24,9 @@ from gateway.app import create_app
 from gateway.portal import is_portal_path
 from gateway.settings import Settings
 from openapi import factech_doc, other_ops
+from openapi.account_ops import account_ops
 from openapi.fields import PRINTABLE, PRINTABLE_NOT_BLANK, custom_field
+from openapi.prepaid_ops import prepaid_ops
 
 JSON = "application/json"
 DESCRIPTION = """\
@@ -179,6 +181,8 @@ class _Builder:
         others = {
             **other_ops.ingest_ops(self.ref),
             **other_ops.admin_ops(self.ref, self.extend),
+            **account_ops(self.ref, self.extend),
+            **prepaid_ops(self.ref),
             **other_ops.report_ops(self.ref, self.field),
             **other_ops.ops_and_docs(self.ref),
         }

@@ -26,6 +26,9 @@ METER_NO_INT = {"type": "integer", "minimum": 1, "maximum": MAX_METER_NO}
 # strptime's %Y refuses the year 0; JSON Schema's `date` format would allow it.
 DAY_PATTERN = r"^([1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-[0-9]{2}-[0-9]{2}$"
 AMOUNT_LIMIT = 10**12  # `Amount` refuses |x| >= 1e12
+LOCAL_TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}(:[0-9]{2})?$"
+# HH:MM-HH:MM, start and end not equal (the lookahead), or empty.
+HOURS_PATTERN = r"^(?!([0-9]{2}:[0-9]{2})-\1$)(([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9])?$"
 # schemas.fields.printable: ids and names carry no C0/C1 control characters.
 PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
 # schemas.fields.Text: printable, and something left once surrounding spaces are stripped.
@@ -89,6 +92,26 @@ def _keywords(field: fields.Field) -> dict[str, Any]:
     if isinstance(field, packets.Kwh):
         # The maximum is the gateway's GATEWAY_MAX_INTERVAL_KWH; the spec states the default.
         return {"type": "number", "minimum": 0, "maximum": float(field.parent.max_kwh)}  # type: ignore[union-attr]
+    if isinstance(field, shared.LocalDateTime):
+        return {"type": "string", "pattern": LOCAL_TIME_PATTERN, "description": "Site-local time YYYY-MM-DD HH:mm:ss"}
+    if isinstance(field, shared.NoCutHours):
+        return {"type": "string", "pattern": HOURS_PATTERN}
+    if isinstance(field, shared.Weekdays):
+        names = {"type": "string", "enum": list(shared.WEEKDAYS)}
+        if isinstance(field.parent, REQUEST_SCHEMAS):
+            days = "(" + "|".join(shared.WEEKDAYS) + ")"
+            return {
+                "anyOf": [{"type": "string", "pattern": rf"^({days}(,{days})*)?$"}, {"type": "array", "items": names}]
+            }
+        return {"type": "array", "items": names}
+    if isinstance(field, shared.Thresholds):
+        amounts = _amount(shared.Amount())
+        if isinstance(field.parent, REQUEST_SCHEMAS):
+            text = r"-?[0-9]{1,12}(\.[0-9]{1,2})?"
+            listed = {"type": "string", "pattern": rf"^({text}(,{text}){{0,{shared.MAX_THRESHOLDS - 1}}})?$"}
+            many = {"type": "array", "items": amounts, "maxItems": shared.MAX_THRESHOLDS}
+            return {"anyOf": [many, listed]}
+        return {"type": "array", "items": {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$"}}
     if isinstance(field, shared.Day):
         return {"type": "string", "format": "date", "pattern": DAY_PATTERN}
     if isinstance(field, shared.Amount):

@@ -8,6 +8,7 @@ and `schemas.admin_replies` (nothing here restates a reply's fields).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -148,22 +149,23 @@ def ingest_ops(ref: Ref) -> dict[tuple[str, str], dict[str, Any]]:
     return {("POST", "/meter"): meter, ("POST", "/dg"): dg}
 
 
+def admin_op(ref: Ref, summary: str, responses: dict[str, Any], errors: tuple[int, ...], **rest: Any) -> dict[str, Any]:
+    """One admin operation (role `admin`) with its success replies and these error statuses."""
+    if rest.get("parameters") and 400 not in errors:  # a malformed id in the path is refused with 400
+        errors = (400, *errors)
+    return {
+        "tags": ["admin"],
+        "summary": summary,
+        "security": API_KEY,
+        **rest,
+        "responses": {**responses, **error_responses(ref, errors)},
+    }
+
+
 def admin_ops(ref: Ref, extend: Extend) -> dict[tuple[str, str], dict[str, Any]]:
     """The admin API (`/api/v1/admin/...`, role `admin`)."""
 
-    def op(summary: str, responses: dict[str, Any], errors: tuple[int, ...], **rest: Any) -> dict[str, Any]:
-        if rest.get("parameters") and 400 not in errors:  # a malformed id in the path is refused with 400
-            errors = (400, *errors)
-        return {
-            "tags": ["admin"],
-            "summary": summary,
-            "security": API_KEY,
-            **rest,
-            "responses": {**responses, **error_responses(ref, errors)},
-        }
-
-    def ok(schema: type[Schema], status: int = 200) -> dict[str, Any]:
-        return reply(ref, schema, status)
+    op, ok = functools.partial(admin_op, ref), functools.partial(reply, ref)
 
     # At least one field to change (an empty body is refused).
     site_edit, meter_edit = extend(wire.SiteEdit, "SiteEdit", {}), extend(wire.MeterEdit, "MeterEdit", {})

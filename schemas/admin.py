@@ -95,6 +95,20 @@ class KeyCreate(AdminBody):
     sites = fields.List(Text(), required=True, validate=validate.Length(min=1, max=1000))
 
 
+class StaffCreate(AdminBody):
+    """`POST /api/v1/admin/users`: a staff account for the portal (a password is made if none is given)."""
+
+    username = Text(required=True, max_length=100)
+    sites = fields.List(Text(), required=True, validate=validate.Length(min=1, max=1000))
+    password = fields.String(load_default=None, validate=validate.Length(max=128))
+
+
+class PasswordReset(AdminBody):
+    """`POST /api/v1/admin/users/{account}/reset-password` (a password is made if none is given)."""
+
+    password = fields.String(load_default=None, validate=validate.Length(max=128))
+
+
 class MeterChangeCreate(AdminBody):
     """`POST /api/v1/admin/meter-changes`: replace a meter of a site by a new one."""
 
@@ -201,6 +215,18 @@ class KeyOut(Record):
     sites = fields.List(fields.String())
     created_at = fields.DateTime()
     revoked = Revoked()
+
+
+class AccountOut(Schema):
+    """A portal account (never its password)."""
+
+    kind = fields.String()
+    login = fields.String()
+    meter_no = fields.Function(lambda a: None if a.meter_no is None else str(a.meter_no))
+    sites = fields.List(fields.String())
+    disabled = fields.Boolean()
+    created_at = fields.DateTime()
+    last_login_at = fields.DateTime(allow_none=True)
 
 
 class MeterChangeOut(Record):

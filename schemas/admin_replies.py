@@ -11,6 +11,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields
 
 from schemas import admin as wire
+from schemas import policy
 from schemas.replies import Reply, word
 
 
@@ -30,6 +31,50 @@ class KeyWithSecretOut(wire.KeyOut):
     """A key and its secret (shown in this reply only)."""
 
     key = fields.String(required=True, metadata={"description": "The API key: shown in this reply only"})
+
+
+class MeterEditedOut(wire.MeterOut):
+    """A meter after an edit, and whether a new consumer or FIN removed the old resident's account."""
+
+    resident_unlinked = fields.Boolean(
+        required=True, metadata={"description": "A new consumer or FIN removed the old resident's portal account"}
+    )
+
+
+class AccountWithPasswordOut(wire.AccountOut):
+    """A portal account and its new password (shown in this reply only)."""
+
+    password = fields.String(required=True, metadata={"description": "The password: shown in this reply only"})
+
+
+class MeterDetailOut(wire.MeterOut):
+    """One meter with how long its balance lasts at its recent spend."""
+
+    days_left = fields.Decimal(
+        as_string=True,
+        required=True,
+        allow_none=True,
+        metadata={"description": "Balance ÷ the average daily charge of the last 7 local days; null without charges"},
+    )
+
+
+class WebhookWithSecretOut(policy.WebhookOut):
+    """A site webhook and its signing secret (shown in this reply only)."""
+
+    secret = fields.String(required=True, metadata={"description": "The signing secret: shown in this reply only"})
+
+
+class SiteDateOut(Schema):
+    """A site and a date (a holiday removed)."""
+
+    site_id = fields.String(required=True)
+    date = fields.Date(required=True)
+
+
+class SiteIdOut(Schema):
+    """A site (its webhook removed)."""
+
+    site_id = fields.String(required=True)
 
 
 class LedgerOut(Schema):
@@ -52,8 +97,8 @@ SiteReply = _envelope("SiteReply", "Site", wire.SiteOut)
 SiteUpdated = _envelope("SiteUpdated", "Site updated", wire.SiteOut)
 MeterCreated = _envelope("MeterCreated", "Meter created", MeterWithTokenOut)
 Meters = _envelope("Meters", "Meters", wire.MeterOut, many=True)
-MeterReply = _envelope("MeterReply", "Meter", wire.MeterOut)
-MeterUpdated = _envelope("MeterUpdated", "Meter updated", wire.MeterOut)
+MeterReply = _envelope("MeterReply", "Meter", MeterDetailOut)
+MeterUpdated = _envelope("MeterUpdated", "Meter updated", MeterEditedOut)
 MeterRetired = _envelope("MeterRetired", "Meter retired", wire.MeterOut)
 Ledger = _envelope("Ledger", "Ledger", LedgerOut)
 BalanceAdjusted = _envelope("BalanceAdjusted", "Balance adjusted", wire.LedgerEntryOut)
@@ -66,3 +111,20 @@ KeyCreated = _envelope("KeyCreated", "Key created", KeyWithSecretOut)
 Keys = _envelope("Keys", "Keys", wire.KeyOut, many=True)
 KeyRevoked = _envelope("KeyRevoked", "Key revoked", wire.KeyOut)
 KeyRotated = _envelope("KeyRotated", "Key rotated", KeyWithSecretOut)
+Accounts = _envelope("Accounts", "Accounts", wire.AccountOut, many=True)
+AccountCreated = _envelope("AccountCreated", "Account created", AccountWithPasswordOut)
+AccountReply = _envelope("AccountReply", "Account", wire.AccountOut)
+AccountDisabled = _envelope("AccountDisabled", "Account disabled", wire.AccountOut)
+AccountEnabled = _envelope("AccountEnabled", "Account enabled", wire.AccountOut)
+PasswordReset = _envelope("PasswordReset", "Password reset", AccountWithPasswordOut)
+AccountRemoved = _envelope("AccountRemoved", "Account removed", wire.AccountOut)
+ResidentUnlinked = _envelope("ResidentUnlinked", "Resident unlinked", wire.AccountOut)
+TariffAdded = _envelope("TariffAdded", "Tariff added", policy.TariffOut)
+Tariffs = _envelope("Tariffs", "Tariffs", policy.TariffOut, many=True)
+HolidayAdded = _envelope("HolidayAdded", "Holiday added", policy.HolidayOut)
+Holidays = _envelope("Holidays", "Holidays", policy.HolidayOut, many=True)
+HolidayRemoved = _envelope("HolidayRemoved", "Holiday removed", SiteDateOut)
+SiteEvents = _envelope("SiteEvents", "Events", policy.SiteEventOut, many=True)
+WebhookSet = _envelope("WebhookSet", "Webhook set", WebhookWithSecretOut)
+WebhookReply = _envelope("WebhookReply", "Webhook", policy.WebhookOut)
+WebhookRemoved = _envelope("WebhookRemoved", "Webhook removed", SiteIdOut)

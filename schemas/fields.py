@@ -129,10 +129,10 @@ class LocalDateTime(fields.Field[dt.datetime]):
 
 
 class NoCutHours(fields.String):
-    """`HH:MM-HH:MM` local (may wrap midnight, e.g. 18:00-08:00), or empty for none; normalized."""
+    """`HH:MM-HH:MM` local, 24-hour (may wrap midnight, e.g. 18:00-08:00), or empty for none."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs).strip().replace(" ", "")
+        text = super()._deserialize(value, attr, data, **kwargs)
         if not text:
             return ""
         found = _HOURS.fullmatch(text)
@@ -148,14 +148,14 @@ class Weekdays(fields.Field[str]):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if isinstance(value, str):
-            names = [part.strip().lower() for part in value.split(",") if part.strip()]
+            names = value.split(",") if value else []
         elif isinstance(value, list) and all(isinstance(item, str) for item in value):
-            names = [item.strip().lower() for item in value]
+            names = value
         else:
             raise ValidationError("Not valid weekdays: expected names like 'sat,sun'.")
         unknown = [name for name in names if name not in WEEKDAYS]
         if unknown:
-            raise ValidationError(f"Unknown weekday {unknown[0][:10]!r}: use {', '.join(WEEKDAYS)}.")
+            raise ValidationError(f"Unknown weekday {unknown[0][:10]!r}: use {', '.join(WEEKDAYS)} (lower case).")
         return ",".join(day for day in WEEKDAYS if day in names)
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> list[str]:
@@ -168,7 +168,7 @@ class Thresholds(fields.Field[list[str]]):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
         if isinstance(value, str):
-            items: list[Any] = [part for part in value.split(",") if part.strip()]
+            items: list[Any] = value.split(",") if value else []
         elif isinstance(value, list):
             items = value
         else:

@@ -9,7 +9,7 @@ number of timezones, not of sites or meters.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -95,9 +95,12 @@ class Completeness:
         return 100.0 * self.today_seen / expected if expected else 100.0
 
 
-async def _sites_by_timezone(session: AsyncSession) -> dict[str, list[Site]]:
+async def _sites_by_timezone(session: AsyncSession, only: Collection[str] | None) -> dict[str, list[Site]]:
     groups: dict[str, list[Site]] = {}
-    for site in (await session.execute(select(Site).order_by(Site.region, Site.id))).scalars():
+    query = select(Site).order_by(Site.region, Site.id)
+    if only is not None:
+        query = query.where(Site.id.in_(list(only)))  # type: ignore[attr-defined]
+    for site in (await session.execute(query)).scalars():
         groups.setdefault(site.timezone, []).append(site)
     return groups
 
@@ -105,14 +108,17 @@ async def _sites_by_timezone(session: AsyncSession) -> dict[str, list[Site]]:
 async def _usage_of_group(session: AsyncSession, sites: list[Site], span: Window) -> sa.Subquery:
     ids = [s.id for s in sites]
     unrolled = await unrolled_days(session, ids, span) if span.by_day else []
-    return usage_query(span, unrolled, Site.timezone == span.timezone)
+    return usage_query(span, unrolled, sa.and_(Site.timezone == span.timezone, Site.id.in_(ids)))  # type: ignore[attr-defined]
 
 
-async def site_usage(db: Database, *, period: str, now: dt.datetime) -> list[SiteUsage]:
-    """Every site's consumption over the period (its own timezone's bounds), by region then id."""
+async def site_usage(
+    db: Database, *, period: str, now: dt.datetime, only: Collection[str] | None = None
+) -> list[SiteUsage]:
+    """Every site's (or `only` these sites') consumption over the period (its own timezone's bounds),
+    by region then id."""
     result: list[SiteUsage] = []
     async with db.reader() as session:
-        for timezone, sites in (await _sites_by_timezone(session)).items():
+        for timezone, sites in (await _sites_by_timezone(session, only)).items():
             usage = await _usage_of_group(session, sites, window(period, timezone, now))
             rows = await session.execute(
                 select(
@@ -141,11 +147,13 @@ def region_usage(sites: Iterable[SiteUsage]) -> list[Usage]:
     return [regions[name] for name in sorted(regions)]
 
 
-async def top_consumers(db: Database, *, period: str, now: dt.datetime, limit: int = 10) -> list[MeterUsage]:
+async def top_consumers(
+    db: Database, *, period: str, now: dt.datetime, limit: int = 10, only: Collection[str] | None = None
+) -> list[MeterUsage]:
     """The meters that used the most energy over the period, most first."""
     found: list[MeterUsage] = []
     async with db.reader() as session:
-        for timezone, sites in (await _sites_by_timezone(session)).items():
+        for timezone, sites in (await _sites_by_timezone(session, only)).items():
             usage = await _usage_of_group(session, sites, window(period, timezone, now))
             rows = await session.execute(
                 select(usage.c.meter_no, usage.c.site_id, Meter.unit_no, usage.c.grid_kwh, usage.c.dg_kwh)
@@ -161,20 +169,28 @@ async def top_consumers(db: Database, *, period: str, now: dt.datetime, limit: i
     return found[:limit]
 
 
-async def silent_meters(db: Database, *, now: dt.datetime, limit: int = 50) -> tuple[int, list[MeterState]]:
+async def silent_meters(
+    db: Database, *, now: dt.datetime, limit: int = 50, only: Collection[str] | None = None
+) -> tuple[int, list[MeterState]]:
     """Active meters not heard from for over an hour (or never): how many, and the longest silent."""
     quiet = sa.and_(
         Meter.active.is_(True),  # type: ignore[attr-defined]
         sa.or_(Meter.last_reading_at.is_(None), Meter.last_reading_at < now - SILENT_AFTER),  # type: ignore[union-attr,operator]
     )
     order = (Meter.last_reading_at.is_not(None), Meter.last_reading_at, Meter.meter_no)  # type: ignore[union-attr]
-    return await _meters_where(db, quiet, order, limit)
+    return await _meters_where(db, _within(quiet, only), order, limit)
 
 
-async def cut_meters(db: Database, *, limit: int = 50) -> tuple[int, list[MeterState]]:
+async def cut_meters(
+    db: Database, *, limit: int = 50, only: Collection[str] | None = None
+) -> tuple[int, list[MeterState]]:
     """Active meters whose supply is off with a balance at or below zero: how many, lowest first."""
     cut = sa.and_(Meter.active.is_(True), Meter.relay_on.is_(False), Meter.balance <= 0)  # type: ignore[attr-defined]
-    return await _meters_where(db, cut, (Meter.balance, Meter.meter_no), limit)
+    return await _meters_where(db, _within(cut, only), (Meter.balance, Meter.meter_no), limit)
+
+
+def _within(condition: sa.ColumnElement[bool], only: Collection[str] | None) -> sa.ColumnElement[bool]:
+    return condition if only is None else sa.and_(condition, Meter.site_id.in_(list(only)))  # type: ignore[attr-defined]
 
 
 async def _meters_where(
@@ -191,11 +207,11 @@ async def _meters_where(
         return int(count), [MeterState(*row) for row in rows.all()]
 
 
-async def completeness(db: Database, *, now: dt.datetime) -> list[Completeness]:
+async def completeness(db: Database, *, now: dt.datetime, only: Collection[str] | None = None) -> list[Completeness]:
     """Per site: intervals seen of those expected on its last ended day, and today so far."""
     result: list[Completeness] = []
     async with db.reader() as session:
-        for timezone, sites in (await _sites_by_timezone(session)).items():
+        for timezone, sites in (await _sites_by_timezone(session, only)).items():
             today = local_day(timezone, now)
             yesterday = today - dt.timedelta(days=1)
             ended_today = sum(1 for s in day_intervals(timezone, today) if s + HALF_HOUR <= floor_half_hour(now))

@@ -13,6 +13,7 @@ from decimal import Decimal
 from sqlalchemy import select
 
 from storage import tariffs
+from storage.accounts import unlink_in
 from storage.engine import Database
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.models import ApiKey, DieselGenerator, Meter, Site, Tariff, utcnow
@@ -113,16 +114,20 @@ async def get_meter(db: Database, *, meter_no: int) -> Meter:
     return meter
 
 
-async def edit_meter(db: Database, *, meter_no: int, changes: dict[str, object]) -> Meter:
-    """Change a meter's consumer details (name, fin_no) or whether it may post without a token."""
+async def edit_meter(db: Database, *, meter_no: int, changes: dict[str, object]) -> tuple[Meter, bool]:
+    """Change a meter's consumer details (name, fin_no) or whether it may post without a token.
+    A new consumer or FIN is a new resident: the old one's portal account is removed in the same
+    transaction (True then), so they no longer see the meter and the new one can claim it."""
     _check_editable(changes, METER_EDITABLE)
     async with db.transaction() as session:
         meter = await session.get(Meter, meter_no)
         if meter is None:
             raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+        new_resident = any(getattr(meter, field) != value for field, value in changes.items())
         for field, value in changes.items():
             setattr(meter, field, value)
-    return meter
+        unlinked = await unlink_in(session, meter_no=meter_no) if new_resident else False
+    return meter, unlinked
 
 
 async def retire_meter(db: Database, *, meter_no: int) -> Meter:

@@ -451,6 +451,15 @@ class PortalUser(SQLModel, table=True):
     password_hash: str = Field(max_length=200)
     created_at: dt.datetime = Field(sa_type=UtcTime, default_factory=utcnow)
     last_login_at: dt.datetime | None = Field(sa_type=UtcTime, default=None)
+    # Staff see these sites only, as API keys do (["*"]: every site); residents see their meter.
+    sites: list[str] = Field(sa_type=sa.JSON, default_factory=list)
+    disabled_at: dt.datetime | None = Field(sa_type=UtcTime, default=None)
+    # Sessions carry the version they began at: bumping it (logout, password change or reset,
+    # disable) ends every session of the account, wherever its cookies are.
+    session_version: int = Field(default=0)
+    # Wrong passwords since the last good one: past a few, each try waits longer (no hard lock).
+    failed_logins: int = Field(default=0)
+    last_failed_at: dt.datetime | None = Field(sa_type=UtcTime, default=None)
 
 
 class DgSubscription(SQLModel, table=True):

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import update
 
 from gateway.settings import Settings
-from storage import days, portal_users
+from storage import days, passwords
 from storage.engine import Database
 from storage.models import Meter, PortalUser, Site
 from storage.tariffs import first_tariff
@@ -82,7 +82,7 @@ async def make_world(db: Database) -> None:
 @functools.cache
 def password_hash() -> str:
     """PASSWORD hashed once per test run (Argon2 is slow on purpose)."""
-    return portal_users.hash_password(PASSWORD)
+    return passwords.hash_password_now(PASSWORD)
 
 
 async def add_accounts(db: Database) -> None:
@@ -90,7 +90,7 @@ async def add_accounts(db: Database) -> None:
     tested through the form)."""
     async with db.transaction() as session:
         session.add(PortalUser(is_staff=False, meter_no=RESIDENT, password_hash=password_hash()))
-        session.add(PortalUser(is_staff=True, username=STAFF, password_hash=password_hash()))
+        session.add(PortalUser(is_staff=True, username=STAFF, password_hash=password_hash(), sites=["*"]))
 
 
 def csrf_of(html: str) -> str:

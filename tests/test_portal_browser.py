@@ -222,7 +222,7 @@ def test_resident_registers_reads_every_period_and_downloads_csv(server: str, br
 
     fill(driver, {"meter_no": "999-999-999", "fin_no": "WRONG", "password": PASSWORD, "password_again": PASSWORD})
     submit(driver, "register")
-    assert "This FIN does not match" in driver.find_element(By.ID, "fin_no-error").text
+    assert "do not match a meter that can be registered" in driver.find_element(By.ID, "fin_no-error").text
     shot(driver, "02-register-error")
     fill(driver, {"fin_no": "A3389127I", "password": PASSWORD, "password_again": PASSWORD})
     submit(driver, "register")
@@ -230,9 +230,24 @@ def test_resident_registers_reads_every_period_and_downloads_csv(server: str, br
     assert driver.find_element(By.ID, "balance").text == "150.00"
     shot(driver, "03-profile")
 
+    copied = driver.get_cookie("gateway_portal")
+    submit(driver, "logout")
+    driver.add_cookie({"name": copied["name"], "value": copied["value"], "path": "/"})
+    driver.get(f"{server}/profile/{RESIDENT}")
+    assert driver.current_url == f"{server}/profile"  # logout ended the session, copies included
+    fill(driver, {"login": "999-999-999", "password": PASSWORD})
+    submit(driver, "log-in")
+    assert driver.current_url == f"{server}/profile/{RESIDENT}"
+
+    driver.find_element(By.LINK_TEXT, "Password").click()
+    new_password = PASSWORD + " renewed"
+    fill(driver, {"current_password": PASSWORD, "password": new_password, "password_again": new_password})
+    submit(driver, "change-password")
+    assert "Your password was changed" in driver.find_element(By.ID, "password-changed").text
+    shot(driver, "03b-password-changed")
     submit(driver, "logout")
     driver.get(f"{server}/profile")
-    fill(driver, {"login": "999-999-999", "password": PASSWORD})
+    fill(driver, {"login": "999-999-999", "password": new_password})
     submit(driver, "log-in")
     assert driver.current_url == f"{server}/profile/{RESIDENT}"
 

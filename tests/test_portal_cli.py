@@ -17,7 +17,7 @@ from storage.errors import Unauthorized
 
 def add_user(monkeypatch: pytest.MonkeyPatch, url: str, stdin: str, *argv: str) -> int:
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    return main(["user", "add", *argv, "--database-url", url])
+    return main(["user", "add", *argv, "--site", "*", "--database-url", url])
 
 
 async def can_log_in(url: str, login: str, password: str) -> bool:

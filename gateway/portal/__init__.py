@@ -17,10 +17,10 @@ from aiohttp import web
 from aiohttp_session import session_middleware
 
 from gateway.keys import SETTINGS
-from gateway.portal import dashboard, resident
-from gateway.portal.ratelimit import FailureLimiter
+from gateway.portal import access, dashboard, resident
+from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses, UnknownLogins
 from gateway.portal.render import environment_options, error_page
-from gateway.portal.sessions import cookie_storage
+from gateway.portal.sessions import COOKIE_NAME, SECURE_COOKIE_NAME, cookie_storage, unreadable_cookie
 from storage.errors import DomainError, NotFound
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -50,7 +50,10 @@ def setup(app: web.Application) -> None:
     """Add the portal to the gateway app (called by `create_app`)."""
     aiohttp_jinja2.setup(app, **environment_options())
     app[SESSIONS] = session_middleware(cookie_storage(app[SETTINGS]))
-    app[resident.LIMITER] = FailureLimiter()
+    app[access.ADDRESSES] = AddressLimiter()
+    app[access.CLAIMS] = ClaimGuesses()
+    app[access.UNKNOWN] = UnknownLogins()
+    app.add_routes(access.routes)  # first: /profile/password before /profile/{meter_id}
     app.add_routes(resident.routes)
     app.add_routes(dashboard.routes)
     app.router.add_get("/portal/static/plotly.min.js", plotly_js)
@@ -81,8 +84,24 @@ async def portal_middleware(request: web.Request, handler: Handler) -> web.Strea
         except DomainError as error:
             return await error_page(request, ERROR_STATUS.get(error.kind, 400), error.message)
 
+    if unreadable_cookie(request):  # ours are ASCII; anything else is refused, and cleared
+        return unreadable_cookie_page()
     response = await request.app[SESSIONS](request, html_errors)
     response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def unreadable_cookie_page() -> web.Response:
+    """400 for a session cookie holding bytes we never send; the reply clears it, so a reload works."""
+    response = web.Response(
+        status=400,
+        content_type="text/html",
+        text="<!doctype html><title>Bad cookie · Meter portal</title><p>Your browser sent a portal cookie this "
+        'site cannot read. It has been cleared: <a href="/">start again</a>.</p>',
+        headers={"Cache-Control": "no-store", **SECURITY_HEADERS},
+    )
+    for name in (COOKIE_NAME, SECURE_COOKIE_NAME):
+        response.del_cookie(name, path="/", secure=name == SECURE_COOKIE_NAME)
     return response
 
 

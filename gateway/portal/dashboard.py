@@ -1,6 +1,6 @@
-"""The management dashboard (staff only): region-wise and site-wise consumption for a period
-with charts, top consumers, meters silent for over an hour, meters cut for zero balance, and
-data completeness (intervals seen of those expected).
+"""The management dashboard (staff only, each seeing the sites of their account): region-wise and
+site-wise consumption for a period with charts, top consumers, meters silent for over an hour,
+meters cut for zero balance, and data completeness (intervals seen of those expected).
 """
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.keys import CLOCK, DB
+from gateway.portal.access import log_in
 from gateway.portal.charts import stacked_bars
 from gateway.portal.render import PERIOD_NAMES, error_page, render
-from gateway.portal.resident import DEFAULT_PERIOD, log_in, unknown_period
+from gateway.portal.resident import DEFAULT_PERIOD, unknown_period
 from gateway.portal.sessions import current_account
 from storage import fleet
 from storage.consumption import PERIODS
@@ -57,11 +58,11 @@ async def dashboard(request: web.Request) -> web.Response:
     period = request.query.get("period", DEFAULT_PERIOD)
     if period not in PERIODS:
         return await unknown_period(request, period, HOME)
-    db, now = request.app[DB], request.app[CLOCK].now()
-    sites = await fleet.site_usage(db, period=period, now=now)
+    db, now, only = request.app[DB], request.app[CLOCK].now(), account.site_filter
+    sites = await fleet.site_usage(db, period=period, now=now, only=only)
     regions = fleet.region_usage(sites)
-    silent_count, silent = await fleet.silent_meters(db, now=now)
-    cut_count, cut = await fleet.cut_meters(db)
+    silent_count, silent = await fleet.silent_meters(db, now=now, only=only)
+    cut_count, cut = await fleet.cut_meters(db, only=only)
     name = PERIOD_NAMES[period]
     charts = {
         "regions": stacked_bars(
@@ -87,11 +88,11 @@ async def dashboard(request: web.Request) -> web.Response:
             "regions": regions,
             "sites": sites,
             "charts": charts,
-            "top": await fleet.top_consumers(db, period=period, now=now),
+            "top": await fleet.top_consumers(db, period=period, now=now, only=only),
             "silent": silent,
             "silent_count": silent_count,
             "cut": cut,
             "cut_count": cut_count,
-            "completeness": await fleet.completeness(db, now=now),
+            "completeness": await fleet.completeness(db, now=now, only=only),
         },
     )

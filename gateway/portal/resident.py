@@ -1,7 +1,7 @@
-"""Resident pages: the landing page, registration, login, the meter's profile and consumption.
+"""Resident pages: the landing page, login, the meter's profile and consumption.
 
 A resident sees only their own meter: any other meter number in the URL answers 404, exactly
-as a meter that does not exist. Staff may open any meter's pages.
+as a meter that does not exist. Staff may open the pages of any meter of their sites.
 """
 
 from __future__ import annotations
@@ -13,17 +13,15 @@ import io
 from aiohttp import web
 
 from gateway.keys import CLOCK, DB
+from gateway.portal import access
 from gateway.portal.charts import stacked_bars
-from gateway.portal.ratelimit import FailureLimiter
 from gateway.portal.render import PERIOD_NAMES, error_page, render
-from gateway.portal.sessions import current_account, end_session, posted_form, start_session
+from gateway.portal.sessions import current_account
 from storage import consumption, policy, portal_users
 from storage.consumption import PERIODS, Consumption
 from storage.days import HALF_HOUR, zone
-from storage.errors import Conflict, DomainError, InvalidInput, NotFound, Unauthorized
 
 routes = web.RouteTableDef()
-LIMITER = web.AppKey("portal_login_limiter", FailureLimiter)
 DEFAULT_PERIOD = "current-day"
 # The seed implementation's path words (/profile/{id}/consumption/today) → our period names.
 PATH_PERIODS = {
@@ -39,44 +37,6 @@ PATH_PERIODS = {
 }
 
 
-# --- Shared by the resident and staff login forms ---------------------------------------------
-
-
-def client_keys(request: web.Request, account_key: str) -> list[str]:
-    """Rate-limit keys: the account tried, and the client's address."""
-    return [account_key, f"ip:{request.remote}"]
-
-
-def check_not_blocked(request: web.Request, keys: list[str]) -> None:
-    """429 with Retry-After when too many attempts failed recently."""
-    wait = request.app[LIMITER].retry_after(keys, request.app[CLOCK].now())
-    if wait:
-        minutes = max(1, round(wait / 60))
-        raise web.HTTPTooManyRequests(
-            headers={"Retry-After": str(wait)},
-            text=f"Too many failed attempts. Please wait about {minutes} minute(s) and try again.",
-        )
-
-
-async def log_in(request: web.Request, *, template: str, context: dict[str, object]) -> web.StreamResponse:
-    """Handle a POSTed login form (meter number or staff username, and password)."""
-    form = await posted_form(request)
-    login = form.get("login", "").strip()
-    meter_no = portal_users.parse_meter_no(login, strict=False)
-    keys = client_keys(request, f"login:{meter_no if meter_no is not None else login.lower()}")
-    check_not_blocked(request, keys)
-    now = request.app[CLOCK].now()
-    try:
-        account = await portal_users.log_in(request.app[DB], login=login, password=form.get("password", ""), now=now)
-    except Unauthorized as error:
-        request.app[LIMITER].failed(keys, now)
-        page = {**context, "errors": error.errors, "login": login}
-        return await render(request, template, page, status=400)
-    request.app[LIMITER].forget(keys[0])
-    await start_session(request, account)
-    raise web.HTTPSeeOther("/management-dashboard/" if account.is_staff else f"/profile/{account.meter_no}")
-
-
 async def viewable_meter(request: web.Request) -> int:
     """The meter number in the URL, if the logged-in user may see it; 404 otherwise."""
     account = await current_account(request)
@@ -85,6 +45,10 @@ async def viewable_meter(request: web.Request) -> int:
     meter_no = portal_users.parse_meter_no(request.match_info["meter_id"], strict=False)
     if meter_no is None or (not account.is_staff and account.meter_no != meter_no):
         raise web.HTTPNotFound(text="There is no meter at this address for your account.")
+    if account.is_staff:  # staff see the meters of their sites only, as API keys do
+        site_id = await portal_users.meter_site(request.app[DB], meter_no=meter_no)
+        if site_id is None or not account.sees_site(site_id):
+            raise web.HTTPNotFound(text="There is no meter at this address for your account.")
     return meter_no
 
 
@@ -95,39 +59,6 @@ async def viewable_meter(request: web.Request) -> int:
 async def landing(request: web.Request) -> web.Response:
     """New user (register) or existing user (log in)."""
     return await render(request, "landing.html", {})
-
-
-@routes.get("/register")
-async def register_form(request: web.Request) -> web.Response:
-    """The form to claim a meter."""
-    return await render(request, "register.html", {"errors": {}, "values": {}})
-
-
-@routes.post("/register")
-async def register(request: web.Request) -> web.StreamResponse:
-    """Claim a meter with its number and FIN, set a password, and log in."""
-    form = await posted_form(request)
-    values = {"meter_no": form.get("meter_no", "").strip(), "fin_no": form.get("fin_no", "").strip()}
-    meter_no = portal_users.parse_meter_no(values["meter_no"], strict=False)
-    keys = client_keys(request, f"register:{meter_no if meter_no is not None else values['meter_no']}")
-    check_not_blocked(request, keys)
-    now = request.app[CLOCK].now()
-    try:
-        if meter_no is None:
-            raise InvalidInput("bad meter number", {"meter_no": ["Enter the meter number: digits, dashes allowed."]})
-        if form.get("password", "") != form.get("password_again", ""):
-            raise InvalidInput("passwords differ", {"password_again": ["The two passwords are not the same."]})
-        account = await portal_users.register_resident(
-            request.app[DB], meter_no=meter_no, fin_no=values["fin_no"], password=form.get("password", "")
-        )
-    except DomainError as error:
-        if isinstance(error, NotFound | Unauthorized):  # guessing meters or FINs: counted
-            request.app[LIMITER].failed(keys, now)
-        # A form with errors is 400 (401 would need a WWW-Authenticate challenge); a claimed meter 409.
-        status = 409 if isinstance(error, Conflict) else 400
-        return await render(request, "register.html", {"errors": error.errors, "values": values}, status=status)
-    await start_session(request, account)
-    raise web.HTTPSeeOther(f"/profile/{account.meter_no}")
 
 
 @routes.get("/profile")
@@ -147,15 +78,7 @@ def resident_login_page() -> dict[str, object]:
 @routes.post("/profile")
 async def login(request: web.Request) -> web.StreamResponse:
     """Check the meter number and password; start a session."""
-    return await log_in(request, template="login.html", context=resident_login_page())
-
-
-@routes.post("/logout")
-async def logout(request: web.Request) -> web.StreamResponse:
-    """End the session."""
-    await posted_form(request)
-    await end_session(request)
-    raise web.HTTPSeeOther("/")
+    return await access.log_in(request, template="login.html", context=resident_login_page())
 
 
 @routes.get("/profile/{meter_id}")

@@ -29,6 +29,10 @@ REFUSED_ANYWAY = {
     # A URL's grammar (host names, ports) is wider than a pattern can say; and a host must
     # resolve to an allowed address (422).
     ("/api/v1/dg/sensing", "POST"): ["400", "422"],
+    # The same URL rules for a site's webhook.
+    ("/api/v1/admin/sites/{site_id}/webhook", "PUT"): ["400", "422"],
+    # A tariff may not start in the past (relative to now), and a pattern cannot rule out 2025-02-30.
+    ("/api/v1/admin/sites/{site_id}/tariffs", "POST"): ["400"],
 }
 SETTINGS = """
 # Too large (413) is a rejection too: a batch or a form over the limits.

@@ -142,6 +142,15 @@ CALLS: tuple[ApiCall, ...] = (
     ApiCall("GET", "/api/v1/admin/keys", "admin"),
     ApiCall("POST", "/api/v1/admin/keys/{name}/revoke", "admin", path_kinds={"name": "victim_a"}),
     ApiCall("POST", "/api/v1/admin/keys/{name}/rotate", "admin", path_kinds={"name": "victim_b"}),
+    # Portal accounts: a resident is named by its meter number, staff by username
+    ApiCall("GET", "/api/v1/admin/users", "admin"),
+    ApiCall("POST", "/api/v1/admin/users", "admin", {"username": "staff-by-matrix", "sites": Obj("sites")}),
+    ApiCall("GET", "/api/v1/admin/users/{account}", "admin", path_kinds={"account": "resident_meter"}),
+    ApiCall("POST", "/api/v1/admin/users/{account}/disable", "admin", path_kinds={"account": "resident_meter"}),
+    ApiCall("POST", "/api/v1/admin/users/{account}/enable", "admin", path_kinds={"account": "resident_meter"}),
+    ApiCall("POST", "/api/v1/admin/users/{account}/reset-password", "admin", path_kinds={"account": "staff"}),
+    ApiCall("DELETE", "/api/v1/admin/users/{account}", "admin", path_kinds={"account": "spare_meter"}),
+    ApiCall("POST", "/api/v1/admin/meters/{meter_no}/unlink", "admin", path_kinds={"meter_no": "resident_meter"}),
 )
 
 # Calls of DESIGN.md still to be built on another branch, not yet routes: listed here until

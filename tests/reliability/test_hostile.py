@@ -409,3 +409,28 @@ async def test_bytes_that_are_not_utf8_in_headers_are_refused_not_500(env: Env) 
         head = (await raw_request(port, request)).split(b"\r\n\r\n")[0]
         assert int(head.split(b" ")[1]) == expected, (header, head)
     assert await dump_tables(env.db) == before
+
+
+async def test_hostile_portal_cookies_and_forwarded_headers(env: Env) -> None:
+    """Portal cookies with bytes we never send are 400 (and cleared), not 500; forwarded headers
+    from a peer that is not a trusted proxy change nothing, whatever they hold."""
+    port = env.client.port
+    assert port is not None
+    before = await dump_tables(env.db)
+    cases = [
+        (b"Cookie: gateway_portal=ab\xff\xfecd", b"/profile", 400),
+        (b"Cookie: __Host-gateway_portal=\xc3\x28", b"/", 400),
+        (b"Cookie: gateway_portal=" + b"A" * 3000, b"/profile", 200),  # not ours: a fresh session
+        (b"Cookie: gateway_portal=\x7f\x01", b"/register", 400),  # the HTTP parser refuses control bytes
+        (b"X-Forwarded-For: \xff\xfe, 10.0.0.1", b"/profile", 200),
+        (b"X-Forwarded-For: " + b"1.2.3.4, " * 800 + b"5.6.7.8", b"/profile", 200),  # near the 8 KiB header limit
+        (b"X-Forwarded-Proto: https\xff", b"/profile", 200),
+    ]
+    print(f"{len(cases)} hostile portal cookies and forwarded headers")
+    for header, path, expect in cases:
+        request = b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + header + b"\r\n\r\n"
+        head = (await raw_request(port, request)).split(b"\r\n\r\n")[0]
+        status = int(head.split(b" ")[1])
+        assert status == expect, (header[:60], head)
+        assert b"__Host-" not in head.replace(b'__Host-gateway_portal=""', b""), head  # plain HTTP, untrusted peer
+    assert await dump_tables(env.db) == before

@@ -148,7 +148,7 @@ def _global(call: ApiCall) -> bool:
 
 
 async def test_lists_show_only_the_keys_sites(env: Env) -> None:
-    for path in ("/api/v1/admin/sites", "/api/v1/admin/keys"):
+    for path in ("/api/v1/admin/sites", "/api/v1/admin/keys", "/api/v1/admin/users"):
         response = await env.client.get(path, headers={"X-API-Key": env.world.ours.keys["admin"]})
         body = await response.text()
         assert response.status == 200 and "OURS" in body

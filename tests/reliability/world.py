@@ -9,6 +9,7 @@ whole database to prove that a refused request changed nothing.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -17,9 +18,10 @@ from sqlalchemy import select
 from sqlmodel import SQLModel
 
 import storage.models  # noqa: F401  (registers every table on SQLModel.metadata)
-from storage import dg_events, registry
+from storage import dg_events, passwords, registry
 from storage.engine import Database
 from storage.meter_changes import replace_meter
+from storage.models import PortalUser
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 CHANGE_DAY = dt.date(2026, 11, 10)
@@ -41,6 +43,13 @@ class Side:
     transaction_id: str = ""  # filled once the recharge call exists (branch `commands`)
     token: str = ""  # device token of meter_no
 
+    @property
+    def resident_meter(self) -> int:
+        """The meter that replaced `replaced_meter`: its resident's account is the matrix's."""
+        return self.replaced_meter + 100
+
+    staff: str = ""  # a portal staff account of this site only
+
 
 @dataclass
 class World:
@@ -60,6 +69,11 @@ def _side(site_id: str, first_meter: int, dg_number: str) -> Side:
         replaced_meter=first_meter + 3,
         dg_number=dg_number,
     )
+
+
+@functools.cache
+def _password_hash() -> str:
+    return passwords.hash_password_now("a long portal password")
 
 
 async def build_world(db: Database) -> World:
@@ -100,6 +114,15 @@ async def build_world(db: Database) -> World:
         side.victim_keys = (f"victim-a-{side.site_id}", f"victim-b-{side.site_id}")
         for name in side.victim_keys:
             await registry.create_key(db, name=name, role="read", sites=[side.site_id])
+        side.staff = f"staff-{side.site_id}"
+        async with db.transaction() as session:
+            # Portal accounts: a resident on the meter that replaced `replaced_meter` (no other call
+            # changes it), one on the spare meter (removed by a positive control), and staff.
+            for meter_no in (side.resident_meter, side.spare_meter):
+                session.add(PortalUser(is_staff=False, meter_no=meter_no, password_hash=_password_hash()))
+            session.add(
+                PortalUser(is_staff=True, username=side.staff, sites=[side.site_id], password_hash=_password_hash())
+            )
     world.star_admin = (await registry.create_key(db, name="admin-all", role="admin", sites=["*"])).key
     return world
 

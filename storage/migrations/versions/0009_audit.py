@@ -1,7 +1,7 @@
 """Audit trail (append-only) and per-meter legacy ingest
 
 Revision ID: 0009_audit
-Revises: 0007_partitions
+Revises: 0008_accounts
 Create Date: 2026-12-05 05:00:00.000000
 
 - `audit_event`: every state change made by a person or a key. Triggers on both dialects refuse
@@ -20,7 +20,7 @@ from alembic import op
 import storage.models
 
 revision: str = "0009_audit"
-down_revision: str | None = "0007_partitions"
+down_revision: str | None = "0008_accounts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
