@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage import energy
 from storage.days import HALF_HOUR, day_bounds, day_intervals, local_day, zone
 from storage.engine import Database
 from storage.errors import InvalidInput, NotFound
@@ -184,15 +185,15 @@ async def meter_summary(db: Database, *, meter_no: int, now: dt.datetime) -> Met
     async with db.reader() as session:
         meter, site = await meter_site(session, meter_no)
         start, end = day_bounds(site.timezone, local_day(site.timezone, now))
-        rows = await session.execute(
-            select(Reading.source, func.sum(Reading.kwh), func.count())
-            .where(Reading.meter_no == meter_no, Reading.interval_start >= start, Reading.interval_start < end)
-            .group_by(Reading.source)
-        )
-        by_source = {source: (kwh, count) for source, kwh, count in rows.all()}
-    grid, grid_count = by_source.get("grid", (ZERO, 0))
-    dg, dg_count = by_source.get("dg", (ZERO, 0))
-    return MeterSummary(meter, site, grid, dg, grid_count + dg_count)
+        row = (
+            await session.execute(
+                select(func.sum(energy.grid_kwh()), func.sum(energy.dg_kwh()), func.count()).where(
+                    Reading.meter_no == meter_no, Reading.interval_start >= start, Reading.interval_start < end
+                )
+            )
+        ).one()
+    grid, dg, count = row
+    return MeterSummary(meter, site, grid or ZERO, dg or ZERO, count)
 
 
 async def meter_consumption(db: Database, *, meter_no: int, period: str, now: dt.datetime) -> Consumption:
@@ -209,11 +210,11 @@ async def meter_consumption(db: Database, *, meter_no: int, period: str, now: dt
 
 async def _half_hour_bars(session: AsyncSession, meter_no: int, span: Window) -> list[Bar]:
     rows = await session.execute(
-        select(Reading.interval_start, Reading.kwh, Reading.source).where(
+        select(Reading.interval_start, energy.grid_kwh(), energy.dg_kwh()).where(
             Reading.meter_no == meter_no, Reading.interval_start >= span.start, Reading.interval_start < span.end
         )
     )
-    found = {start: (kwh, source) for start, kwh, source in rows.all()}
+    found = {start: (grid, dg) for start, grid, dg in rows.all()}
     tz = zone(span.timezone)
     bars: list[Bar] = []
     seen_labels: set[str] = set()
@@ -223,16 +224,8 @@ async def _half_hour_bars(session: AsyncSession, meter_no: int, span: Window) ->
         if label in seen_labels:  # the repeated hour when clocks go back: say which one
             label = f"{label} ({local.strftime('%z')})"
         seen_labels.add(label)
-        kwh, source = found.get(start, (ZERO, None))
-        bars.append(
-            Bar(
-                key=local.isoformat(),
-                label=label,
-                grid=kwh if source == "grid" else ZERO,
-                dg=kwh if source == "dg" else ZERO,
-                intervals=0 if source is None else 1,
-            )
-        )
+        grid, dg = found.get(start, (ZERO, ZERO))
+        bars.append(Bar(key=local.isoformat(), label=label, grid=grid, dg=dg, intervals=int(start in found)))
     return bars
 
 
@@ -249,15 +242,15 @@ async def _daily_bars(session: AsyncSession, meter_no: int, site_id: str, span: 
     if unrolled:
         start, end = day_bounds(span.timezone, min(unrolled))[0], day_bounds(span.timezone, max(unrolled))[1]
         rows = await session.execute(
-            select(Reading.interval_start, Reading.kwh, Reading.source).where(
+            select(Reading.interval_start, energy.grid_kwh(), energy.dg_kwh()).where(
                 Reading.meter_no == meter_no, Reading.interval_start >= start, Reading.interval_start < end
             )
         )
-        for interval_start, kwh, source in rows.all():
+        for interval_start, grid_part, dg_part in rows.all():
             day = local_day(span.timezone, interval_start)
             if day in unrolled:
                 grid, dg, intervals = per_day.get(day, (ZERO, ZERO, 0))
-                per_day[day] = (grid + kwh, dg, intervals + 1) if source == "grid" else (grid, dg + kwh, intervals + 1)
+                per_day[day] = (grid + grid_part, dg + dg_part, intervals + 1)
     return [Bar(day.isoformat(), day.strftime("%a %d"), *per_day.get(day, (ZERO, ZERO, 0))) for day in span.days()]
 
 
@@ -285,8 +278,6 @@ def usage_query(span: Window, unrolled: Sequence[dt.date], site_filter: Any) -> 
     A union of `daily_total` for rolled days and one aggregate of `reading` per unrolled day
     (or over the whole window for half-hourly periods), summed per meter.
     """
-    kwh_type = DailyTotal.__table__.c.kwh.type  # type: ignore[attr-defined]
-    zero = sa.literal(0, kwh_type)
 
     def from_readings(start: dt.datetime, end: dt.datetime, day: dt.date | None) -> Any:
         query = (
@@ -294,8 +285,8 @@ def usage_query(span: Window, unrolled: Sequence[dt.date], site_filter: Any) -> 
                 Reading.meter_no.label("meter_no"),  # type: ignore[attr-defined]
                 Meter.site_id.label("site_id"),  # type: ignore[attr-defined]
                 func.sum(Reading.kwh).label("kwh"),
-                func.sum(sa.case((Reading.source == "grid", Reading.kwh), else_=zero)).label("grid_kwh"),
-                func.sum(sa.case((Reading.source == "dg", Reading.kwh), else_=zero)).label("dg_kwh"),
+                func.sum(energy.grid_kwh()).label("grid_kwh"),
+                func.sum(energy.dg_kwh()).label("dg_kwh"),
                 func.count().label("intervals"),
             )
             .join(Meter, Meter.meter_no == Reading.meter_no)  # type: ignore[arg-type]

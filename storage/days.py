@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage import energy
 from storage.engine import Database
 from storage.errors import InvalidInput, NotFound
 from storage.ledger import debit_fixed_charges
@@ -118,14 +119,13 @@ def upsert(session: AsyncSession, table: Any) -> Any:
 
 def _rollup_statement(session: AsyncSession, site: Site, day: dt.date, stamp: dt.datetime) -> Any:
     start, end = day_bounds(site.timezone, day)
-    zero = sa.literal(0, DailyTotal.__table__.c.kwh.type)  # type: ignore[attr-defined]
     totals = (
         select(
             Reading.meter_no,
             sa.literal(day, sa.Date),
             func.sum(Reading.kwh),
-            func.sum(sa.case((Reading.source == "grid", Reading.kwh), else_=zero)),
-            func.sum(sa.case((Reading.source == "dg", Reading.kwh), else_=zero)),
+            func.sum(energy.grid_kwh()),
+            func.sum(energy.dg_kwh()),
             func.count(),
             sa.literal(stamp, UtcTime()),
         )
