@@ -27,6 +27,7 @@ from openapi import factech_doc, other_ops
 from openapi.account_ops import account_ops
 from openapi.fields import PRINTABLE, PRINTABLE_NOT_BLANK, custom_field
 from openapi.prepaid_ops import prepaid_ops
+from openapi.statement_ops import statement_ops
 
 JSON = "application/json"
 DESCRIPTION = """\
@@ -183,6 +184,7 @@ class _Builder:
             **other_ops.admin_ops(self.ref, self.extend),
             **account_ops(self.ref, self.extend),
             **prepaid_ops(self.ref),
+            **statement_ops(self.ref),
             **other_ops.report_ops(self.ref, self.field),
             **other_ops.ops_and_docs(self.ref),
         }

@@ -11,7 +11,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields
 
 from schemas import admin as wire
-from schemas import policy
+from schemas import policy, statements
 from schemas.replies import Reply, word
 
 
@@ -128,3 +128,4 @@ SiteEvents = _envelope("SiteEvents", "Events", policy.SiteEventOut, many=True)
 WebhookSet = _envelope("WebhookSet", "Webhook set", WebhookWithSecretOut)
 WebhookReply = _envelope("WebhookReply", "Webhook", policy.WebhookOut)
 WebhookRemoved = _envelope("WebhookRemoved", "Webhook removed", SiteIdOut)
+StatementReply = _envelope("StatementReply", "Statement", statements.StatementOut)
