@@ -25,13 +25,16 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import update
 
+from gateway.app import create_app
 from gateway.keys import CLOCK, DISPATCHER
 from schemas.admin_replies import StatementReply
 from storage import days, ledger, registry
@@ -39,6 +42,8 @@ from storage.clock import FixedClock
 from storage.engine import Database
 from storage.models import LedgerEntry, Meter, Site
 from tests.command_setup import MockHeadEnd
+from tests.portaldata import NOW as PORTAL_NOW
+from tests.portaldata import RESIDENT, add_accounts, log_in, make_world, portal_settings
 
 IST = ZoneInfo("Asia/Kolkata")
 ADMIN = "/api/v1/admin"
@@ -228,3 +233,38 @@ async def test_bad_months_and_other_sites_meters_are_refused(gateway: TestClient
         assert response.status == 400 and list(body["errors"]) == [field], (query, body)
     response = await gateway.get(f"{ADMIN}/meters/7/statement?month=2025-01", headers={"X-API-Key": key})
     assert response.status == 404
+
+
+# --- The portal ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def resident(aiohttp_client, database_url: str) -> TestClient:  # type: ignore[no-untyped-def]
+    """The portal's world (tests/portaldata.py), logged in as the resident of 999-999-999."""
+    db = Database(database_url)
+    try:
+        await make_world(db)
+        await add_accounts(db)
+    finally:
+        await db.dispose()
+    client = await aiohttp_client(create_app(portal_settings(database_url), clock=FixedClock(PORTAL_NOW)))
+    assert (await log_in(client)).status == 303
+    return client
+
+
+async def test_the_resident_reads_and_downloads_their_own_statement_only(resident: TestClient) -> None:
+    page = await resident.get("/profile/999-999-999/statement")  # the site's current month
+    html = await page.text()
+    assert page.status == 200 and "Statement for February 2025" in html
+    assert re.search(r'<p class="check ok" id="check">Check: [^<]*\(ok\)</p>', html)
+    assert '<link rel="stylesheet" href="/portal/static/statement.css">' in html
+    download = await resident.get("/profile/999-999-999/statement?month=2025-02&format=csv")
+    assert download.status == 200 and download.content_type == "text/csv"
+    rows = list(csv.reader(io.StringIO(await download.text())))
+    assert rows[0] == ["statement", str(RESIDENT), "2025-02"] and rows[-1][1].endswith("(ok)")
+    css = await resident.get("/portal/static/statement.css")
+    assert css.status == 200 and "@media print" in await css.text()
+    assert (await resident.get("/profile/555-555-555/statement")).status == 404  # a neighbour's
+    for month in ("2025-13", "Feb", "2025-03"):  # not a month; after the current one
+        assert (await resident.get(f"/profile/999-999-999/statement?month={month}")).status == 400
+    assert (await resident.get("/profile/999-999-999/statement?format=pdf")).status == 400

@@ -18,6 +18,7 @@ from aiohttp_session import session_middleware
 
 from gateway.keys import SETTINGS
 from gateway.portal import access, dashboard, resident
+from gateway.portal import statement as statement_pages
 from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses, UnknownLogins
 from gateway.portal.render import environment_options, error_page
 from gateway.portal.sessions import COOKIE_NAME, SECURE_COOKIE_NAME, cookie_storage, unreadable_cookie
@@ -55,6 +56,7 @@ def setup(app: web.Application) -> None:
     app[access.UNKNOWN] = UnknownLogins()
     app.add_routes(access.routes)  # first: /profile/password before /profile/{meter_id}
     app.add_routes(resident.routes)
+    app.add_routes(statement_pages.routes)
     app.add_routes(dashboard.routes)
     app.router.add_get("/portal/static/plotly.min.js", plotly_js)
     app.router.add_static("/portal/static/", STATIC)
