@@ -12,7 +12,20 @@ from adapters.faults import FaultPoints
 from adapters.headend import SimulatedHeadEnd
 from adapters.headend_http import HttpHeadEnd, open_session
 from adapters.webhooks import open_sender
-from gateway import admin, admin_users, audit, commands, docs, factech, ingest, ops, portal, prepaid, reports
+from gateway import (
+    admin,
+    admin_users,
+    audit,
+    commands,
+    docs,
+    factech,
+    ingest,
+    ops,
+    portal,
+    prepaid,
+    reports,
+    site_reports,
+)
 from gateway import statements as statement_routes
 from gateway.auth import DeviceTokenCache, KeyCache, LegacyMeters
 from gateway.errors import error_middleware
@@ -80,6 +93,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.add_routes(admin.routes)
     app.add_routes(prepaid.routes)
     app.add_routes(statement_routes.routes)
+    app.add_routes(site_reports.routes)
     app.add_routes(audit.routes)
     app.add_routes(admin_users.routes)
     app.add_routes(docs.routes)

@@ -26,6 +26,7 @@ from gateway.maintenance import (
     cmd_rollup,
 )
 from gateway.settings import Settings
+from gateway.site_reports import add_report_command
 from gateway.user_commands import (
     cmd_user_add,
     cmd_user_disable,
@@ -286,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     trail.add_argument("--site", help="only this site's events")
     trail.add_argument("--after", help="events after this id, or this date-time (e.g. 2026-11-20T00:00:00Z)")
     trail.set_defaults(func=cmd_audit)
+    add_report_command(sub, common)  # gateway report SITE --month YYYY-MM
 
     # Neither migrates first: a backup copies the database as it is, a restore replaces it.
     backup_cmd = sub.add_parser("backup", parents=[common], help="back up the SQLite database while it runs")

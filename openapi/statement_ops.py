@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from openapi.other_ops import ADMIN_READ_ERRORS, METER_NO, Ref, admin_op, reply
+from openapi.other_ops import ADMIN_READ_ERRORS, METER_NO, SITE_ID, Ref, admin_op, reply
 from schemas import admin_replies as admin_reply
 
 CSV = "text/csv"
@@ -33,7 +33,7 @@ def with_csv(responses: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def statement_ops(ref: Ref) -> dict[tuple[str, str], dict[str, Any]]:
-    """A meter's monthly statement."""
+    """A meter's monthly statement and a site's month report."""
     op, ok = functools.partial(admin_op, ref), functools.partial(reply, ref)
     base = "/api/v1/admin"
     return {
@@ -42,4 +42,9 @@ def statement_ops(ref: Ref) -> dict[tuple[str, str], dict[str, Any]]:
             "charges, recharges, adjustments, cuts and restores, closing balance and the check line",
             with_csv(ok(admin_reply.StatementReply), "the statement as CSV sections"),
             ADMIN_READ_ERRORS, parameters=[METER_NO, MONTH, FORMAT]),
+        ("GET", f"{base}/sites/{{site_id}}/report"): op(
+            "A site's month for its accountant: per meter grid and DG kWh, billed ₹ by component, recharges, "
+            "opening and closing balances, days cut, half hours received of expected; and the totals (streamed)",
+            with_csv(ok(admin_reply.SiteReport), "one line per meter and a `total` line"),
+            ADMIN_READ_ERRORS, parameters=[SITE_ID, MONTH, FORMAT]),
     }  # fmt: skip

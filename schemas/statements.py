@@ -128,3 +128,58 @@ class StatementOut(Record):
     # The statement's own sums and check, as nested objects (`totals` and `check` answer the statement).
     totals = fields.Nested(StatementTotalsOut)
     check = fields.Nested(StatementCheckOut)
+
+
+class SiteReportQuery(AdminBody):
+    """`GET /api/v1/admin/sites/{site_id}/report?month=YYYY-MM[&format=csv]`."""
+
+    month = Month(required=True, metadata={"description": "The calendar month, YYYY-MM, in the site's time zone"})
+    format = fields.String(
+        load_default="json", validate=validate.OneOf(["json", "csv"]), metadata={"description": "json or csv"}
+    )
+
+
+class _MonthSums(Record):
+    grid_kwh = _kwh()
+    dg_kwh = _kwh()
+    grid_amount = _money("Billed for grid energy")
+    dg_amount = _money("Billed for DG energy")
+    fixed_charges = _money("Billed as fixed daily charges")
+    billed = _money("Grid, DG and fixed together")
+    recharges = _money()
+    adjustments = _money("Signed; includes balances moved by a meter replacement")
+    opening_balance = _money()
+    closing_balance = _money()
+    days_cut = fields.Integer(metadata={"description": "Local days on which the supply was off at some time"})
+    intervals = fields.Integer(metadata={"description": "Half hours received"})
+    intervals_expected = fields.Integer(metadata={"description": "Half hours of the month in service, up to now"})
+
+
+class SiteReportRowOut(_MonthSums):
+    """One meter's line of a site's month."""
+
+    meter_no = MeterNumber()
+    unit_no = fields.String()
+    consumer_name = fields.String()
+
+
+class SiteTotalsOut(_MonthSums):
+    """The sums of every line."""
+
+    meters = fields.Integer()
+
+
+class SiteReportHeaderOut(Record):
+    """Which site and month."""
+
+    site_id = fields.String()
+    name = fields.String()
+    timezone = fields.String()
+    month = fields.String(attribute="month.label", metadata={"description": "YYYY-MM"})
+
+
+class SiteReportOut(SiteReportHeaderOut):
+    """A site's month: one line per meter in service during it (by meter number), and the totals."""
+
+    meters = fields.List(fields.Nested(SiteReportRowOut))
+    totals = fields.Nested(SiteTotalsOut)

@@ -1,0 +1,140 @@
+"""A site's month for its accountant over HTTP and on the command line, streamed.
+
+`GET /api/v1/admin/sites/{site_id}/report?month=YYYY-MM[&format=csv]` and
+`gateway report SITE --month YYYY-MM [--output FILE]` (CSV). Rows are written as the store
+yields them (storage/site_report.py), a few hundred at a time, so a 10,000-meter site is never
+built in memory; the JSON reply is the `SiteReport` envelope written piece by piece.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections.abc import AsyncIterator
+from typing import Any, TextIO
+
+from aiohttp import web
+from marshmallow import ValidationError
+
+from gateway.admin import admin_only, site_in_scope
+from gateway.auth import Principal
+from gateway.keys import CLOCK, DB
+from gateway.settings import Settings
+from schemas import statements as wire
+from storage.clock import Clock
+from storage.engine import Database
+from storage.errors import InvalidInput
+from storage.site_report import MeterMonth, ReportHeader, SiteTotals, stream_site_report
+
+routes = web.RouteTableDef()
+BATCH = 500  # rows per write
+ROW_COLUMNS = ("meter_no", "unit_no", "consumer_name")
+SUM_COLUMNS = tuple(name for name in wire.SiteReportRowOut._declared_fields if name not in ROW_COLUMNS)
+CSV_HEADER = (*ROW_COLUMNS, *SUM_COLUMNS)
+
+
+Items = AsyncIterator[ReportHeader | MeterMonth | SiteTotals]
+
+
+def csv_line(item: MeterMonth | SiteTotals) -> list[Any]:
+    """A meter's line, or the totals line (`total`, the number of meters, no consumer)."""
+    if isinstance(item, SiteTotals):
+        return ["total", f"{item.meters} meters", "", *(getattr(item, name) for name in SUM_COLUMNS)]
+    return [item.meter_no, item.unit_no, item.consumer_name, *(getattr(item, name) for name in SUM_COLUMNS)]
+
+
+async def csv_chunks(report: Items) -> AsyncIterator[str]:
+    """The report as CSV text, `BATCH` rows per chunk (the header line first)."""
+    buffer = io.StringIO()
+    out = csv.writer(buffer, lineterminator="\n")
+    out.writerow(CSV_HEADER)
+    rows = 0
+    async for item in report:
+        if isinstance(item, ReportHeader):
+            continue
+        out.writerow(csv_line(item))
+        rows += 1
+        if rows % BATCH == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+async def json_chunks(
+    header: ReportHeader, report: AsyncIterator[ReportHeader | MeterMonth | SiteTotals]
+) -> AsyncIterator[str]:
+    """The `SiteReport` envelope, written piece by piece: header fields, meters, totals."""
+    head = wire.SiteReportHeaderOut().dump(header)
+    opening = json.dumps({"status": "success", "message": "Site report", "data": head})
+    yield opening[:-2] + ', "meters": ['  # the data object stays open for the meters and totals
+    row_schema, parts, first = wire.SiteReportRowOut(), [], True
+    async for item in report:
+        if isinstance(item, SiteTotals):
+            yield "".join(parts) + '], "totals": ' + json.dumps(wire.SiteTotalsOut().dump(item)) + "}}"
+            return
+        parts.append(("" if first else ",") + json.dumps(row_schema.dump(item)))
+        first = False
+        if len(parts) >= BATCH:
+            yield "".join(parts)
+            parts = []
+
+
+async def _stream(
+    request: web.Request, chunks: AsyncIterator[str], content_type: str, headers: dict[str, str]
+) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": f"{content_type}; charset=utf-8", **headers})
+    await response.prepare(request)
+    async for chunk in chunks:
+        await response.write(chunk.encode())
+    await response.write_eof()
+    return response
+
+
+@routes.get("/api/v1/admin/sites/{site_id}/report")
+@admin_only
+async def site_report(request: web.Request, principal: Principal) -> web.StreamResponse:
+    """The site's month, one line per meter and the totals, as JSON or CSV (streamed)."""
+    site_id = site_in_scope(request, principal)
+    args = wire.SiteReportQuery().load(request.query)
+    year, month = args["month"]
+    report = stream_site_report(request.app[DB], site_id=site_id, year=year, month=month, now=request.app[CLOCK].now())
+    try:
+        header = await anext(report)  # unknown site, bad month: an error reply before anything is sent
+        assert isinstance(header, ReportHeader)
+        if args["format"] == "csv":
+            filename = f"report-{site_id}-{header.month.label}.csv"
+            disposition = {"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"}
+            return await _stream(request, csv_chunks(report), "text/csv", disposition)
+        return await _stream(request, json_chunks(header, report), "application/json", {})
+    finally:
+        await report.aclose()  # a client that went away: the read transaction ends here
+
+
+async def cmd_report(args: argparse.Namespace, settings: Settings, db: Database) -> None:
+    """`gateway report SITE --month YYYY-MM [--output FILE]`: the site's month as CSV."""
+    try:
+        year, month = wire.SiteReportQuery().load({"month": args.month})["month"]
+    except ValidationError:
+        raise InvalidInput(f"--month: not a valid month: expected YYYY-MM, got {args.month!r}") from None
+    report = stream_site_report(db, site_id=args.site_id, year=year, month=month, now=Clock().now())
+    out: TextIO = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: ASYNC230 (a CLI run: nothing else on its loop)
+    try:
+        async for chunk in csv_chunks(report):
+            out.write(chunk)
+    finally:
+        await report.aclose()
+        if out is not sys.stdout:
+            out.close()
+
+
+def add_report_command(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register `gateway report` on the CLI's subcommands."""
+    report = sub.add_parser("report", parents=[common], help="a site's month per meter, as CSV")
+    report.add_argument("site_id")
+    report.add_argument("--month", required=True, help="YYYY-MM, in the site's time zone")
+    report.add_argument("--output", help="write the CSV to this file (default: standard output)")
+    report.set_defaults(func=cmd_report)
