@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     headend_deadline_seconds: float = Field(default=15.0, gt=0)  # one call, retries included
     commands_every_seconds: int = Field(default=10, ge=1, le=3600)  # the command dispatcher job
     alerts_every_seconds: int = Field(default=30, ge=1, le=3600)  # the balance alert job
+    # Data-quality flags (storage/quality.py): a spike is above this × the half hour's 14-day median;
+    # a zero run this many half hours long; a late reading this many minutes after its interval.
+    quality_spike_factor: Decimal = Field(default=Decimal(4), gt=0)
+    quality_zero_run: int = Field(default=8, ge=1, le=48)
+    quality_late_minutes: int = Field(default=180, ge=1)
     command_deadline_minutes: int = Field(default=1440, ge=1)  # a queued cut/restore is retried this long
     reconcile_every_seconds: int = Field(default=30, ge=1, le=3600)  # the reconciliation job
     recharge_expiry_minutes: int = Field(default=1440, ge=1)  # an unconfirmed recharge then ends as error

@@ -1,4 +1,6 @@
-"""A site's month for its accountant over HTTP and on the command line, streamed.
+"""A site's month for its accountant over HTTP and on the command line, streamed; and a
+site-day's data-quality flags (`GET /api/v1/admin/sites/{site_id}/quality?day=`, counted in
+/metrics as `gateway_quality_flags{site_id,kind}`).
 
 `GET /api/v1/admin/sites/{site_id}/report?month=YYYY-MM[&format=csv]` and
 `gateway report SITE --month YYYY-MM [--output FILE]` (CSV). Rows are written as the store
@@ -18,12 +20,14 @@ from typing import Any, TextIO
 
 from aiohttp import web
 from marshmallow import ValidationError
+from prometheus_client import Gauge
 
-from gateway.admin import admin_only, site_in_scope
+from gateway.admin import admin_only, ok, site_in_scope
 from gateway.auth import Principal
-from gateway.keys import CLOCK, DB
+from gateway.keys import CLOCK, DB, SETTINGS
 from gateway.settings import Settings
 from schemas import statements as wire
+from storage import quality
 from storage.clock import Clock
 from storage.engine import Database
 from storage.errors import InvalidInput
@@ -138,3 +142,28 @@ def add_report_command(sub: Any, common: argparse.ArgumentParser) -> None:
     report.add_argument("--month", required=True, help="YYYY-MM, in the site's time zone")
     report.add_argument("--output", help="write the CSV to this file (default: standard output)")
     report.set_defaults(func=cmd_report)
+
+
+QUALITY_FLAGS = Gauge(
+    "gateway_quality_flags", "Data-quality flags of the site-day last listed, by kind", ["site_id", "kind"]
+)
+
+
+@routes.get("/api/v1/admin/sites/{site_id}/quality")
+@admin_only
+async def site_quality(request: web.Request, principal: Principal) -> web.Response:
+    """The data-quality flags of a site's local day (flagged, never changed)."""
+    site_id = site_in_scope(request, principal)
+    day = wire.QualityQuery().load(request.query)["day"]
+    settings = request.app[SETTINGS]
+    rules = quality.QualityRules(
+        spike_factor=settings.quality_spike_factor,
+        zero_run=settings.quality_zero_run,
+        late_minutes=settings.quality_late_minutes,
+    )
+    found = await quality.site_quality(
+        request.app[DB], site_id=site_id, day=day, now=request.app[CLOCK].now(), rules=rules
+    )
+    for kind, count in found.counts.items():
+        QUALITY_FLAGS.labels(site_id=site_id, kind=kind).set(count)
+    return ok("Data quality", wire.SiteQualityOut().dump(found))

@@ -16,6 +16,13 @@ MONTH = {
     "description": "The calendar month in the site's time zone, YYYY-MM (not after the current one)",
     "schema": {"type": "string", "pattern": r"^2[0-9]{3}-(0[1-9]|1[0-2])$"},
 }
+DAY = {
+    "in": "query",
+    "name": "day",
+    "required": True,
+    "description": "The site's local day, YYYY-MM-DD (not in the future)",
+    "schema": {"type": "string", "format": "date"},
+}
 FORMAT = {
     "in": "query",
     "name": "format",
@@ -47,4 +54,8 @@ def statement_ops(ref: Ref) -> dict[tuple[str, str], dict[str, Any]]:
             "opening and closing balances, days cut, half hours received of expected; and the totals (streamed)",
             with_csv(ok(admin_reply.SiteReport), "one line per meter and a `total` line"),
             ADMIN_READ_ERRORS, parameters=[SITE_ID, MONTH, FORMAT]),
+        ("GET", f"{base}/sites/{{site_id}}/quality"): op(
+            "A site-day's data-quality flags per meter: missing half hours, spikes, zero runs while the site "
+            "consumed, late packets, conflicts (flagged, never changed)",
+            ok(admin_reply.SiteQuality), ADMIN_READ_ERRORS, parameters=[SITE_ID, DAY]),
     }  # fmt: skip

@@ -12,7 +12,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate
 
 from schemas.admin import AdminBody, Record
-from schemas.fields import MeterNumber
+from schemas.fields import Day, MeterNumber
 
 _MONTH = re.compile(r"^(2[0-9]{3})-(0[1-9]|1[0-2])$")
 
@@ -183,3 +183,29 @@ class SiteReportOut(SiteReportHeaderOut):
 
     meters = fields.List(fields.Nested(SiteReportRowOut))
     totals = fields.Nested(SiteTotalsOut)
+
+
+class QualityQuery(AdminBody):
+    """`GET /api/v1/admin/sites/{site_id}/quality?day=YYYY-MM-DD`."""
+
+    day = Day(required=True, metadata={"description": "The site's local day"})
+
+
+class QualityFlagOut(Record):
+    """One meter's flag of one kind."""
+
+    meter_no = MeterNumber()
+    unit_no = fields.String()
+    kind = fields.String(metadata={"description": "missing | spike | zero_run | late | conflict"})
+    intervals = fields.Integer(metadata={"description": "Half hours (or packets) it concerns"})
+    detail = fields.String()
+
+
+class SiteQualityOut(Record):
+    """A site-day's data-quality flags (nothing is changed: flagged only)."""
+
+    site_id = fields.String()
+    day = fields.Date()
+    meters = fields.Integer(metadata={"description": "Meters in service that day"})
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "Flags per kind"})
+    flags = fields.List(fields.Nested(QualityFlagOut))

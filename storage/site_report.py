@@ -8,9 +8,9 @@ by their day, money by when it was made; so each row's closing balance is its st
 
 Balances are worked back from the stored balance, not summed over a meter's whole history:
 balance at T = balance now − Σ ledger entries from T on + Σ charges of readings from T on, so a
-report reads the readings of the month and of what followed it only. Rows come from one
-aggregate query ordered by meter number and are yielded as they are read (`stream_site_report`):
-a 10,000-meter site is never held in memory at once.
+report reads the readings of the month and of what followed it only. Meters are read in
+batches (their readings through the primary key, aggregated per meter) and their lines yielded
+batch by batch (`stream_site_report`): a 10,000-meter site is never held in memory at once.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -29,14 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage import energy
 from storage.engine import Database
 from storage.errors import NotFound
-from storage.models import Command, Energy, LedgerEntry, Meter, Money, Reading, Site
+from storage.models import Command, LedgerEntry, Meter, Money, Reading, Site
 from storage.statements import Month, check_month_started
 
 ZERO = Decimal("0.00")
 ZERO_KWH = Decimal("0.000")
 HALF_HOUR = dt.timedelta(minutes=30)
 OFF, ON = ("cut", "stop"), ("restore", "start")
-FETCH = 1_000  # rows per round trip when streaming
+BATCH = 500  # meters per round of queries: bounds memory whatever the site's size
 
 
 @dataclass
@@ -111,70 +112,77 @@ def _in(column: sa.ColumnElement[bool], value: sa.ColumnElement[Decimal], zero: 
     return func.coalesce(func.sum(sa.case((column, value), else_=zero)), zero)
 
 
-def _report_query(site_id: str, month: Month) -> sa.Select[tuple[object, ...]]:
-    """Every meter that was in service during the month, with its sums, by meter number."""
-    zero_kwh, zero = sa.literal(0, Energy), sa.literal(0, Money)
-    in_month = Reading.interval_start < month.end  # type: ignore[operator]
-    readings = (
-        select(
-            Reading.meter_no.label("meter_no"),  # type: ignore[attr-defined]
-            _in(in_month, energy.grid_kwh(), zero_kwh).label("grid_kwh"),
-            _in(in_month, energy.dg_kwh(), zero_kwh).label("dg_kwh"),
-            _in(in_month, energy.grid_charge(), zero).label("grid_amount"),
-            _in(in_month, energy.dg_charge(), zero).label("dg_amount"),
-            _in(in_month, sa.literal(1), sa.literal(0)).label("intervals"),
-            _in(sa.not_(in_month), Reading.charge, zero).label("charges_after"),
-        )
-        .join(Meter, Meter.meter_no == Reading.meter_no)  # type: ignore[arg-type]
-        .where(Meter.site_id == site_id, Reading.interval_start >= month.start)  # type: ignore[arg-type]
-        .group_by(Reading.meter_no)
-        .subquery()
+def _meters_of(column: Any, batch: list[int]) -> tuple[sa.ColumnElement[bool], ...]:
+    """The batch's meters: their list and their range, written into the SQL (they are integers
+    from our own table). As bound parameters, PostgreSQL switches to a generic plan after five
+    batches, which cannot see the range and scans every reading of the site for each batch."""
+    numbers = sa.bindparam("batch", batch, expanding=True, literal_execute=True)
+    low, high = (
+        sa.bindparam(name, value, literal_execute=True) for name, value in (("low", batch[0]), ("high", batch[-1]))
     )
+    return column.in_(numbers), column.between(low, high)
+
+
+def _readings_query(batch: list[int], month: Month) -> sa.Select[tuple[object, ...]]:
+    """Per meter of the batch: the month's energy and charges and its half hours received."""
+    return (
+        select(
+            Reading.meter_no,
+            func.sum(energy.grid_kwh()),
+            func.sum(energy.dg_kwh()),
+            func.sum(energy.grid_charge()),
+            func.sum(energy.dg_charge()),
+            func.count(),
+        )
+        .where(
+            *_meters_of(Reading.meter_no, batch),
+            Reading.interval_start >= month.start,  # type: ignore[arg-type]
+            Reading.interval_start < month.end,  # type: ignore[arg-type]
+        )
+        .group_by(Reading.meter_no)
+    )
+
+
+def _charges_after_query(batch: list[int], month: Month) -> sa.Select[tuple[object, ...]]:
+    """Per meter of the batch: the charges of readings after the month (to work balances back)."""
+    return (
+        select(Reading.meter_no, func.sum(Reading.charge))
+        .where(*_meters_of(Reading.meter_no, batch), Reading.interval_start >= month.end)  # type: ignore[arg-type]
+        .group_by(Reading.meter_no)
+    )
+
+
+def _ledger_query(batch: list[int], month: Month) -> sa.Select[tuple[object, ...]]:
+    """Per meter of the batch: the month's recharges, adjustments and fixed charges, and the sum of
+    every entry that followed the month."""
+    zero = sa.literal(0, Money)
     is_fixed = sa.and_(LedgerEntry.kind == "fixed", LedgerEntry.day.is_not(None))  # type: ignore[union-attr]
     during = sa.and_(LedgerEntry.created_at < month.end, sa.not_(is_fixed))  # type: ignore[operator]
     fixed_during = sa.and_(is_fixed, LedgerEntry.day < month.next_first)  # type: ignore[operator]
-    ledger = (
+    adjustment = LedgerEntry.kind.in_(("adjustment", "opening"))  # type: ignore[attr-defined]
+    return (
         select(
-            LedgerEntry.meter_no.label("meter_no"),  # type: ignore[attr-defined]
-            _in(sa.and_(during, LedgerEntry.kind == "credit"), LedgerEntry.amount, zero).label("recharges"),
-            _in(sa.and_(during, LedgerEntry.kind.in_(("adjustment", "opening"))), LedgerEntry.amount, zero).label(  # type: ignore[attr-defined]
-                "adjustments"
-            ),
-            _in(fixed_during, LedgerEntry.amount, zero).label("fixed"),
-            _in(sa.not_(sa.or_(during, fixed_during)), LedgerEntry.amount, zero).label("after"),
+            LedgerEntry.meter_no,
+            _in(sa.and_(during, LedgerEntry.kind == "credit"), LedgerEntry.amount, zero),
+            _in(sa.and_(during, adjustment), LedgerEntry.amount, zero),
+            _in(fixed_during, LedgerEntry.amount, zero),
+            _in(sa.not_(sa.or_(during, fixed_during)), LedgerEntry.amount, zero),
         )
-        .join(Meter, Meter.meter_no == LedgerEntry.meter_no)  # type: ignore[arg-type]
         .where(
-            Meter.site_id == site_id,
+            *_meters_of(LedgerEntry.meter_no, batch),
             sa.or_(
                 sa.and_(is_fixed, LedgerEntry.day >= month.first),  # type: ignore[operator]
                 sa.and_(sa.not_(is_fixed), LedgerEntry.created_at >= month.start),  # type: ignore[operator]
             ),
         )
         .group_by(LedgerEntry.meter_no)
-        .subquery()
     )
+
+
+def _meters_query(site_id: str, month: Month) -> sa.Select[tuple[int]]:
+    """The site's meters in service at some time during the month, by number."""
     return (
-        select(
-            Meter.meter_no,
-            Meter.unit_no,
-            Meter.consumer_name,
-            Meter.balance,
-            Meter.created_at,
-            Meter.retired_at,
-            readings.c.grid_kwh,
-            readings.c.dg_kwh,
-            readings.c.grid_amount,
-            readings.c.dg_amount,
-            readings.c.intervals,
-            readings.c.charges_after,
-            ledger.c.recharges,
-            ledger.c.adjustments,
-            ledger.c.fixed,
-            ledger.c.after,
-        )
-        .outerjoin(readings, readings.c.meter_no == Meter.meter_no)
-        .outerjoin(ledger, ledger.c.meter_no == Meter.meter_no)
+        select(Meter.meter_no)
         .where(
             Meter.site_id == site_id,
             Meter.created_at < month.end,  # type: ignore[operator]
@@ -240,13 +248,52 @@ def _expected(month: Month, created: dt.datetime, retired: dt.datetime | None, n
     return max(0, (end - first) // HALF_HOUR)
 
 
+async def _batch(
+    session: AsyncSession, batch: list[int], month: Month, now: dt.datetime, off_days: dict[int, int]
+) -> list[MeterMonth]:
+    """The lines of a batch of meters, in the batch's order."""
+    columns = (Meter.meter_no, Meter.unit_no, Meter.consumer_name, Meter.balance, Meter.created_at, Meter.retired_at)
+    meters = await session.execute(select(*columns).where(Meter.meter_no.in_(batch)))  # type: ignore[attr-defined]
+    by_meter = {row[0]: row for row in meters}
+    readings = {row[0]: row[1:] for row in await session.execute(_readings_query(batch, month))}
+    charges_after = dict((await session.execute(_charges_after_query(batch, month))).all())
+    ledger = {row[0]: row[1:] for row in await session.execute(_ledger_query(batch, month))}
+    lines = []
+    for meter_no in batch:
+        _, unit_no, consumer, balance, created, retired = by_meter[meter_no]
+        grid_kwh, dg_kwh, grid_amount, dg_amount, intervals = readings.get(
+            meter_no, (ZERO_KWH, ZERO_KWH, ZERO, ZERO, 0)
+        )
+        recharges, adjustments, fixed, after = ledger.get(meter_no, (ZERO, ZERO, ZERO, ZERO))
+        line = MeterMonth(
+            meter_no=meter_no,
+            unit_no=unit_no,
+            consumer_name=consumer,
+            grid_kwh=grid_kwh,
+            dg_kwh=dg_kwh,
+            grid_amount=grid_amount,
+            dg_amount=dg_amount,
+            fixed_charges=-fixed,
+            recharges=recharges,
+            adjustments=adjustments,
+            days_cut=off_days.get(meter_no, 0),
+            intervals=intervals,
+            intervals_expected=_expected(month, created, retired, now),
+        )
+        line.closing_balance = balance - after + charges_after.get(meter_no, ZERO)
+        line.opening_balance = line.closing_balance - line.recharges - line.adjustments + line.billed
+        lines.append(line)
+    return lines
+
+
 async def stream_site_report(
     db: Database, *, site_id: str, year: int, month: int, now: dt.datetime
 ) -> AsyncIterator[ReportHeader | MeterMonth | SiteTotals]:
     """The report: its header, then one `MeterMonth` per meter in meter-number order, then the totals.
 
     NotFound for an unknown site; InvalidInput for a month that has not begun. A read session
-    (never the write lock, however slow the client), streamed `FETCH` rows at a time.
+    (never the write lock, however slow the client); `BATCH` meters are read at a time, each by
+    its primary-key range of readings, so memory does not grow with the site.
     """
     async with db.reader() as session:
         site = await session.get(Site, site_id)
@@ -258,27 +305,10 @@ async def stream_site_report(
         yield ReportHeader(site.id, site.name, site.timezone, period)
         off_days = await _supply_off_days(session, site_id, period, zone)
         totals = SiteTotals()
-        result = await session.stream(_report_query(site_id, period).execution_options(yield_per=FETCH))
-        async for row in result:
-            (meter_no, unit_no, consumer, balance, created, retired, grid_kwh, dg_kwh, grid_amount, dg_amount,
-             intervals, charges_after, recharges, adjustments, fixed, after) = row  # fmt: skip
-            line = MeterMonth(
-                meter_no=meter_no,
-                unit_no=unit_no,
-                consumer_name=consumer,
-                grid_kwh=grid_kwh or ZERO_KWH,
-                dg_kwh=dg_kwh or ZERO_KWH,
-                grid_amount=grid_amount or ZERO,
-                dg_amount=dg_amount or ZERO,
-                fixed_charges=-(fixed or ZERO),
-                recharges=recharges or ZERO,
-                adjustments=adjustments or ZERO,
-                days_cut=off_days.get(meter_no, 0),
-                intervals=intervals or 0,
-                intervals_expected=_expected(period, created, retired, now),
-            )
-            line.closing_balance = balance - (after or ZERO) + (charges_after or ZERO)
-            line.opening_balance = line.closing_balance - line.recharges - line.adjustments + line.billed
-            totals.add(line)
-            yield line
+        meter_nos = list((await session.execute(_meters_query(site_id, period))).scalars())
+        for first in range(0, len(meter_nos), BATCH):
+            batch = meter_nos[first : first + BATCH]
+            for line in await _batch(session, batch, period, now, off_days):
+                totals.add(line)
+                yield line
         yield totals
