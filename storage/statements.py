@@ -195,17 +195,6 @@ class Statement:
         )
 
 
-def parse_month(text: str) -> tuple[int, int]:
-    """`YYYY-MM` as (year, month); InvalidInput naming `month` otherwise."""
-    try:
-        parsed = dt.datetime.strptime(text, "%Y-%m")
-    except (TypeError, ValueError):
-        parsed = None
-    if parsed is None or len(text) != 7 or not 2000 <= parsed.year <= 2999:
-        raise InvalidInput("month must be YYYY-MM", {"month": ["Not a valid month: expected YYYY-MM."]})
-    return parsed.year, parsed.month
-
-
 def check_month_started(month: Month, now: dt.datetime) -> None:
     """InvalidInput for a month that has not begun at the site yet."""
     if month.start > now:

@@ -41,6 +41,7 @@ from storage import days, ledger, registry
 from storage.clock import FixedClock
 from storage.engine import Database
 from storage.models import LedgerEntry, Meter, Site
+from storage.statements import Month, Statement, StatementDay
 from tests.command_setup import MockHeadEnd
 from tests.portaldata import NOW as PORTAL_NOW
 from tests.portaldata import RESIDENT, add_accounts, log_in, make_world, portal_settings
@@ -268,3 +269,15 @@ async def test_the_resident_reads_and_downloads_their_own_statement_only(residen
     for month in ("2025-13", "Feb", "2025-03"):  # not a month; after the current one
         assert (await resident.get(f"/profile/999-999-999/statement?month={month}")).status == 400
     assert (await resident.get("/profile/999-999-999/statement?format=pdf")).status == 400
+
+
+def test_the_check_line_says_when_the_lines_do_not_account_for_the_closing_balance() -> None:
+    month = Month.of(2025, 2, "Asia/Kolkata")
+    lines = {"meter_no": 1, "site_id": "S1", "unit_no": "A-1", "consumer_name": "", "timezone": "Asia/Kolkata"}
+    statement = Statement(**lines, month=month, opening_balance=Decimal("10.00"), closing_balance=Decimal("4.00"))
+    statement.days.append(
+        StatementDay(dt.date(2025, 2, 1), Decimal("8.00"), Decimal("20.00"), grid_amount=Decimal("5.00"))
+    )
+    assert not statement.balanced
+    assert statement.check_line == "10.00 + 0.00 − 5.00 + 0.00 = 5.00 (MISMATCH: closing balance is 4.00)"
+    assert month.start == ist("2025-02-01 00:00") and month.end == ist("2025-03-01 00:00")
