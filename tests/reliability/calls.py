@@ -122,6 +122,9 @@ CALLS: tuple[ApiCall, ...] = (
     ApiCall("PATCH", "/api/v1/admin/meters/{meter_no}", "admin", {"consumer_name": "Someone Else"}),
     ApiCall("POST", "/api/v1/admin/meters/{meter_no}/retire", "admin", path_kinds={"meter_no": "spare_meter"}),
     ApiCall("GET", "/api/v1/admin/meters/{meter_no}/ledger", "admin"),
+    ApiCall("GET", "/api/v1/admin/meters/{meter_no}/statement", "admin", {"month": "2025-01"}),
+    ApiCall("GET", "/api/v1/admin/sites/{site_id}/report", "admin", {"month": "2025-01"}),
+    ApiCall("GET", "/api/v1/admin/sites/{site_id}/quality", "admin", {"day": "2025-01-15"}),
     ApiCall("POST", "/api/v1/admin/meters/{meter_no}/adjustments", "admin", {"amount": "-1.00", "reason": "matrix"}),
     ApiCall(
         "POST",
