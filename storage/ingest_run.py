@@ -49,15 +49,16 @@ def time_to_driver(dialect: Dialect) -> TimeToDriver:
 class Group:
     """A group of readings as the load statements take it: rows of (place, meter, start, end,
     Wh, source, scope) and (scope, site) pairs; scope 0 may touch any site, scope n only the
-    sites paired with n."""
+    sites paired with n. `repeats`: some (meter, interval) comes more than once."""
 
-    __slots__ = ("rows", "scopes")
+    __slots__ = ("repeats", "rows", "scopes")
 
     def __init__(self, readings: list[NewReading], to_driver: TimeToDriver) -> None:
         times: dict[dt.datetime, tuple[Any, Any]] = {}  # a group has few distinct intervals
         numbers: dict[frozenset[str], int] = {}
         self.scopes: list[tuple[int, str]] = []
         self.rows: list[tuple[Any, ...]] = []
+        keys: set[tuple[int, dt.datetime]] = set()
         for idx, (meter_no, start, wh, source, sites) in enumerate(readings):
             interval = times.get(start)
             if interval is None:
@@ -70,6 +71,12 @@ class Group:
                     self.scopes.extend((found, site) for site in sorted(sites))
                 scope = found
             self.rows.append((idx, meter_no, *interval, wh, source, scope))
+            keys.add((meter_no, start))
+        self.repeats = len(keys) < len(self.rows)
+
+    def classify(self, statements: IngestStatements) -> str:
+        """The classify statement this group needs."""
+        return statements.classify if self.repeats else statements.classify_once_each
 
 
 def results_of(size: int, rows: list[Any]) -> list[ReadingResult]:
@@ -89,7 +96,7 @@ def results_of(size: int, rows: list[Any]) -> list[ReadingResult]:
 
 # SQLite
 
-SQLITE_LOAD_INCOMING = """
+SQLITE_LOAD = """
 INSERT INTO ingest_incoming (idx, meter_no, interval_start, interval_end, wh, source, scope)
 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6 FROM json_each(?)
 """
@@ -116,7 +123,8 @@ def record_on_sqlite(
         conn.executemany("INSERT INTO ingest_scope (scope, site_id) VALUES (?, ?)", group.scopes)
         # One JSON parameter rather than executemany: SQLite then reads the rows without the
         # GIL, which binding row by row holds while the event loop needs it.
-        conn.execute(SQLITE_LOAD_INCOMING, (orjson.dumps(group.rows).decode(),))
+        conn.execute(SQLITE_LOAD, (orjson.dumps(group.rows).decode(),))
+        conn.execute(group.classify(statements))
         for statement in statements.record:
             conn.execute(statement)
         results = results_of(len(readings), conn.execute(statements.results).fetchall())
@@ -163,7 +171,7 @@ async def record_on_postgres(
 ) -> list[ReadingResult]:
     """Record a group in one transaction on a connection through `prepare_postgres`."""
     group = Group(readings, _identity)
-    script = ";\n".join((statements.lock or "", *statements.record))
+    script = ";\n".join((statements.lock or "", group.classify(statements), *statements.record))
     async with conn.transaction():
         await conn.execute(POSTGRES_LOAD, *_columns(group.rows, 7), *_columns(group.scopes, 2), received_at)
         await conn.execute(script)  # no parameters: one round trip for all of them

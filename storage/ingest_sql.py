@@ -1,7 +1,7 @@
 """Ingest's statements: one set-based path for every group, built from `storage.rules` with
 SQLAlchemy Core and compiled for the connection's dialect once, at start-up.
 
-A group (every reading of the requests one group commit takes) is loaded into a temp table,
+A group (every reading of the requests one group commit takes) is loaded into the temp table
 `ingest_incoming`, then these statements run in order, in one transaction, with no Python per
 reading and no parameters (the group's receive time is the one row of `ingest_group`):
 
@@ -17,8 +17,10 @@ reading and no parameters (the group's receive time is the one row of `ingest_gr
 6. `results`: the readings that were not simply stored (none, in the usual case).
 
 Loading the group is the one thing spelled per dialect (`storage.ingest_run`): a JSON array read
-by `json_each` on SQLite, typed arrays read by `unnest` on PostgreSQL. Parameterless statements
-also let PostgreSQL take steps 1–5 as one script, in one round trip.
+by `json_each` on SQLite (measured: cheaper than reading the JSON in `classify` itself, which
+extracts each field wherever the statement refers to it), typed arrays read by `unnest` on
+PostgreSQL. Parameterless statements let PostgreSQL take steps 1–5 as one script, in one round
+trip.
 """
 
 from __future__ import annotations
@@ -93,14 +95,21 @@ def _received_at() -> sa.ScalarSelect[object]:
     return sa.select(group.c.received_at).scalar_subquery()
 
 
-def classify(rules: Rules) -> sa.Insert:
-    """Every reading of the group judged, with the source and charge it would be stored with."""
+def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
+    """Every reading of the group judged, with the source and charge it would be stored with.
+
+    `repeats=False` is the same statement for a group known to hold each (meter, interval) once
+    (the usual case): every reading is then the first of its interval in the group, and the
+    window that finds the first (a sort of the whole group, a sixth of the statement) is left out.
+    """
     i = incoming
     in_scope = sa.or_(
         i.c.scope == 0,
         sa.select(scope.c.site_id).where(scope.c.scope == i.c.scope, scope.c.site_id == meter.c.site_id).exists(),
     )
-    known = sa.and_(meter.c.meter_no.is_not(None), in_scope)
+    standing = rules.classification.standing(
+        visible=sa.and_(meter.c.meter_no.is_not(None), in_scope), active=meter.c.active
+    )
     r = ReadingColumns(meter.c.meter_no, meter.c.site_id, i.c.interval_start, i.c.interval_end, i.c.wh, i.c.source)
     judged = (
         sa.select(
@@ -113,8 +122,7 @@ def classify(rules: Rules) -> sa.Insert:
             rules.source.source(r).label("source"),
             site.c.tariff_grid,
             site.c.tariff_dg,
-            sa.case((known, sa.true()), else_=sa.false()).label("known"),
-            sa.case((sa.and_(known, meter.c.active), sa.true()), else_=sa.false()).label("eligible"),
+            standing.label("standing"),
             in_units(reading.c.kwh).label("stored_wh"),
         )
         .select_from(
@@ -127,17 +135,19 @@ def classify(rules: Rules) -> sa.Insert:
         .subquery("judged")
     )
     j = judged.c
-    same_interval = {"partition_by": [j.meter_no, j.interval_start, j.eligible]}  # eligible ones: first come first kept
-    first_wh = sa.func.first_value(j.wh).over(order_by=j.idx, **same_interval)
+    same_interval = {
+        "partition_by": [j.meter_no, j.interval_start, j.standing]
+    }  # among OPEN ones: first come first kept
+    first_wh = sa.func.first_value(j.wh).over(order_by=j.idx, **same_interval) if repeats else j.wh
+    first_in_group = sa.func.min(j.idx).over(**same_interval) == j.idx if repeats else sa.true()
     charge = rules.charge.paise(
         ReadingColumns(j.meter_no, j.site_id, j.interval_start, j.interval_end, j.wh, j.source), j.source, judged
     )
     outcome = rules.classification.outcome(
-        meter_known=j.known,
-        meter_active=j.eligible,
+        standing=j.standing,
         wh=j.wh,
         stored_wh=j.stored_wh,
-        first_in_group=sa.func.min(j.idx).over(**same_interval) == j.idx,
+        first_in_group=first_in_group,
         first_wh_in_group=first_wh,
     )
     columns = ["idx", "meter_no", "interval_start", "interval_end", "wh", "source", "charge", "outcome", "kept_wh"]
@@ -207,6 +217,7 @@ def update_meters(rules: Rules) -> sa.Update:
 def queue_cuts(rules: Rules) -> sa.Insert:
     """A requested cut for each charged meter the cut decision says is due."""
     received = _received_at()
+    charge = sa.select(charged.c.charge).where(charged.c.meter_no == meter.c.meter_no).scalar_subquery()
     return sa.insert(command).from_select(
         ["meter_no", "action", "reason", "params", "state", "result", "attempts", "created_at", "updated_at"],
         sa.select(
@@ -220,10 +231,13 @@ def queue_cuts(rules: Rules) -> sa.Insert:
             received,
             received,
         )
-        .select_from(
-            charged.join(meter, meter.c.meter_no == charged.c.meter_no).join(site, site.c.id == meter.c.site_id)
+        .select_from(meter.join(site, site.c.id == meter.c.site_id))
+        # Meters looked up by the IN (a join made SQLite scan every meter: its temp tables have
+        # no statistics).
+        .where(
+            meter.c.meter_no.in_(sa.select(charged.c.meter_no)),
+            rules.cut.due(meter=meter, site=site, charged_paise=charge),
         )
-        .where(rules.cut.due(meter=meter, site=site, charged_paise=charged.c.charge))
         .order_by(meter.c.meter_no),
         include_defaults=False,
     )
@@ -250,7 +264,9 @@ class IngestStatements:
 
     create_tables: tuple[str, ...]
     lock: str | None  # None on SQLite
-    record: tuple[str, ...]  # classify … queue_cuts
+    classify: str
+    classify_once_each: str  # the same for a group without repeated (meter, interval)
+    record: tuple[str, ...]  # insert_readings … queue_cuts
     results: str
     clear: tuple[str, ...]  # empty on PostgreSQL (its temp tables empty at commit)
 
@@ -265,10 +281,11 @@ class IngestStatements:
         return cls(
             create_tables=tuple(sql(CreateTable(table, if_not_exists=True)) for table in WORK.sorted_tables),
             lock=sql(lock_meters()) if postgres else None,
+            classify=sql(classify(rules)),
+            classify_once_each=sql(classify(rules, repeats=False)),
             record=tuple(
                 sql(statement)
                 for statement in (
-                    classify(rules),
                     insert_readings(),
                     insert_conflicts(),
                     sum_charged(rules),

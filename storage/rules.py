@@ -239,20 +239,26 @@ class Classification:
     (the first value kept); a reading repeated within the group is judged against the first of its
     interval in the group; anything else → stored."""
 
+    UNSEEN, RETIRED, OPEN = 0, 1, 2  # a meter's standing for the caller
+
+    def standing(self, *, visible: ColumnElement[bool], active: ColumnElement[bool]) -> ColumnElement[int]:
+        """UNSEEN (unknown, or not in the caller's sites), RETIRED, or OPEN to readings."""
+        return sa.case((sa.not_(visible), self.UNSEEN), (sa.not_(active), self.RETIRED), else_=self.OPEN)
+
     def outcome(
         self,
         *,
-        meter_known: ColumnElement[bool],
-        meter_active: ColumnElement[bool],
+        standing: ColumnElement[int],
         wh: ColumnElement[int],
         stored_wh: ColumnElement[int | None],
         first_in_group: ColumnElement[bool],
         first_wh_in_group: ColumnElement[int],
     ) -> ColumnElement[int]:
-        """An `OutcomeCode` as SQL."""
+        """An `OutcomeCode` as SQL (`first_…_in_group`: among the readings of its interval that
+        are OPEN)."""
         return sa.case(
-            (sa.not_(meter_known), OutcomeCode.UNKNOWN_METER),
-            (sa.not_(meter_active), OutcomeCode.RETIRED_METER),
+            (standing == self.UNSEEN, OutcomeCode.UNKNOWN_METER),
+            (standing == self.RETIRED, OutcomeCode.RETIRED_METER),
             (stored_wh.is_not(None), sa.case((stored_wh == wh, OutcomeCode.DUPLICATE), else_=OutcomeCode.CONFLICT)),
             (first_in_group, OutcomeCode.STORED),
             (first_wh_in_group == wh, OutcomeCode.DUPLICATE),

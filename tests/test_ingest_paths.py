@@ -222,14 +222,19 @@ MUTANTS = [
     ("DG switched ON within the interval ignored", "turned_on.status = 'ON'", "turned_on.status = 'OFF'"),
     ("explicit source ignored", "(ingest_incoming.source IS NOT NULL)", "(ingest_incoming.source = 'none')"),
     ("cut only below zero", "meter.balance <= 0", "meter.balance < 0"),
-    ("cut after a free reading", "ingest_charged.charge > 0", "ingest_charged.charge >= 0"),
+    (
+        "cut after a free reading",
+        "WHERE ingest_charged.meter_no = meter.meter_no) > 0",
+        "WHERE ingest_charged.meter_no = meter.meter_no) >= 0",
+    ),
     ("cut while disconnected", "meter.relay_on = 1 AND ", ""),
     ("a sent cut not counted as pending", "pending.state IN ('requested', 'sent')", "pending.state IN ('requested')"),
     (
         "retired judged before unknown",
-        "WHEN judged.known = 0 THEN 3 WHEN judged.eligible = 0 THEN 4",
-        "WHEN judged.eligible = 0 THEN 4 WHEN judged.known = 0 THEN 3",
+        "CASE WHEN (NOT (meter.meter_no IS NOT NULL AND",
+        "CASE WHEN meter.active = 0 THEN 1 WHEN (NOT (meter.meter_no IS NOT NULL AND",
     ),
+    ("retired answered as unknown", "WHEN meter.active = 0 THEN 1 ELSE 2", "WHEN meter.active = 0 THEN 0 ELSE 2"),
     ("caller's sites ignored", "ingest_incoming.scope = 0 OR", "ingest_incoming.scope >= 0 OR"),
     ("a repeat judged against the group's last", "ORDER BY judged.idx)", "ORDER BY judged.idx DESC)"),
     (
@@ -250,8 +255,13 @@ MUTANTS = [
 
 def mutated(statements: IngestStatements, wrong: str, mistake: str) -> IngestStatements:
     """The statements with one mistake seeded (the text must be there: a stale mutant fails)."""
-    assert any(wrong in sql for sql in statements.record), f"mutant does not apply: {wrong!r}"
-    return dataclasses.replace(statements, record=tuple(sql.replace(wrong, mistake) for sql in statements.record))
+    assert any(wrong in sql for sql in (statements.classify, *statements.record)), f"mutant does not apply: {wrong!r}"
+    return dataclasses.replace(
+        statements,
+        classify=statements.classify.replace(wrong, mistake),
+        classify_once_each=statements.classify_once_each.replace(wrong, mistake),
+        record=tuple(sql.replace(wrong, mistake) for sql in statements.record),
+    )
 
 
 @pytest.mark.parametrize(("mistake", "wrong", "seeded"), MUTANTS, ids=[m[0] for m in MUTANTS])
