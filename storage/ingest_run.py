@@ -151,6 +151,13 @@ SELECT * FROM unnest($1::int[], $2::bigint[], $3::timestamptz[], $4::timestamptz
 """
 
 
+# A group touches a few rows of `meter` and `reading`: they are to be looked up by key. The
+# planner knows the working tables' sizes only roughly, and it chose to hash every meter for a
+# group of a thousand (on a table bloated by updates, 110 ms before its first row). Nested loops
+# only, for this transaction's statements.
+PLAN_BY_KEY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+
+
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     if not rows:
         return [[] for _ in range(width)]
@@ -158,9 +165,15 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
 
 
 async def prepare_postgres(conn: asyncpg.Connection, statements: IngestStatements) -> None:
-    """Create the working tables on this connection (once per connection)."""
+    """Create the working tables on this connection (once per connection).
+
+    They are analysed once, empty: never-analysed tables are planned as at least 10 pages (about
+    a thousand rows), and the planner then chose to scan every meter and every reading for a
+    group of a few (measured: 7.5 ms instead of 0.2). Analysed, they are planned at their size.
+    """
     for statement in statements.create_tables:
         await conn.execute(statement)
+    await conn.execute(statements.analyze)
 
 
 async def record_on_postgres(
@@ -171,7 +184,7 @@ async def record_on_postgres(
 ) -> list[ReadingResult]:
     """Record a group in one transaction on a connection through `prepare_postgres`."""
     group = Group(readings, _identity)
-    script = ";\n".join((statements.lock or "", group.classify(statements), *statements.record))
+    script = ";\n".join((PLAN_BY_KEY, statements.lock or "", group.classify(statements), *statements.record))
     async with conn.transaction():
         await conn.execute(POSTGRES_LOAD, *_columns(group.rows, 7), *_columns(group.scopes, 2), received_at)
         await conn.execute(script)  # no parameters: one round trip for all of them

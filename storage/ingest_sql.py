@@ -111,6 +111,13 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
         visible=sa.and_(meter.c.meter_no.is_not(None), in_scope), active=meter.c.active
     )
     r = ReadingColumns(meter.c.meter_no, meter.c.site_id, i.c.interval_start, i.c.interval_end, i.c.wh, i.c.source)
+    # A subquery per reading, not a join: PostgreSQL then looks each one up in its month's
+    # partition instead of hashing every stored reading (its temp tables' sizes are guesses).
+    stored_wh = (
+        sa.select(in_units(reading.c.kwh))
+        .where(reading.c.meter_no == i.c.meter_no, reading.c.interval_start == i.c.interval_start)
+        .scalar_subquery()
+    )
     judged = (
         sa.select(
             i.c.idx,
@@ -123,15 +130,9 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
             site.c.tariff_grid,
             site.c.tariff_dg,
             standing.label("standing"),
-            in_units(reading.c.kwh).label("stored_wh"),
+            stored_wh.label("stored_wh"),
         )
-        .select_from(
-            i.outerjoin(meter, meter.c.meter_no == i.c.meter_no)
-            .outerjoin(site, site.c.id == meter.c.site_id)
-            .outerjoin(
-                reading, sa.and_(reading.c.meter_no == i.c.meter_no, reading.c.interval_start == i.c.interval_start)
-            )
-        )
+        .select_from(i.outerjoin(meter, meter.c.meter_no == i.c.meter_no).outerjoin(site, site.c.id == meter.c.site_id))
         .subquery("judged")
     )
     j = judged.c
@@ -269,6 +270,7 @@ class IngestStatements:
     record: tuple[str, ...]  # insert_readings … queue_cuts
     results: str
     clear: tuple[str, ...]  # empty on PostgreSQL (its temp tables empty at commit)
+    analyze: str  # the working tables' statistics (PostgreSQL)
 
     @classmethod
     def compile(cls, dialect: Dialect, rules: Rules = RULES) -> IngestStatements:
@@ -295,4 +297,5 @@ class IngestStatements:
             ),
             results=sql(results()),
             clear=() if postgres else tuple(sql(sa.delete(table)) for table in WORK.sorted_tables),
+            analyze="ANALYZE " + ", ".join(table.name for table in WORK.sorted_tables),
         )
