@@ -151,11 +151,13 @@ SELECT * FROM unnest($1::int[], $2::bigint[], $3::timestamptz[], $4::timestamptz
 """
 
 
-# A group touches a few rows of `meter` and `reading`: they are to be looked up by key. The
-# planner knows the working tables' sizes only roughly, and it chose to hash every meter for a
-# group of a thousand (on a table bloated by updates, 110 ms before its first row). Nested loops
-# only, for this transaction's statements.
-PLAN_BY_KEY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+# How the writer's own connection plans (its statements only touch a group's rows):
+# - nested loops only: a group's meters and readings are looked up by key. The planner knows the
+#   working tables' sizes only roughly, and it chose to hash every meter for a group of a
+#   thousand (on a table bloated by updates, 110 ms before its first row).
+# - no JIT: the statements' estimated costs (a subquery per reading) crossed `jit_above_cost`,
+#   and compiling them took ~90 ms of a 1,000-reading group's 100.
+WRITER_SETTINGS = "SET enable_hashjoin = off; SET enable_mergejoin = off; SET jit = off"
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -171,6 +173,7 @@ async def prepare_postgres(conn: asyncpg.Connection, statements: IngestStatement
     a thousand rows), and the planner then chose to scan every meter and every reading for a
     group of a few (measured: 7.5 ms instead of 0.2). Analysed, they are planned at their size.
     """
+    await conn.execute(WRITER_SETTINGS)
     for statement in statements.create_tables:
         await conn.execute(statement)
     await conn.execute(statements.analyze)
@@ -184,7 +187,7 @@ async def record_on_postgres(
 ) -> list[ReadingResult]:
     """Record a group in one transaction on a connection through `prepare_postgres`."""
     group = Group(readings, _identity)
-    script = ";\n".join((PLAN_BY_KEY, statements.lock or "", group.classify(statements), *statements.record))
+    script = ";\n".join((statements.lock or "", group.classify(statements), *statements.record))
     async with conn.transaction():
         await conn.execute(POSTGRES_LOAD, *_columns(group.rows, 7), *_columns(group.scopes, 2), received_at)
         await conn.execute(script)  # no parameters: one round trip for all of them
