@@ -45,7 +45,7 @@ from decimal import Decimal
 import aiohttp
 from aiohttp import web
 from common import data_dir, free_port, machine, throwaway_postgres
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from storage import registry
 from storage.engine import Database
@@ -145,6 +145,9 @@ async def prepare(url: str, workload: Workload) -> str:
         await registry.add_site(db, site_id="BENCH", name="Bench", region="Bench", auto_cut=workload.mixed)
         async with db.transaction() as session:
             await session.execute(insert(Meter), [workload.meter_row(i) for i in range(workload.meters)])
+        if not db.is_sqlite:  # statistics, as autovacuum keeps them on a database in service
+            async with db.transaction() as session:
+                await session.execute(text("ANALYZE"))
         return (await registry.create_key(db, name="bench", role="ingest", sites=["BENCH"])).key
     finally:
         await db.dispose()

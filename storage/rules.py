@@ -27,6 +27,7 @@ to `storage.ingest_sql.IngestStatements` (which is how the mutation tests seed m
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
@@ -190,15 +191,16 @@ class Registers:
             "last_end": sa.func.max(interval_end),
         }
 
-    def meter_values(self, meter: sa.Table, sums: sa.FromClause) -> dict[str, ColumnElement[Any]]:
-        """The meter's new columns, given one row of `sums`."""
+    def meter_values(self, meter: sa.Table, sums: Mapping[str, ColumnElement[Any]]) -> dict[str, ColumnElement[Any]]:
+        """The meter's new columns, given its `sums` (named as `sums` names them)."""
         c = meter.c
+        last_end = sums["last_end"]
         return {
-            "grid_kwh": from_units(in_units(c.grid_kwh) + sums.c.grid_wh, c.grid_kwh.type),
-            "dg_kwh": from_units(in_units(c.dg_kwh) + sums.c.dg_wh, c.dg_kwh.type),
-            "balance": from_units(in_units(c.balance) - sums.c.charge, c.balance.type),
+            "grid_kwh": from_units(in_units(c.grid_kwh) + sums["grid_wh"], c.grid_kwh.type),
+            "dg_kwh": from_units(in_units(c.dg_kwh) + sums["dg_wh"], c.dg_kwh.type),
+            "balance": from_units(in_units(c.balance) - sums["charge"], c.balance.type),
             "last_reading_at": sa.case(
-                (sa.or_(c.last_reading_at.is_(None), c.last_reading_at < sums.c.last_end), sums.c.last_end),
+                (sa.or_(c.last_reading_at.is_(None), c.last_reading_at < last_end), last_end),
                 else_=c.last_reading_at,
             ),
         }

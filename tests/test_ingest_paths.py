@@ -243,11 +243,11 @@ MUTANTS = [
         "THEN CASE WHEN (judged.wh = judged.stored_wh) THEN 2 ELSE 1",
     ),
     ("DG energy on the grid register", "THEN 0 ELSE ingest_work.wh END", "THEN ingest_work.wh ELSE ingest_work.wh END"),
-    ("balance credited", "meter.balance - ingest_charged.charge", "meter.balance + ingest_charged.charge"),
+    ("balance credited", "balance=meter.balance - (SELECT", "balance=meter.balance + (SELECT"),
     (
         "last reading time moves back",
-        "meter.last_reading_at < ingest_charged.last_end",
-        "meter.last_reading_at > ingest_charged.last_end",
+        "meter.last_reading_at < (SELECT ingest_charged.last_end",
+        "meter.last_reading_at > (SELECT ingest_charged.last_end",
     ),
     ("conflict keeps the offered value", "coalesce(judged.stored_wh, first_value", "coalesce(judged.wh, first_value"),
 ]
