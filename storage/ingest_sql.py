@@ -19,8 +19,8 @@ reading and no parameters (the group's receive time is the one row of `ingest_gr
 Loading the group is the one thing spelled per dialect (`storage.ingest_run`): a JSON array read
 by `json_each` on SQLite (measured: cheaper than reading the JSON in `classify` itself, which
 extracts each field wherever the statement refers to it), typed arrays read by `unnest` on
-PostgreSQL. Parameterless statements let PostgreSQL take steps 1–5 as one script, in one round
-trip.
+PostgreSQL. Parameterless statements let PostgreSQL take steps 1–5 as one script, BEGIN to COMMIT, in one
+round trip.
 """
 
 from __future__ import annotations
@@ -35,16 +35,18 @@ from storage.commands import CUT_REASON
 from storage.models import Command, Energy, Meter, Money, Reading, ReadingConflict, Site, UtcTime
 from storage.rules import CUT, RULES, OutcomeCode, ReadingColumns, Rules, from_units, in_units, table_of
 
-# The working tables, in each writer connection's own temp schema. On PostgreSQL they empty
-# themselves at commit; on SQLite `clear` does it.
+# The working tables, in each writer connection's own temp schema. SQLite empties them before
+# its commit (`clear`); PostgreSQL as it loads the next group (`storage.ingest_run`), so that the
+# results can be read after the commit.
 WORK = sa.MetaData()
-_TEMP = {"prefixes": ["TEMPORARY"], "postgresql_on_commit": "DELETE ROWS"}
+_TEMP = {"prefixes": ["TEMPORARY"]}
 group = sa.Table("ingest_group", WORK, sa.Column("received_at", UtcTime, nullable=False), **_TEMP)
 scope = sa.Table(
     "ingest_scope",
     WORK,
-    sa.Column("scope", sa.Integer, primary_key=True),
-    sa.Column("site_id", sa.String, primary_key=True),
+    # No key: PostgreSQL replaces the previous group's rows in the statement that adds these.
+    sa.Column("scope", sa.Integer, nullable=False),
+    sa.Column("site_id", sa.String, nullable=False),
     **_TEMP,
 )
 incoming = sa.Table(
@@ -276,8 +278,9 @@ class IngestStatements:
     classify_once_each: str  # the same for a group without repeated (meter, interval)
     record: tuple[str, ...]  # insert_readings … queue_cuts
     results: str
-    clear: tuple[str, ...]  # empty on PostgreSQL (its temp tables empty at commit)
+    clear: tuple[str, ...]
     analyze: str  # the working tables' statistics (PostgreSQL)
+    vacuum: str  # the working tables' dead rows (PostgreSQL: no autovacuum for temp tables)
 
     @classmethod
     def compile(cls, dialect: Dialect, rules: Rules = RULES) -> IngestStatements:
@@ -303,6 +306,7 @@ class IngestStatements:
                 )
             ),
             results=sql(results()),
-            clear=() if postgres else tuple(sql(sa.delete(table)) for table in WORK.sorted_tables),
+            clear=tuple(sql(sa.delete(table)) for table in WORK.sorted_tables),
             analyze="ANALYZE " + ", ".join(table.name for table in WORK.sorted_tables),
+            vacuum="VACUUM " + ", ".join(table.name for table in WORK.sorted_tables),
         )
