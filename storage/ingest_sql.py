@@ -135,7 +135,10 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
             stored_wh.label("stored_wh"),
         )
         .select_from(i.outerjoin(meter, meter.c.meter_no == i.c.meter_no).outerjoin(site, site.c.id == meter.c.site_id))
-        .subquery("judged")
+        # MATERIALIZED keeps both databases from inlining it into the next level, where each
+        # reference to `source` or `stored_wh` would run its subquery again.
+        .cte("judged")
+        .prefix_with("MATERIALIZED")
     )
     j = judged.c
     same_interval = {
