@@ -18,7 +18,7 @@ from gunicorn.app.base import BaseApplication
 
 from gateway.app import create_app
 from gateway.logs import AccessLogger, setup_logging
-from gateway.serve import freeze_startup_objects
+from gateway.serve import tune_process
 from gateway.settings import Settings
 
 
@@ -52,7 +52,7 @@ class Workers(BaseApplication):  # type: ignore[misc]
         async def worker_app() -> web.AppRunner:  # runs in each worker, after the fork
             setup_logging(settings.log_level)
             app = create_app(settings)
-            app.on_startup.append(freeze_startup_objects)
+            app.on_startup.append(tune_process)
             return web.AppRunner(app, access_log_class=AccessLogger)
 
         return worker_app

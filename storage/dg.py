@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import InvalidInput, NotFound
 from storage.models import DgStatusChange, DieselGenerator
+from storage.rules import dg_state_in_force
 
 
 @dataclass(frozen=True)
@@ -48,18 +49,8 @@ async def record_dg_state(session: AsyncSession, *, update_: DgUpdate, sites: fr
         dg.reading_kwh, dg.reading_at = update_.reading_kwh, at
     if update_.status is None:
         return False
-    previous = (
-        await session.execute(
-            select(DgStatusChange.status)
-            .where(
-                DgStatusChange.site_id == update_.site_id,
-                DgStatusChange.dg_no == update_.dg_no,
-                DgStatusChange.at <= at,
-            )
-            .order_by(DgStatusChange.at.desc())  # type: ignore[attr-defined]
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+    # The state ingest would see in force at that instant (the same rule, ties included).
+    previous = (await session.execute(select(dg_state_in_force(update_.site_id, update_.dg_no, at)))).scalar_one()
     changed = (previous or "OFF") != update_.status
     if changed:
         session.add(DgStatusChange(site_id=update_.site_id, dg_no=update_.dg_no, at=at, status=update_.status))
