@@ -8,9 +8,10 @@ reading and no parameters (the group's receive time is the one row of `ingest_gr
 1. `lock` (PostgreSQL): the group's meters FOR UPDATE in meter order, so several gateway
    processes never deadlock and each judges the other's committed readings. (SQLite's writer
    excludes other writers with BEGIN IMMEDIATE.)
-2. `classify`: each reading's outcome (`Classification`), source (`SourceAttribution`) and charge
-   (`Charge`), into `ingest_work`. Repeats, conflicts, unknown, foreign and retired meters and
-   DG changes within the group are ordinary rows here: there is no other path.
+2. `classify`: each reading's outcome (`Classification`), DG part (`DgShare`) and charge
+   (`Charge`), into `ingest_work`; the DG time and tariffs once per (site, half hour).
+   Repeats, conflicts, unknown, foreign and retired meters and DG changes within the group are
+   ordinary rows here: there is no other path.
 3. `insert_readings`, `insert_conflicts`: the stored readings, the conflicts.
 4. `sum_charged`, `update_meters`: per meter, the registers and balance (`Registers`).
 5. `queue_cuts`: a cut for each meter the group took to zero or below (`CutDecision`).
@@ -33,7 +34,7 @@ from sqlalchemy.schema import CreateTable
 
 from storage.commands import CUT_REASON
 from storage.models import Command, Energy, Meter, Money, Reading, ReadingConflict, Site, UtcTime
-from storage.rules import CUT, RULES, OutcomeCode, ReadingColumns, Rules, from_units, in_units, table_of
+from storage.rules import CUT, RULES, OutcomeCode, Rules, SlotColumns, from_units, in_units, table_of
 
 # The working tables, in each writer connection's own temp schema. SQLite empties them before
 # its commit (`clear`); PostgreSQL as it loads the next group (`storage.ingest_run`), so that the
@@ -69,8 +70,10 @@ work = sa.Table(
     sa.Column("interval_start", UtcTime, nullable=False),
     sa.Column("interval_end", UtcTime, nullable=False),
     sa.Column("wh", sa.BigInteger, nullable=False),
+    sa.Column("dg_wh", sa.BigInteger),  # the DG part of wh
     sa.Column("source", sa.String),
-    sa.Column("charge", sa.BigInteger),  # paise
+    sa.Column("charge", sa.BigInteger),  # paise, both parts
+    sa.Column("dg_charge", sa.BigInteger),  # paise, the DG part
     sa.Column("outcome", sa.Integer, nullable=False),  # an OutcomeCode
     sa.Column("kept_wh", sa.BigInteger),  # what a duplicate or conflict was compared with
     **_TEMP,
@@ -98,7 +101,8 @@ def _received_at() -> sa.ScalarSelect[object]:
 
 
 def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
-    """Every reading of the group judged, with the source and charge it would be stored with.
+    """Every reading of the group judged, with the DG share, source and charge it would be
+    stored with.
 
     `repeats=False` is the same statement for a group known to hold each (meter, interval) once
     (the usual case): every reading is then the first of its interval in the group, and the
@@ -112,7 +116,26 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
     standing = rules.classification.standing(
         visible=sa.and_(meter.c.meter_no.is_not(None), in_scope), active=meter.c.active
     )
-    r = ReadingColumns(meter.c.meter_no, meter.c.site_id, i.c.interval_start, i.c.interval_end, i.c.wh, i.c.source)
+    # The DG time and the tariffs of each (site, half hour) of the group, once each: a group is
+    # mostly many meters of a few sites in one half hour.
+    distinct_slots = (
+        sa.select(meter.c.site_id, i.c.interval_start, i.c.interval_end)
+        .distinct()
+        .select_from(i.join(meter, meter.c.meter_no == i.c.meter_no))
+        .subquery("distinct_slots")
+    )
+    slot = SlotColumns(distinct_slots.c.site_id, distinct_slots.c.interval_start, distinct_slots.c.interval_end)
+    slots = (
+        sa.select(
+            slot.site_id,
+            slot.interval_start,
+            rules.dg_share.on_seconds(slot).label("dg_seconds"),
+            rules.charge.tariff(slot, "grid").label("grid_paise"),
+            rules.charge.tariff(slot, "dg").label("dg_paise"),
+        )
+        .cte("slots")
+        .prefix_with("MATERIALIZED")
+    )
     # A subquery per reading, not a join: PostgreSQL then looks each one up in its month's
     # partition instead of hashing every stored reading (its temp tables' sizes are guesses).
     stored_wh = (
@@ -120,6 +143,7 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
         .where(reading.c.meter_no == i.c.meter_no, reading.c.interval_start == i.c.interval_start)
         .scalar_subquery()
     )
+    dg_wh = rules.dg_share.dg_wh(i.c.wh, i.c.source, slots.c.dg_seconds)
     judged = (
         sa.select(
             i.c.idx,
@@ -127,16 +151,20 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
             i.c.interval_start,
             i.c.interval_end,
             i.c.wh,
-            meter.c.site_id,
-            rules.source.source(r).label("source"),
-            site.c.tariff_grid,
-            site.c.tariff_dg,
+            dg_wh.label("dg_wh"),
+            i.c.source.label("given_source"),
+            slots.c.grid_paise,
+            slots.c.dg_paise,
             standing.label("standing"),
             stored_wh.label("stored_wh"),
         )
-        .select_from(i.outerjoin(meter, meter.c.meter_no == i.c.meter_no).outerjoin(site, site.c.id == meter.c.site_id))
+        .select_from(
+            i.outerjoin(meter, meter.c.meter_no == i.c.meter_no).outerjoin(
+                slots, sa.and_(slots.c.site_id == meter.c.site_id, slots.c.interval_start == i.c.interval_start)
+            )
+        )
         # MATERIALIZED keeps both databases from inlining it into the next level, where each
-        # reference to `source` or `stored_wh` would run its subquery again.
+        # reference to `dg_wh` or `stored_wh` would run its subquery again.
         .cte("judged")
         .prefix_with("MATERIALIZED")
     )
@@ -146,9 +174,8 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
     }  # among OPEN ones: first come first kept
     first_wh = sa.func.first_value(j.wh).over(order_by=j.idx, **same_interval) if repeats else j.wh
     first_in_group = sa.func.min(j.idx).over(**same_interval) == j.idx if repeats else sa.true()
-    charge = rules.charge.paise(
-        ReadingColumns(j.meter_no, j.site_id, j.interval_start, j.interval_end, j.wh, j.source), j.source, judged
-    )
+    grid_charge = rules.charge.paise(j.wh - j.dg_wh, j.grid_paise)
+    dg_charge = rules.charge.paise(j.dg_wh, j.dg_paise)
     outcome = rules.classification.outcome(
         standing=j.standing,
         wh=j.wh,
@@ -156,7 +183,10 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
         first_in_group=first_in_group,
         first_wh_in_group=first_wh,
     )
-    columns = ["idx", "meter_no", "interval_start", "interval_end", "wh", "source", "charge", "outcome", "kept_wh"]
+    columns = [
+        "idx", "meter_no", "interval_start", "interval_end", "wh", "dg_wh", "source", "charge", "dg_charge",
+        "outcome", "kept_wh",
+    ]  # fmt: skip
     return sa.insert(work).from_select(
         columns,
         sa.select(
@@ -165,8 +195,10 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
             j.interval_start,
             j.interval_end,
             j.wh,
-            j.source,
-            charge,
+            j.dg_wh,
+            rules.dg_share.label(j.wh, j.given_source, j.dg_wh),
+            grid_charge + dg_charge,
+            dg_charge,
             outcome,
             rules.classification.kept_wh(j.stored_wh, first_wh),
         ),
@@ -174,16 +206,18 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
 
 
 def insert_readings() -> sa.Insert:
-    """The stored readings, with their source and charge."""
+    """The stored readings, with their source, charge and DG parts."""
     w = work.c
     return sa.insert(reading).from_select(
-        ["meter_no", "interval_start", "kwh", "source", "charge", "received_at"],
+        ["meter_no", "interval_start", "kwh", "source", "charge", "dg_kwh", "dg_charge", "received_at"],
         sa.select(
             w.meter_no,
             w.interval_start,
             from_units(w.wh, Energy),
             w.source,
             from_units(w.charge, Money),
+            from_units(w.dg_wh, Energy),
+            from_units(w.dg_charge, Money),
             _received_at(),
         ).where(w.outcome == OutcomeCode.STORED),
     )
@@ -203,7 +237,7 @@ def insert_conflicts() -> sa.Insert:
 def sum_charged(rules: Rules) -> sa.Insert:
     """Per meter with stored readings: what they add to its registers and take from its balance."""
     w = work.c
-    sums = rules.registers.sums(w.wh, w.source, w.charge, w.interval_end)
+    sums = rules.registers.sums(w.wh, w.dg_wh, w.charge, w.interval_end)
     return sa.insert(charged).from_select(
         ["meter_no", *sums],
         sa.select(w.meter_no, *sums.values()).where(w.outcome == OutcomeCode.STORED).group_by(w.meter_no),

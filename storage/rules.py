@@ -2,10 +2,12 @@
 
 A reading's effects are decided by five rules, and each has exactly one definition here:
 
-- `SourceAttribution`: where its energy came from (`DG_STATE_IN_FORCE`'s tie-break included);
-- `Charge`: what it costs;
+- `DgShare`: how much of its energy came from a DG (by the seconds a DG of its site ran in its
+  half hour, `dg_state_in_force`'s tie-break included; all or none when the packet says);
+- `Charge`: what each part costs, at the tariff in force at the interval's start;
 - `Registers`: how it moves its meter's grid and DG registers, balance and last reading time;
-- `CutDecision`: whether its meter is cut (`cut_pending`: "no cut pending" is its other half);
+- `CutDecision`: whether its meter is cut (at or below −grace; `cut_pending`: "no cut pending"
+  is its other half);
 - `Classification`: whether it is stored, a duplicate, a conflict, or for an unknown (or foreign)
   or retired meter.
 
@@ -19,9 +21,10 @@ rules compute in integer units (watt-hours, paise), which is what SQLite stores 
 PostgreSQL's `numeric` columns convert to exactly. An integer formula also needs no rounding
 mode, the one thing the two databases' `round` would not agree on.
 
-Each rule is a small frozen class, so that a later rule (tariffs with effective dates, a DG
-share by minutes, grace credit, no-cut windows) is a change to one method, or a subclass handed
-to `storage.ingest_sql.IngestStatements` (which is how the mutation tests seed mistakes).
+Each rule is a small frozen class, so that a later rule is a change to one method, or a
+subclass handed to `storage.ingest_sql.IngestStatements` (which is how the mutation tests seed
+mistakes). The DG share and the tariffs depend only on a site's half hour, so the statements
+work them out once per (site, half hour) of a group, not per reading.
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import SQLModel
 
 from storage.commands import PENDING
-from storage.models import Command, DgStatusChange, DieselGenerator, Fixed
+from storage.models import Command, DgStatusChange, DieselGenerator, Fixed, Tariff
 
-DG, GRID = "dg", "grid"
+DG, GRID, MIX = "dg", "grid", "mix"
 CUT = "cut"
 
 
@@ -98,18 +101,6 @@ def table_of(model: type[SQLModel]) -> sa.Table:
 # The rules.
 
 
-class ReadingColumns(NamedTuple):
-    """The columns the rules see for one reading being recorded (the statement decides where
-    they come from)."""
-
-    meter_no: ColumnElement[int]
-    site_id: ColumnElement[str]
-    interval_start: ColumnElement[dt.datetime]
-    interval_end: ColumnElement[dt.datetime]  # interval_start + 30 minutes
-    wh: ColumnElement[int]
-    given_source: ColumnElement[str | None]  # the packet's `source`, NULL if it gave none
-
-
 def dg_state_in_force(site_id: Any, dg_no: Any, at: Any) -> sa.ScalarSelect[str]:
     """A DG's state at an instant: its latest ON/OFF change at or before it, two changes at one
     instant counting as ON (`'ON' > 'OFF'`); NULL (i.e. OFF) before its first change."""
@@ -124,69 +115,165 @@ def dg_state_in_force(site_id: Any, dg_no: Any, at: Any) -> sa.ScalarSelect[str]
     )
 
 
-@dataclass(frozen=True)
-class SourceAttribution:
-    """A reading's source: the packet's own `source` if it gave one; else "dg" if some DG of its
-    site was ON at any moment of its half hour (ON when the half hour opened, or switched ON
-    within it); else "grid"."""
+class seconds_between(FunctionElement[int]):
+    """Whole seconds from one UTC instant to a later one (rounded): the one date arithmetic the
+    dialects spell differently."""
 
-    def dg_was_on(self, r: ReadingColumns) -> ColumnElement[bool]:
-        """Some DG of the reading's site was ON during its interval."""
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(seconds_between, "sqlite")
+def _seconds_on_sqlite(element: seconds_between, compiler: Any, **kw: Any) -> str:
+    start, end = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"CAST(ROUND((julianday({end}) - julianday({start})) * 86400) AS INTEGER)"
+
+
+@compiles(seconds_between, "postgresql")
+def _seconds_on_postgres(element: seconds_between, compiler: Any, **kw: Any) -> str:
+    start, end = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"CAST(ROUND(EXTRACT(EPOCH FROM ({end} - {start}))) AS BIGINT)"
+
+
+class SlotColumns(NamedTuple):
+    """A site's half hour, as the per-slot rules see it (every reading of a site's half hour
+    shares its DG time and tariff)."""
+
+    site_id: ColumnElement[str]
+    interval_start: ColumnElement[dt.datetime]
+    interval_end: ColumnElement[dt.datetime]
+
+
+INTERVAL_SECONDS = 1800
+
+
+@dataclass(frozen=True)
+class DgShare:
+    """How much of a reading's energy came from a DG: all of it or none if the packet said
+    (`source`); else its share of the half hour during which some DG of its site was ON
+    (`DG_STATE_IN_FORCE`: two changes at one instant count as ON), rounded half-up to the Wh, so
+    the grid and DG parts add up to the reading exactly."""
+
+    def any_on(self, site_id: Any, at: Any) -> ColumnElement[bool]:
+        """Some DG of the site is ON at that instant."""
         dg = table_of(DieselGenerator).alias("site_dg")
-        change = table_of(DgStatusChange).alias("turned_on")
-        switched_on_within = (
-            sa.select(change.c.id)
-            .where(
-                change.c.site_id == dg.c.site_id,
-                change.c.dg_no == dg.c.dg_no,
-                change.c.at > r.interval_start,
-                change.c.at < r.interval_end,
-                change.c.status == "ON",
-            )
-            .correlate_except(change)
-            .exists()
-        )
-        on_at_start = dg_state_in_force(dg.c.site_id, dg.c.dg_no, r.interval_start) == "ON"
         return (
             sa.select(dg.c.dg_no)
-            .where(dg.c.site_id == r.site_id, sa.or_(on_at_start, switched_on_within))
+            .where(dg.c.site_id == site_id, dg_state_in_force(dg.c.site_id, dg.c.dg_no, at) == "ON")
             .correlate_except(dg)
             .exists()
         )
 
-    def source(self, r: ReadingColumns) -> ColumnElement[str]:
-        """ "grid" or "dg"."""
+    def on_seconds(self, slot: SlotColumns) -> ColumnElement[int]:
+        """Seconds of the half hour during which some DG of the site was ON.
+
+        The half hour is cut at each instant a DG of the site changed within it; each piece counts
+        if some DG was ON at its start. (Pieces from instants, not from change rows: two changes at
+        one instant start one piece.)
+        """
+        change = table_of(DgStatusChange)
+        within = sa.and_(change.c.at > slot.interval_start, change.c.at < slot.interval_end)
+
+        def next_cut(after: Any, name: str) -> ColumnElement[Any]:
+            later = change.alias(name)
+            first = (
+                sa.select(sa.func.min(later.c.at))
+                .where(later.c.site_id == slot.site_id, later.c.at > after, later.c.at < slot.interval_end)
+                .correlate_except(later)
+                .scalar_subquery()
+            )
+            return sa.func.coalesce(first, slot.interval_end)
+
+        head = sa.case(
+            (
+                self.any_on(slot.site_id, slot.interval_start),
+                seconds_between(slot.interval_start, next_cut(slot.interval_start, "first_cut")),
+            ),
+            else_=0,
+        )
+        cut = change.alias("cut")
+        same_instant = change.alias("same_instant")
+        earlier_at_instant = (
+            sa.select(same_instant.c.id)
+            .where(same_instant.c.site_id == cut.c.site_id, same_instant.c.at == cut.c.at, same_instant.c.id < cut.c.id)
+            .correlate_except(same_instant)
+            .exists()
+        )
+        piece = sa.case(
+            (self.any_on(slot.site_id, cut.c.at), seconds_between(cut.c.at, next_cut(cut.c.at, "next_cut"))), else_=0
+        )
+        tail = (
+            sa.select(sa.func.coalesce(sa.func.sum(piece), 0))
+            .where(
+                cut.c.site_id == slot.site_id,
+                cut.c.at > slot.interval_start,
+                cut.c.at < slot.interval_end,
+                sa.not_(earlier_at_instant),
+            )
+            .correlate_except(cut)
+            .scalar_subquery()
+        )
+        changes_within = (
+            sa.select(change.c.id).where(change.c.site_id == slot.site_id, within).correlate_except(change).exists()
+        )
+        # Most half hours have no change in them: then the piece from the start is the whole of it.
+        seconds = sa.case(
+            (changes_within, head + tail),
+            else_=sa.case((self.any_on(slot.site_id, slot.interval_start), INTERVAL_SECONDS), else_=0),
+        )
+        return sa.cast(seconds, sa.BigInteger)  # PostgreSQL's SUM of integers is numeric: keep Wh whole
+
+    def dg_wh(self, wh: Any, given_source: Any, on_seconds: Any) -> ColumnElement[int]:
+        """The DG part of a reading's Wh."""
         return sa.case(
-            (r.given_source.is_not(None), r.given_source),
-            (self.dg_was_on(r), sa.literal(DG)),
-            else_=sa.literal(GRID),
+            (given_source == DG, wh),
+            (given_source == GRID, 0),
+            else_=(wh * on_seconds + INTERVAL_SECONDS // 2) // INTERVAL_SECONDS,
+        )
+
+    def label(self, wh: Any, given_source: Any, dg_wh: Any) -> ColumnElement[str]:
+        """The reading's `source`: the packet's own, else "grid", "dg" or "mix" by its parts."""
+        return sa.case(
+            (given_source.is_not(None), given_source),
+            (dg_wh == 0, sa.literal(GRID)),
+            (dg_wh == wh, sa.literal(DG)),
+            else_=sa.literal(MIX),
         )
 
 
 @dataclass(frozen=True)
 class Charge:
-    """What a reading costs: its kWh × the site's tariff for its source, rounded half-up to the
-    paisa. In integer units: (Wh × paise per kWh + 500) // 1000, exact on both dialects."""
+    """What a reading costs: each part's kWh × the site's tariff for that source in force at the
+    interval's start (whenever the packet arrives), rounded half-up to the paisa. In integer
+    units: (Wh × paise per kWh + 500) // 1000, exact on both dialects."""
 
-    def tariff(self, source: ColumnElement[str], site: sa.FromClause) -> ColumnElement[int]:
-        """The site's tariff for that source, in paise per kWh."""
-        return sa.case((source == DG, in_units(site.c.tariff_dg)), else_=in_units(site.c.tariff_grid))
+    def tariff(self, slot: SlotColumns, column: str) -> ColumnElement[int]:
+        """The site's `grid` or `dg` tariff in force at the interval's start, in paise per kWh."""
+        tariff = table_of(Tariff).alias(f"tariff_{column}")
+        return (
+            sa.select(in_units(tariff.c[column]))
+            .where(tariff.c.site_id == slot.site_id, tariff.c.effective_from <= slot.interval_start)
+            .order_by(tariff.c.effective_from.desc())
+            .limit(1)
+            .correlate_except(tariff)
+            .scalar_subquery()
+        )
 
-    def paise(self, r: ReadingColumns, source: ColumnElement[str], site: sa.FromClause) -> ColumnElement[int]:
-        """The reading's charge in paise."""
-        return (r.wh * self.tariff(source, site) + 500) // 1000
+    def paise(self, wh: Any, tariff_paise: Any) -> ColumnElement[int]:
+        """The charge of `wh` at a tariff, in paise."""
+        return (wh * tariff_paise + 500) // 1000
 
 
 @dataclass(frozen=True)
 class Registers:
-    """A stored reading advances its meter's register for its source by its energy, debits its
+    """A stored reading advances its meter's grid and DG registers by its parts, debits its
     charge from the balance, and moves the last reading time to its interval's end if later."""
 
-    def sums(self, wh: Any, source: Any, charge: Any, interval_end: Any) -> dict[str, ColumnElement[Any]]:
+    def sums(self, wh: Any, dg_wh: Any, charge: Any, interval_end: Any) -> dict[str, ColumnElement[Any]]:
         """Per meter, over its stored readings: grid Wh, DG Wh, paise charged, latest interval end."""
         return {
-            "grid_wh": sa.func.sum(sa.case((source == DG, 0), else_=wh)),
-            "dg_wh": sa.func.sum(sa.case((source == DG, wh), else_=0)),
+            "grid_wh": sa.func.sum(wh - dg_wh),
+            "dg_wh": sa.func.sum(dg_wh),
             "charge": sa.func.sum(charge),
             "last_end": sa.func.max(interval_end),
         }
@@ -220,7 +307,9 @@ def cut_pending(meter_no: Any) -> ColumnElement[bool]:
 @dataclass(frozen=True)
 class CutDecision:
     """A meter is cut when readings just charged it something and its balance is now at or
-    below zero, on a site that cuts automatically, while its supply is on and no cut is pending."""
+    below the site's cut threshold (−`grace_amount`: `storage.policy.cut_threshold`), on a site
+    that cuts automatically, while its supply is on and no cut is pending. (When it may be carried
+    out, no-cut windows decide: `storage.commands.claim_due`.)"""
 
     def due(self, *, meter: sa.Table, site: sa.FromClause, charged_paise: ColumnElement[int]) -> ColumnElement[bool]:
         """Whether to queue a cut for this meter (its balance already debited)."""
@@ -228,7 +317,7 @@ class CutDecision:
             site.c.auto_cut,
             meter.c.relay_on,
             charged_paise > 0,
-            in_units(meter.c.balance) <= 0,
+            in_units(meter.c.balance) <= -in_units(site.c.grace_amount),
             sa.not_(cut_pending(meter.c.meter_no)),
         )
 
@@ -284,7 +373,7 @@ class OutcomeCode:
 class Rules:
     """The rules one set of ingest statements is built from."""
 
-    source: SourceAttribution = SourceAttribution()
+    dg_share: DgShare = DgShare()
     charge: Charge = Charge()
     registers: Registers = Registers()
     cut: CutDecision = CutDecision()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from bisect import bisect_right
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -39,10 +38,8 @@ class MeterRow(NamedTuple):
     active: bool
     balance: int  # paise
     relay_on: bool
-    tariff_grid: int  # paise per kWh
-    tariff_dg: int
     auto_cut: bool
-    site_has_dg: bool
+    grace: int  # paise: the cut threshold is -grace
 
 
 def _json(value: Any) -> str:
@@ -104,9 +101,8 @@ def _record(conn: sqlite3.Connection, readings: list[NewReading], received: str)
 
 def _meters(conn: sqlite3.Connection, meter_nos: list[int]) -> dict[int, MeterRow]:
     rows = conn.execute(
-        "SELECT m.meter_no, m.site_id, m.active, m.balance, m.relay_on, s.tariff_grid, s.tariff_dg, s.auto_cut, "
-        "EXISTS (SELECT 1 FROM dg WHERE dg.site_id = m.site_id) FROM json_each(?) AS j "
-        "JOIN meter AS m ON m.meter_no = j.value JOIN site AS s ON s.id = m.site_id",
+        "SELECT m.meter_no, m.site_id, m.active, m.balance, m.relay_on, s.auto_cut, s.grace_amount "
+        "FROM json_each(?) AS j JOIN meter AS m ON m.meter_no = j.value JOIN site AS s ON s.id = m.site_id",
         (_json(meter_nos),),
     )
     return {r[0]: MeterRow(*r[1:]) for r in rows}
@@ -121,34 +117,75 @@ def _existing(conn: sqlite3.Connection, keys: list[tuple[int, str]]) -> dict[tup
     return {(m, t): k for m, t, k in rows}
 
 
+def _tariff(conn: sqlite3.Connection, site_id: str, start: str) -> tuple[int, int]:
+    """(grid, DG) paise per kWh of the site's tariff row in force at `start`."""
+    row = conn.execute(
+        "SELECT grid, dg FROM tariff WHERE site_id = ? AND effective_from <= ? ORDER BY effective_from DESC LIMIT 1",
+        (site_id, start),
+    ).fetchone()
+    return row[0], row[1]
+
+
+def _dg_seconds(conn: sqlite3.Connection, site_id: str, start: dt.datetime) -> int:
+    """Seconds of the half hour from `start` during which some DG of the site was ON: the half
+    hour cut at every instant a DG changed within it, each piece counted if a DG was ON at its
+    start (a DG's state at an instant: its latest change at or before it, ON winning a tie)."""
+    changes = conn.execute("SELECT dg_no, at, status FROM dg_status_change WHERE site_id = ?", (site_id,)).fetchall()
+    end = start + HALF_HOUR
+    raw_start, raw_end = sqlite_time(start), sqlite_time(end)
+    per_dg: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for dg_no, at, status in changes:
+        per_dg[dg_no].append((at, status))
+
+    def any_on(instant: str) -> bool:
+        return any(
+            max((c for c in history if c[0] <= instant), default=("", "OFF"))[1] == "ON" for history in per_dg.values()
+        )
+
+    cuts = sorted({at for _dg, at, _status in changes if raw_start < at < raw_end})
+    points = [start, *(dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC) for at in cuts), end]
+    raw_points = [raw_start, *cuts]
+    seconds = 0
+    for raw, begin, finish in zip(raw_points, points, points[1:], strict=False):
+        if any_on(raw):
+            seconds += int((finish - begin).total_seconds() + 0.5)
+    return seconds
+
+
 def _store_new(
     conn: sqlite3.Connection, new: list[tuple[NewReading, str]], meters: dict[int, MeterRow], received: str
 ) -> None:
-    on_dg_sites = [r for r, _ in new if r.source is None and meters[r.meter_no].site_has_dg]
-    dg_on: set[tuple[str, dt.datetime]] = set()
-    if on_dg_sites:
-        starts = [r.interval_start for r in on_dg_sites]
-        sites = sorted({meters[r.meter_no].site_id for r in on_dg_sites})
-        dg_on = _dg_on_intervals(
-            conn,
-            sites,
-            min(starts),
-            max(starts) + HALF_HOUR,
-            {(meters[r.meter_no].site_id, r.interval_start) for r in on_dg_sites},
-        )
     rows = []
     deltas: dict[int, list[Any]] = {}  # meter → [grid Wh, dg Wh, charge paise, latest start]
+    slots: dict[tuple[str, dt.datetime], tuple[int, int, int]] = {}  # (site, start) → DG seconds, tariffs
     for reading, start in new:
         meter = meters[reading.meter_no]
-        on_dg = reading.source == "dg" or (reading.source is None and (meter.site_id, reading.interval_start) in dg_on)
-        charge = charge_of(reading.wh, meter.tariff_dg if on_dg else meter.tariff_grid)
-        rows.append((reading.meter_no, start, reading.wh, "dg" if on_dg else "grid", charge, received))
+        slot = (meter.site_id, reading.interval_start)
+        if slot not in slots:
+            slots[slot] = (_dg_seconds(conn, *slot), *_tariff(conn, meter.site_id, start))
+        seconds, grid_paise, dg_paise = slots[slot]
+        if reading.source == "dg":
+            dg_wh = reading.wh
+        elif reading.source == "grid":
+            dg_wh = 0
+        else:
+            dg_wh = (reading.wh * seconds + 900) // 1800
+        grid_wh = reading.wh - dg_wh
+        dg_charge = charge_of(dg_wh, dg_paise)
+        charge = charge_of(grid_wh, grid_paise) + dg_charge
+        if reading.source is not None:
+            source = reading.source
+        else:
+            source = "grid" if dg_wh == 0 else "dg" if dg_wh == reading.wh else "mix"
+        rows.append((reading.meter_no, start, reading.wh, source, charge, dg_wh, dg_charge, received))
         delta = deltas.setdefault(reading.meter_no, [0, 0, 0, reading.interval_start])
-        delta[1 if on_dg else 0] += reading.wh
+        delta[0] += grid_wh
+        delta[1] += dg_wh
         delta[2] += charge
         delta[3] = max(delta[3], reading.interval_start)
     conn.executemany(
-        "INSERT INTO reading (meter_no, interval_start, kwh, source, charge, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO reading (meter_no, interval_start, kwh, source, charge, dg_kwh, dg_charge, received_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
     conn.executemany(
@@ -160,7 +197,10 @@ def _store_new(
     due = [
         meter_no
         for meter_no, (_g, _d, charge, _last) in deltas.items()
-        if (meter := meters[meter_no]).auto_cut and meter.relay_on and charge > 0 and meter.balance - charge <= 0
+        if (meter := meters[meter_no]).auto_cut
+        and meter.relay_on
+        and charge > 0
+        and meter.balance - charge <= -meter.grace
     ]
     for meter_no in sorted(due):
         conn.execute(
@@ -169,45 +209,3 @@ def _store_new(
             "WHERE c.meter_no = ?1 AND c.action = 'cut' AND c.state IN ('requested', 'sent'))",
             (meter_no, CUT_REASON, received),
         )
-
-
-def _dg_on_intervals(
-    conn: sqlite3.Connection,
-    sites: list[str],
-    first: dt.datetime,
-    end: dt.datetime,
-    wanted: set[tuple[str, dt.datetime]],
-) -> set[tuple[str, dt.datetime]]:
-    """(site, interval start) pairs during which some DG of the site was ON: ON when the
-    interval opened (its latest change at or before then; two at one instant: ON), or turned ON
-    within it."""
-    history = conn.execute(
-        "SELECT d.site_id, d.dg_no, NULL, (SELECT c.status FROM dg_status_change AS c "
-        "  WHERE c.site_id = d.site_id AND c.dg_no = d.dg_no AND c.at < ? "
-        "  ORDER BY c.at DESC, c.status DESC LIMIT 1) "
-        "FROM dg AS d WHERE d.site_id IN (SELECT value FROM json_each(?)) "
-        "UNION ALL SELECT c.site_id, c.dg_no, c.at, c.status FROM dg_status_change AS c "
-        "WHERE c.site_id IN (SELECT value FROM json_each(?)) AND c.at >= ? AND c.at < ?",
-        (sqlite_time(first), _json(sites), _json(sites), sqlite_time(first), sqlite_time(end)),
-    ).fetchall()
-    per_dg: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
-    before: dict[tuple[str, str], str] = {}
-    for site, dg_no, at, status in history:
-        if at is None:
-            if status:
-                before[(site, dg_no)] = status
-        else:
-            per_dg[(site, dg_no)].append((at, status))
-    dgs = [(key, sorted(per_dg.get(key, []))) for key in {*before, *per_dg}]
-    on: set[tuple[str, dt.datetime]] = set()
-    for site, start in wanted:
-        raw_start, raw_end = sqlite_time(start), sqlite_time(start + HALF_HOUR)
-        for (dg_site, dg_no), changes in dgs:
-            if dg_site != site:
-                continue
-            i = bisect_right([at for at, _ in changes], raw_start) - 1  # the state when the interval opens
-            state = changes[i][1] if i >= 0 else before.get((dg_site, dg_no), "OFF")
-            if state == "ON" or any(status == "ON" for at, status in changes[i + 1 :] if at < raw_end):
-                on.add((site, start))
-                break
-    return on

@@ -34,7 +34,7 @@ from storage.ingest import HALF_HOUR, NewReading, Outcome
 from storage.ingest_run import prepare_postgres, prepare_sqlite, record_on_postgres, record_on_sqlite, time_to_driver
 from storage.ingest_sql import IngestStatements
 from storage.inventory import retire_meter
-from storage.models import Command, DgStatusChange, Meter, Reading, ReadingConflict
+from storage.models import Command, DgStatusChange, Meter, Reading, ReadingConflict, Site, Tariff
 from tests.conftest import _truncate_all
 from tests.ingest_reference import record_reference
 
@@ -42,13 +42,21 @@ DAY = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 STARTS = [DAY + i * HALF_HOUR for i in range(48)]
 METERS = {"DGS": range(1, 13), "CUT": range(21, 33), "PLAIN": range(41, 47)}
 RETIRED, UNKNOWN = 46, 999
-FREE_AT_ZERO = 21  # an auto-cut meter at zero balance whose first reading costs nothing: no cut
-SUPPLY_OFF = 22  # an auto-cut meter at zero balance already disconnected: no cut either
-EXACT = 23  # an auto-cut meter whose first reading takes it to exactly zero: cut
+FREE_AT_ZERO = 21  # an auto-cut meter at the cut threshold whose first reading costs nothing: no cut
+SUPPLY_OFF = 22  # an auto-cut meter at the threshold already disconnected: no cut either
+EXACT = 23  # an auto-cut meter whose first reading takes it to exactly -grace: cut
 CUT_SENT = 24  # an auto-cut meter at zero balance whose cut is already sent: no second cut
-OPENING = {FREE_AT_ZERO: "0.00", SUPPLY_OFF: "0.00", EXACT: "9.99", CUT_SENT: "0.00"}
+OPENING = {FREE_AT_ZERO: "-2.00", SUPPLY_OFF: "-2.00", EXACT: "7.99", CUT_SENT: "0.00"}
+GRACE = Decimal("2.00")  # the auto-cut site's grace: cut at or below -2.00
+# Tariff changes within the day, at an interval's start and within one (each reading is charged
+# at the row in force at its interval's start, whenever it arrives).
+TARIFF_CHANGES = [
+    ("DGS", DAY + 26 * HALF_HOUR, "9.00", "25.50"),
+    ("PLAIN", DAY + 10 * HALF_HOUR + dt.timedelta(minutes=7), "7.77", "20.00"),
+]
 TABLES = {
-    "reading": "SELECT meter_no, interval_start, kwh, source, charge, received_at FROM reading ORDER BY 1, 2",
+    "reading": "SELECT meter_no, interval_start, kwh, source, charge, dg_kwh, dg_charge, received_at FROM reading "
+    "ORDER BY 1, 2",
     "meter": "SELECT meter_no, balance, grid_kwh, dg_kwh, last_reading_at FROM meter ORDER BY 1",
     "command": "SELECT meter_no, action, reason, state FROM command ORDER BY meter_no, id",
     "conflict": "SELECT meter_no, interval_start, stored_kwh, offered_kwh FROM reading_conflict ORDER BY 1, 2",
@@ -59,7 +67,14 @@ TABLES = {
 # that a SQLite database and a PostgreSQL one compare.
 ORM_TABLES = {
     "reading": select(
-        Reading.meter_no, Reading.interval_start, Reading.kwh, Reading.source, Reading.charge, Reading.received_at
+        Reading.meter_no,
+        Reading.interval_start,
+        Reading.kwh,
+        Reading.source,
+        Reading.charge,
+        Reading.dg_kwh,
+        Reading.dg_charge,
+        Reading.received_at,
     ).order_by(Reading.meter_no, Reading.interval_start),
     "meter": select(Meter.meter_no, Meter.balance, Meter.grid_kwh, Meter.dg_kwh, Meter.last_reading_at).order_by(
         Meter.meter_no
@@ -91,6 +106,11 @@ async def build_world(url: str, rng: random.Random) -> None:
         await retire_meter(db, meter_no=RETIRED)
         async with db.transaction() as session:
             await session.execute(update(Meter).where(Meter.meter_no == SUPPLY_OFF).values(relay_on=False))
+            await session.execute(update(Site).where(Site.id == "CUT").values(grace_amount=GRACE))
+            for site_id, start, grid, dg in TARIFF_CHANGES:
+                session.add(
+                    Tariff(site_id=site_id, effective_from=start, grid=Decimal(grid), dg=Decimal(dg), created_at=DAY)
+                )
             session.add(Command(meter_no=CUT_SENT, action="cut", reason="zero balance", state="sent"))
         for dg_no in ("DG1", "DG2"):
             await registry.add_dg(db, site_id="DGS", dg_no=dg_no)
@@ -203,7 +223,7 @@ async def test_sqlite_statements_leave_what_the_reference_model_leaves(tmp_path:
         assert worlds.first_difference(groups(rng, 300)) is None
         assert worlds.outcomes == set(Outcome)  # every outcome was met
         tables = dump(worlds.conn)
-        assert {source for *_, source, _charge, _at in tables["reading"]} == {"grid", "dg"}
+        assert {row[3] for row in tables["reading"]} == {"grid", "dg", "mix"}
         assert tables["command"] and tables["conflict"]
     finally:
         await worlds.close()
@@ -212,16 +232,29 @@ async def test_sqlite_statements_leave_what_the_reference_model_leaves(tmp_path:
 # One seeded mistake each: (what it gets wrong, SQL as compiled, the mistake). Each must be caught.
 MUTANTS = [
     ("charge rounds half down", "+ 500) / 1000", "+ 499) / 1000"),
+    ("tariffs swapped", "judged.grid_paise + 500", "judged.dg_paise + 500"),
+    ("tariff in force strictly before the interval", "tariff_grid.effective_from <=", "tariff_grid.effective_from <"),
     (
-        "tariffs swapped",
-        "THEN judged.tariff_dg ELSE judged.tariff_grid",
-        "THEN judged.tariff_grid ELSE judged.tariff_dg",
+        "tariff at its first row, not its latest",
+        "ORDER BY tariff_grid.effective_from DESC",
+        "ORDER BY tariff_grid.effective_from",
     ),
     ("DG tie-break: OFF wins", "state.status DESC", "state.status ASC"),
-    ("DG state in force: strictly before the start", "state.at <= ingest_incoming", "state.at < ingest_incoming"),
-    ("DG switched ON within the interval ignored", "turned_on.status = 'ON'", "turned_on.status = 'OFF'"),
-    ("explicit source ignored", "(ingest_incoming.source IS NOT NULL)", "(ingest_incoming.source = 'none')"),
-    ("cut only below zero", "meter.balance <= 0", "meter.balance < 0"),
+    ("DG state in force: strictly before the start", "state.at <= distinct_slots", "state.at < distinct_slots"),
+    (
+        "DG pieces after a change ignored",
+        "THEN CAST(ROUND((julianday(coalesce((SELECT min(next_cut.at)",
+        "THEN 0 * CAST(ROUND((julianday(coalesce((SELECT min(next_cut.at)",
+    ),
+    ("DG pieces counted per change, not per instant", "AND same_instant.id < cut.id", "AND same_instant.id < 0"),
+    ("DG share rounds down", "+ 900) / 1800", "+ 0) / 1800"),
+    (
+        "explicit source ignored",
+        "WHEN (ingest_incoming.source = 'dg') THEN",
+        "WHEN (ingest_incoming.source = 'none') THEN",
+    ),
+    ("cut only below -grace", "meter.balance <= -site.grace_amount", "meter.balance < -site.grace_amount"),
+    ("grace ignored", "meter.balance <= -site.grace_amount", "meter.balance <= 0"),
     (
         "cut after a free reading",
         "WHERE ingest_charged.meter_no = meter.meter_no) > 0",
@@ -242,7 +275,8 @@ MUTANTS = [
         "THEN CASE WHEN (judged.wh = judged.stored_wh) THEN 1 ELSE 2",
         "THEN CASE WHEN (judged.wh = judged.stored_wh) THEN 2 ELSE 1",
     ),
-    ("DG energy on the grid register", "THEN 0 ELSE ingest_work.wh END", "THEN ingest_work.wh ELSE ingest_work.wh END"),
+    ("DG energy on the grid register", "sum(ingest_work.wh - ingest_work.dg_wh)", "sum(ingest_work.wh)"),
+    ("DG part of the charge not recorded", "ingest_work.dg_charge AS", "0 AS"),
     ("balance credited", "balance=meter.balance - (SELECT", "balance=meter.balance + (SELECT"),
     (
         "last reading time moves back",
@@ -301,7 +335,7 @@ async def test_postgres_statements_leave_what_the_reference_model_leaves_on_sqli
             assert results == expected, n
             assert await orm_dump(pg_db) == await orm_dump(reference_db), n
         tables = await orm_dump(pg_db)
-        assert {row[3] for row in tables["reading"]} == {"grid", "dg"}
+        assert {row[3] for row in tables["reading"]} == {"grid", "dg", "mix"}
         assert tables["command"] and tables["conflict"]
     finally:
         reference.close()
