@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
+import importlib.util
 import json
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -295,6 +300,39 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any] |
             lock.release()
 
 
+def _missing_for_workers() -> str | None:
+    if importlib.util.find_spec("gunicorn") is None:
+        return "--workers needs gunicorn: install the `postgres` extra (pip install 'meter-gateway[postgres]')"
+    return None
+
+
+def share_metrics_between_workers() -> None:
+    """Put prometheus-client in multiprocess mode for `--workers N`, before any metric exists.
+
+    The mode is chosen when prometheus-client is imported, from PROMETHEUS_MULTIPROC_DIR: this
+    sets it (a fresh private directory, removed on exit) unless the operator did (the systemd
+    unit points it at its RuntimeDirectory). Files left there by an earlier run are removed:
+    their counts belong to processes that are gone.
+    """
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before the metrics directory was set")
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        Path(given).mkdir(mode=0o700, parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return
+    directory = tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    arbiter = os.getpid()
+
+    def remove() -> None:  # gunicorn's workers exit through atexit too: only the arbiter removes it
+        if os.getpid() == arbiter:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    atexit.register(remove)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gateway` console script."""
     args = build_parser().parse_args(argv)
@@ -324,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 1
         else:
+            if (why := _missing_for_workers()) is not None:
+                print(f"error: {why}", file=sys.stderr)
+                return 1
+            share_metrics_between_workers()
             from gateway.workers import serve_workers
 
             serve_workers(settings)

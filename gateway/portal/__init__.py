@@ -8,6 +8,7 @@ sees them; other paths, such as the ingest hot path, skip the portal entirely).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import session_middleware
 
+from gateway.compression import StaticAsset
 from gateway.keys import SETTINGS
 from gateway.portal import dashboard, resident
 from gateway.portal.ratelimit import FailureLimiter
@@ -86,9 +88,14 @@ async def portal_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
-async def plotly_js(request: web.Request) -> web.FileResponse:
-    """Plotly.js from the installed `plotly` package (no CDN: the portal works offline)."""
-    return web.FileResponse(plotly_js_path(), headers={"Cache-Control": "public, max-age=86400"})
+async def plotly_js(request: web.Request) -> web.StreamResponse:
+    """Plotly.js from the installed `plotly` package (no CDN: the portal works offline), gzipped once."""
+    return await _plotly_asset().response(request)
+
+
+@functools.cache
+def _plotly_asset() -> StaticAsset:
+    return StaticAsset(plotly_js_path(), "application/javascript")
 
 
 def plotly_js_path() -> Path:
