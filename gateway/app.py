@@ -58,10 +58,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     # The portal's middleware is inside the JSON one: portal pages answer errors as HTML. The
     # metrics one is outside both: it sees the status each request was finally answered with.
     app = web.Application(
-        middlewares=[request_metrics, error_middleware, portal.portal_middleware],
+        middlewares=[request_metrics, compress_json, error_middleware, portal.portal_middleware],
         client_max_size=settings.max_body_bytes,
     )
-    app.on_response_prepare.append(compress_json)
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
     app[FAULTS] = FaultPoints(settings.fault_points)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import hdrs, web
 from aiohttp.web_response import ContentCoding
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MIN_COMPRESSED_BYTES = 1024  # below this gzip's header and the CPU cost outweigh the saving
 COMPRESSED_TYPES = frozenset({"application/json"})
 
@@ -26,8 +28,10 @@ def accepts_gzip(request: web.BaseRequest) -> bool:
     return "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "").lower()
 
 
-async def compress_json(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """`on_response_prepare` hook: gzip a JSON reply over 1 KB for a client that takes gzip."""
+@web.middleware
+async def compress_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """gzip a JSON reply over 1 KB for a client that takes gzip (aiohttp compresses it as it sends)."""
+    response = await handler(request)
     if (
         type(response) is web.Response
         and response.content_type in COMPRESSED_TYPES
@@ -38,6 +42,7 @@ async def compress_json(request: web.BaseRequest, response: web.StreamResponse) 
         response.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING
         if accepts_gzip(request):
             response.enable_compression(ContentCoding.gzip)
+    return response
 
 
 class StaticAsset:
