@@ -127,7 +127,9 @@ async def test_json_over_a_kilobyte_is_gzipped_for_clients_that_take_it(client: 
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-@pytest.mark.parametrize("path", ["/portal/static/plotly.min.js", "/docs/static/swagger-ui-bundle.js"])
+@pytest.mark.parametrize(
+    "path", ["/portal/static/plotly.min.js", "/portal/static/portal.css", "/docs/static/swagger-ui-bundle.js"]
+)
 async def test_static_assets_are_served_gzipped_with_a_stable_etag(client: TestClient, path: str) -> None:
     plain = await client.get(path, headers=IDENTITY, auto_decompress=False)
     raw = await plain.read()

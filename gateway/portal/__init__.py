@@ -56,6 +56,7 @@ def setup(app: web.Application) -> None:
     app.add_routes(resident.routes)
     app.add_routes(dashboard.routes)
     app.router.add_get("/portal/static/plotly.min.js", plotly_js)
+    app.router.add_get("/portal/static/{name:portal\\.(?:css|js)}", portal_asset)
     app.router.add_static("/portal/static/", STATIC)
 
 
@@ -91,6 +92,16 @@ async def portal_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def plotly_js(request: web.Request) -> web.StreamResponse:
     """Plotly.js from the installed `plotly` package (no CDN: the portal works offline), gzipped once."""
     return await _plotly_asset().response(request)
+
+
+async def portal_asset(request: web.Request) -> web.StreamResponse:
+    """The portal's own stylesheet and script, gzipped once."""
+    return await _portal_asset(request.match_info["name"]).response(request)
+
+
+@functools.cache
+def _portal_asset(name: str) -> StaticAsset:
+    return StaticAsset(STATIC / name, "text/css" if name.endswith(".css") else "application/javascript")
 
 
 @functools.cache
