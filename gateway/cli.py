@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import importlib.util
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +26,7 @@ from gateway.maintenance import (
     cmd_rollup,
     cmd_user_add,
 )
+from gateway.metrics_dir import share_metrics_between_workers
 from gateway.settings import Settings
 from schemas.admin import MeterChangeCreate, MeterChangeOut
 from schemas.fields import describe_errors
@@ -306,31 +304,29 @@ def _missing_for_workers() -> str | None:
     return None
 
 
-def share_metrics_between_workers() -> None:
-    """Put prometheus-client in multiprocess mode for `--workers N`, before any metric exists.
+def _serve(settings: Settings) -> int:
+    """`gateway serve`: one process, or `settings.workers` under gunicorn (PostgreSQL only)."""
+    if settings.workers > 1 and settings.is_sqlite:
+        print(
+            f"error: --workers {settings.workers} needs PostgreSQL: SQLite has one writer by design "
+            "(set GATEWAY_DATABASE_URL=postgresql+asyncpg://..., or serve with one process)",
+            file=sys.stderr,
+        )
+        return 1
+    if settings.workers > 1 and (why := _missing_for_workers()) is not None:
+        print(f"error: {why}", file=sys.stderr)
+        return 1
+    if settings.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        share_metrics_between_workers()
+    if settings.workers == 1:
+        from gateway.serve import serve
 
-    The mode is chosen when prometheus-client is imported, from PROMETHEUS_MULTIPROC_DIR: this
-    sets it (a fresh private directory, removed on exit) unless the operator did (the systemd
-    unit points it at its RuntimeDirectory). Files left there by an earlier run are removed:
-    their counts belong to processes that are gone.
-    """
-    if "prometheus_client" in sys.modules:
-        raise RuntimeError("prometheus_client was imported before the metrics directory was set")
-    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if given:
-        Path(given).mkdir(mode=0o700, parents=True, exist_ok=True)
-        for stale in Path(given).glob("*.db"):
-            stale.unlink(missing_ok=True)
-        return
-    directory = tempfile.mkdtemp(prefix="gateway-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    arbiter = os.getpid()
+        serve(settings)
+    else:
+        from gateway.workers import serve_workers
 
-    def remove() -> None:  # gunicorn's workers exit through atexit too: only the arbiter removes it
-        if os.getpid() == arbiter:
-            shutil.rmtree(directory, ignore_errors=True)
-
-    atexit.register(remove)
+        serve_workers(settings)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -350,26 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     if getattr(args, "serve", False):
-        if settings.workers == 1:
-            from gateway.serve import serve
-
-            serve(settings)
-        elif settings.is_sqlite:
-            print(
-                f"error: --workers {settings.workers} needs PostgreSQL: SQLite has one writer by design "
-                "(set GATEWAY_DATABASE_URL=postgresql+asyncpg://..., or serve with one process)",
-                file=sys.stderr,
-            )
-            return 1
-        else:
-            if (why := _missing_for_workers()) is not None:
-                print(f"error: {why}", file=sys.stderr)
-                return 1
-            share_metrics_between_workers()
-            from gateway.workers import serve_workers
-
-            serve_workers(settings)
-        return 0
+        return _serve(settings)
     if getattr(args, "demo", False):
         from gateway.demo import run  # only the demo needs the child-process machinery
 

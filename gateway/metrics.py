@@ -2,7 +2,7 @@
 
 With `gateway serve --workers N` every worker counts in its own process; prometheus-client's
 multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by the CLI before any metric exists: see
-`gateway.cli`) keeps each worker's values in a file there, and a scrape of any worker reads them
+`gateway.metrics_dir`) keeps each worker's values in a file there, and a scrape of any worker reads them
 all, so counters add up across workers whichever one answers.
 
 Every request is timed by route and status. The hot path (ingest) is benchmarked against a bare
