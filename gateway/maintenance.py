@@ -51,7 +51,7 @@ async def cmd_rollup(args: argparse.Namespace, settings: Settings, db: Database)
 def _write_whole(target: Path, text: str) -> None:
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
-    create_private_file(partial)  # names, FINs and balances: owner only
+    create_private_file(partial, parents=False)  # names, FINs and balances: owner only
     partial.write_text(text, encoding="utf-8")
     partial.replace(target)  # readers never see half a file
 

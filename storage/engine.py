@@ -44,14 +44,15 @@ def missing_driver(url: str) -> str | None:
     return None
 
 
-def create_private_file(path: str | Path) -> None:
-    """Create `path` (and its missing directories) readable by the owner only: 0600 in 0700.
+def create_private_file(path: str | Path, *, parents: bool = True) -> None:
+    """Create `path` readable by the owner only (0600), and its missing directories (0700)
+    unless `parents` is false (then a missing directory raises FileNotFoundError).
 
     The database, its WAL (SQLite gives it the database file's mode), backups and exports hold
     webhook secrets, FINs and balances. An existing file or directory keeps the mode it has.
     """
     path = Path(path)
-    missing = [parent for parent in (path.parent, *path.parent.parents) if not parent.exists()]
+    missing = [parent for parent in (path.parent, *path.parent.parents) if not parent.exists()] if parents else []
     for directory in reversed(missing):
         directory.mkdir(mode=0o700, exist_ok=True)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
