@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
+from prometheus_client import Counter
 from yarl import URL
 
 from adapters.factech import local_time
@@ -144,6 +145,14 @@ def event_body(event: DueEvent) -> bytes:
     )
 
 
+DELIVERIES = Counter(
+    "gateway_callback_deliveries",
+    "Callback POST attempts by outcome: delivered (2xx), rejected (another HTTP status), failed (no answer)",
+    ["outcome"],
+)
+DELIVERED, REJECTED, FAILED = (DELIVERIES.labels(outcome) for outcome in ("delivered", "rejected", "failed"))
+
+
 @dataclass(frozen=True)
 class AttemptResult:
     """What one POST came to: the HTTP status, or the error that prevented one, and how long it took."""
@@ -187,7 +196,9 @@ class WebhookSender:
                 status, error = response.status, ""
         except (aiohttp.ClientError, TimeoutError, DomainError) as exc:
             status, error = None, f"{type(exc).__name__}: {exc}"[:500]
-        return AttemptResult(status, error, round((time.perf_counter() - started) * 1000))
+        attempt = AttemptResult(status, error, round((time.perf_counter() - started) * 1000))
+        (DELIVERED if attempt.delivered else FAILED if status is None else REJECTED).inc()
+        return attempt
 
 
 @contextlib.asynccontextmanager

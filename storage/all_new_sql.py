@@ -13,7 +13,12 @@ each charged meter of an auto-cut site whose balance is now ≤ 0 and that has n
 
 from __future__ import annotations
 
-import asyncpg
+try:
+    from asyncpg.exceptions import DivisionByZeroError
+except ModuleNotFoundError:  # the plain install (SQLite only): no PostgreSQL statement can raise it
+
+    class DivisionByZeroError(Exception):  # type: ignore[no-redef]
+        """Stands in for asyncpg's error without the `postgres` extra."""
 
 # SQLite
 
@@ -86,7 +91,7 @@ class NotAllNew:
     """How the PostgreSQL statement says "not all new": it divides by zero, which aborts the
     statement (and its savepoint) before anything of it is kept."""
 
-    postgres_error = asyncpg.exceptions.DivisionByZeroError
+    postgres_error = DivisionByZeroError
 
 
 # One statement. Meters are locked FOR UPDATE in meter order first (MATERIALIZED: before anything

@@ -33,9 +33,8 @@ import threading
 from collections import deque
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 from prometheus_client import Gauge, Histogram
 
 from storage.batch_sql import PlanOf, PostgresBatchSql, SqliteBatchSql, batch_sql
@@ -44,9 +43,14 @@ from storage.engine import Database
 from storage.errors import Overloaded
 from storage.ingest import NewReading, ReadingResult, plan_readings
 
+if TYPE_CHECKING:  # PostgreSQL only (the `postgres` extra): imported where it is used
+    import asyncpg
+
 log = logging.getLogger("gateway.writer")
 
-QUEUE_DEPTH = Gauge("gateway_writer_queue_readings", "Readings waiting for the group-commit writer")
+QUEUE_DEPTH = Gauge(
+    "gateway_writer_queue_readings", "Readings waiting for the group-commit writer", multiprocess_mode="livesum"
+)
 COMMIT_READINGS = Histogram(
     "gateway_writer_commit_readings",
     "Readings per group commit",
@@ -160,6 +164,8 @@ class PostgresExecutor:
 
     async def _run_here(self, plan: PlanOf[list[ReadingResult]]) -> list[ReadingResult]:
         if self._conn is None or self._conn.is_closed():  # first use, or the server went away
+            import asyncpg
+
             self._conn = await asyncpg.connect(self._dsn)
         return await self._sql.run(self._conn, plan)  # type: ignore[union-attr]
 
@@ -196,6 +202,11 @@ class ReadingWriter:
         """Start the writer task on the running loop, with its own connection and thread."""
         self._executor = SqliteExecutor(self._db) if self._db.is_sqlite else PostgresExecutor(self._db)
         self._task = asyncio.create_task(self._run(), name="reading-writer")
+
+    @property
+    def running(self) -> bool:
+        """True from `start` until `close` (or until the writer task died): readiness asks."""
+        return self._task is not None and not self._task.done() and not self._closing
 
     async def close(self) -> None:
         """Commit everything already accepted into the queue, then stop."""
