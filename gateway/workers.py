@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from gunicorn.app.base import BaseApplication
+from prometheus_client import multiprocess
 
 from gateway.app import create_app
 from gateway.logs import AccessLogger, setup_logging
@@ -45,6 +46,12 @@ class Workers(BaseApplication):  # type: ignore[misc]
             )
 
         self.cfg.set("when_ready", when_ready)
+
+        def child_exit(_arbiter: object, worker: object) -> None:
+            # A dead worker's live gauges (the writer's queue) must not count any more.
+            multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+        self.cfg.set("child_exit", child_exit)
 
     def load(self) -> Callable[[], Awaitable[web.AppRunner]]:
         settings = self.settings

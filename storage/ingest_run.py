@@ -25,9 +25,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import asyncpg
 import orjson
 from sqlalchemy import Dialect
 
@@ -37,6 +36,9 @@ from storage.ingest_sql import IngestStatements
 from storage.models import Reading
 from storage.rules import OutcomeCode, table_of
 from storage.wal import WalCheckpointer
+
+if TYPE_CHECKING:  # PostgreSQL only (the `postgres` extra): imported where it is used
+    import asyncpg
 
 TimeToDriver = Callable[[dt.datetime], Any]
 
@@ -272,6 +274,8 @@ class PostgresExecutor:
 
     async def _record_here(self, readings: list[NewReading], received_at: dt.datetime) -> list[ReadingResult]:
         if self._conn is None or self._conn.is_closed():  # first use, or the server went away
+            import asyncpg  # the plain install (SQLite only) has no asyncpg
+
             self._conn = await asyncpg.connect(self._dsn)
             await prepare_postgres(self._conn, self._statements)
         results = await record_on_postgres(self._conn, self._statements, readings, received_at)

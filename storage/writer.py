@@ -31,7 +31,9 @@ from storage.ingest_run import IngestExecutor, executor_for
 
 log = logging.getLogger("gateway.writer")
 
-QUEUE_DEPTH = Gauge("gateway_writer_queue_readings", "Readings waiting for the group-commit writer")
+QUEUE_DEPTH = Gauge(
+    "gateway_writer_queue_readings", "Readings waiting for the group-commit writer", multiprocess_mode="livesum"
+)
 COMMIT_READINGS = Histogram(
     "gateway_writer_commit_readings",
     "Readings per group commit",
@@ -74,6 +76,11 @@ class ReadingWriter:
         """Start the writer task on the running loop, with its own connection and thread."""
         self._executor = executor_for(self._db)
         self._task = asyncio.create_task(self._run(), name="reading-writer")
+
+    @property
+    def running(self) -> bool:
+        """True from `start` until `close` (or until the writer task died): readiness asks."""
+        return self._task is not None and not self._task.done() and not self._closing
 
     async def close(self) -> None:
         """Commit everything already accepted into the queue, then stop."""

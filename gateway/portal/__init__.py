@@ -8,6 +8,7 @@ sees them; other paths, such as the ingest hot path, skip the portal entirely).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import session_middleware
 
+from gateway.compression import StaticAsset
 from gateway.keys import SETTINGS
 from gateway.portal import access, dashboard, resident
 from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses, UnknownLogins
@@ -57,6 +59,7 @@ def setup(app: web.Application) -> None:
     app.add_routes(resident.routes)
     app.add_routes(dashboard.routes)
     app.router.add_get("/portal/static/plotly.min.js", plotly_js)
+    app.router.add_get("/portal/static/{name:portal\\.(?:css|js)}", portal_asset)
     app.router.add_static("/portal/static/", STATIC)
 
 
@@ -105,9 +108,24 @@ def unreadable_cookie_page() -> web.Response:
     return response
 
 
-async def plotly_js(request: web.Request) -> web.FileResponse:
-    """Plotly.js from the installed `plotly` package (no CDN: the portal works offline)."""
-    return web.FileResponse(plotly_js_path(), headers={"Cache-Control": "public, max-age=86400"})
+async def plotly_js(request: web.Request) -> web.StreamResponse:
+    """Plotly.js from the installed `plotly` package (no CDN: the portal works offline), gzipped once."""
+    return await _plotly_asset().response(request)
+
+
+async def portal_asset(request: web.Request) -> web.StreamResponse:
+    """The portal's own stylesheet and script, gzipped once."""
+    return await _portal_asset(request.match_info["name"]).response(request)
+
+
+@functools.cache
+def _portal_asset(name: str) -> StaticAsset:
+    return StaticAsset(STATIC / name, "text/css" if name.endswith(".css") else "application/javascript")
+
+
+@functools.cache
+def _plotly_asset() -> StaticAsset:
+    return StaticAsset(plotly_js_path(), "application/javascript")
 
 
 def plotly_js_path() -> Path:
