@@ -8,9 +8,9 @@ Each group runs on the writer's own connection, off the gateway's event loop:
   12.6 ms commit cycle out of 2 ms of work).
 - PostgreSQL: an asyncpg connection driven by its own event loop in its own thread. A group is
   three round trips: the load (which also empties the previous group's working rows), the
-  parameterless statements as one script from BEGIN to COMMIT, and the results. Each round trip
-  costs the writer thread a wait for the GIL while the event loop is busy with HTTP: five made
-  single packets three times slower.
+  parameterless statements as one script from BEGIN to COMMIT, and the results (read after the
+  commit: if that read fails, the group is reported failed although it was stored, and a
+  client's retry is answered "Duplicate reading", as after a crash).
 
 Values cross into the statements in integer units (watt-hours) and the driver's time type
 (naive UTC text on SQLite, as `storage.models.UtcTime` stores it; aware datetimes on PostgreSQL).
