@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -463,3 +464,16 @@ async def late_changes_counted(client: TestClient) -> float:
     text = await (await client.get("/metrics")).text()
     found = re.search(r"^gateway_dg_late_changes_total ([0-9.e+]+)$", text, re.M)
     return float(found.group(1)) if found else 0.0
+
+
+async def test_a_recharge_restores_a_cut_meter_at_the_head_end_within_5_seconds(
+    gateway: TestClient, world: World, mock: MockHeadEnd
+) -> None:
+    await reading(gateway, world, 10.5)  # -5.00
+    [cut] = await gateway.app[DISPATCHER].run()
+    assert cut.state == "done" and await relay(mock) == "off"
+    started = time.monotonic()
+    await recharge(gateway, world, "20.00")  # the reply does not wait for the restore
+    await gateway.app[DISPATCHER].settle()  # the restore went out on its own (no scheduler runs in tests)
+    assert await relay(mock) == "on" and time.monotonic() - started < 5
+    print(f"restored at the head-end {time.monotonic() - started:.3f} s after the recharge was sent")
