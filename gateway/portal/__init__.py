@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp_session import session_middleware
 
 from gateway.keys import SETTINGS
-from gateway.portal import access, dashboard, resident
+from gateway.portal import access, dashboard, prepaid_dashboard, resident
 from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses, UnknownLogins
 from gateway.portal.render import environment_options, error_page
 from gateway.portal.sessions import COOKIE_NAME, SECURE_COOKIE_NAME, cookie_storage, unreadable_cookie
@@ -56,6 +56,7 @@ def setup(app: web.Application) -> None:
     app.add_routes(access.routes)  # first: /profile/password before /profile/{meter_id}
     app.add_routes(resident.routes)
     app.add_routes(dashboard.routes)
+    app.add_routes(prepaid_dashboard.routes)
     app.router.add_get("/portal/static/plotly.min.js", plotly_js)
     app.router.add_static("/portal/static/", STATIC)
 
