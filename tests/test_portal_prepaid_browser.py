@@ -149,3 +149,43 @@ def test_staff_see_gaps_and_a_stop_told_apart(prepaid_server, browser) -> None: 
     assert len(bands) == 38  # 11 missing + 27 not yet
     assert console_errors(driver) == []
     shot(driver, "12-gaps")
+
+
+def overflowing_boxes(driver) -> list[str]:  # type: ignore[no-untyped-def]
+    """Sections or cards whose content sticks out of their box (a table must scroll inside)."""
+    script = """return [...document.querySelectorAll('main section, main .card, main .scroll')]
+        .filter(b => b.getBoundingClientRect().right > document.documentElement.clientWidth + 1
+                     || (!b.classList.contains('scroll') && b.scrollWidth > b.clientWidth + 1))
+        .map(b => (b.querySelector('h2') || b).textContent.trim().slice(0, 40))"""
+    return driver.execute_script(script)
+
+
+@pytest.mark.parametrize("phone", [False, True], ids=["1280px", "390px"])
+def test_manager_dashboard_fits_and_matches_the_ledger(prepaid_server, browser, phone: bool) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    server, _ = prepaid_server
+    driver = browser
+    set_phone(driver, phone)
+    log_in_as(driver, server, STAFF, staff=True)
+    driver.get(f"{server}/management-dashboard/")
+    assert drawn_bars(driver, "sites-chart") >= 2
+    assert driver.find_element(By.ID, "zero-cut-count").text == "1"
+    assert driver.find_element(By.ID, "stopped-count").text == "1"
+    assert driver.find_element(By.ID, "negative-total").text == "−₹5.00"
+    assert fits_the_window(driver) and overflowing_boxes(driver) == []
+    shot(driver, f"13-dashboard-{'phone' if phone else 'laptop'}")
+    set_phone(driver, phone)
+
+    Select(driver.find_element(By.ID, "site-select")).select_by_value("S1")
+    fill(driver, {"q": "U555"})
+    submit(driver, "apply-filters")
+    found = driver.find_elements(By.CSS_SELECTOR, "#found tbody tr")
+    assert len(found) == 1 and "Stopped by staff" in found[0].text
+    assert driver.find_element(By.ID, "zero-cut-count").text == "0"  # S2's cut is filtered out
+    driver.find_element(By.PARTIAL_LINK_TEXT, "which meters").click()
+    rows = driver.find_elements(By.CSS_SELECTOR, "#missing tbody tr")
+    assert len(rows) == 1 and "48 of 48" in rows[0].text
+    assert fits_the_window(driver) and overflowing_boxes(driver) == []
+    assert console_errors(driver) == []
