@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -189,14 +190,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         fleet=fleet_context(fleet) if fleet else None,
     )
     auth = "bearer token required" if args.token else "no auth"
-    print(f"mock-meter-server: head-end on http://{args.host}:{args.port}/headend/v1 ({auth})", flush=True)
+    # Bound here, so the line names the real port even for --port 0 (a fleet's own head-end).
+    try:
+        listener = socket.create_server((args.host, args.port))
+    except OSError as exc:
+        parser.error(f"cannot listen on {args.host}:{args.port}: {exc}")
+    port = listener.getsockname()[1]
+    print(f"mock-meter-server: head-end on http://{args.host}:{port}/headend/v1 ({auth})", flush=True)
     if fleet:
         print(
             f"mock-meter-server: fleet of {len(fleet.meters)} meters and {len(fleet.dgs)} DGs -> "
             f"{fleet.gateway} from {curves.iso_z(fleet.start)} at x{fleet.speed:g}",
             flush=True,
         )
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    web.run_app(app, sock=listener, print=None, access_log=None)
     return 0
 
 

@@ -203,9 +203,14 @@ class Fleet:
         return self.stats
 
     async def _progress(self) -> None:
+        # Only when something changed: an idle fleet (replay done, waiting for real time) is quiet.
+        last = ""
         while True:
             await asyncio.sleep(self.config.progress_seconds)
-            print(self.stats.line(), file=self.config.output, flush=True)
+            line = self.stats.line()
+            if line != last:
+                print(line, file=self.config.output, flush=True)
+                last = line
 
     def _last(self, k: int) -> bool:
         return self.config.intervals is not None and k >= self.config.intervals - 1

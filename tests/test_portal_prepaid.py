@@ -205,3 +205,14 @@ def test_runs_pair_on_with_off_and_clip_minutes_to_the_window() -> None:
 )
 def test_restore_amount_lifts_the_balance_above_the_cut_threshold(balance: str, grace: str, least: str) -> None:
     assert restore_amount(Decimal(balance), Decimal(grace)) == Decimal(least)
+
+
+async def test_portal_paths_answer_html_errors_and_the_favicon(aiohttp_client, world: str) -> None:  # type: ignore[no-untyped-def]
+    client = await client_for(aiohttp_client, world, staff=False)
+    for path in ("/management-dashboard/nope", "/profile/1/2/3", "/register/x", f"/profile/{RESIDENT}/consumption/a/b"):
+        response = await client.get(path)
+        assert response.status == 404 and response.content_type == "text/html", path
+    icon = await client.get("/favicon.ico")
+    assert icon.status == 200 and icon.content_type == "image/svg+xml" and b"<svg" in await icon.read()
+    page = await (await client.get(f"/profile/{RESIDENT}")).text()
+    assert '<link rel="icon" href="/portal/static/favicon.svg"' in page

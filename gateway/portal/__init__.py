@@ -58,6 +58,7 @@ def setup(app: web.Application) -> None:
     app.add_routes(dashboard.routes)
     app.add_routes(prepaid_dashboard.routes)
     app.router.add_get("/portal/static/plotly.min.js", plotly_js)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_static("/portal/static/", STATIC)
 
 
@@ -104,6 +105,13 @@ def unreadable_cookie_page() -> web.Response:
     for name in (COOKIE_NAME, SECURE_COOKIE_NAME):
         response.del_cookie(name, path="/", secure=name == SECURE_COOKIE_NAME)
     return response
+
+
+async def favicon(request: web.Request) -> web.FileResponse:
+    """The portal's icon where browsers look for it unasked (an SVG: every current browser draws it)."""
+    return web.FileResponse(
+        STATIC / "favicon.svg", headers={"Content-Type": "image/svg+xml", "Cache-Control": "public, max-age=86400"}
+    )
 
 
 async def plotly_js(request: web.Request) -> web.FileResponse:

@@ -1,0 +1,52 @@
+"""Newcomer fixes of the demo (issue 22): the banner names the resident's login and the staff
+step, its Factech lines work pasted top to bottom, and a head-end on --port 0 names its port."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import aiohttp
+
+from gateway.demo_text import Banner, banner, factech_calls
+from tests.test_mock_cli import start_server, wait_healthy  # noqa: F401 (start_server is a fixture)
+
+BANNER = Banner(
+    base="http://127.0.0.1:8080",
+    headend="http://127.0.0.1:9090",
+    headend_token="t",
+    data_dir="/tmp/demo",
+    sites=[("GREENPARK", "North", 30)],
+    site_id="GREENPARK",
+    meter_no=999999999,
+    other_meter_no=100000001,
+    dg_no="DG1",
+    change_site_id="BLUEHILLS",
+    change_date="2025-02-08",
+    keys={"demo-read": "mgk_R", "demo-operate": "mgk_O"},
+)
+
+
+def test_banner_names_the_resident_login_and_the_staff_step() -> None:
+    text = banner(BANNER)
+    assert "register at http://127.0.0.1:8080/register with meter number 999999999 and FIN A3389127I" in text
+    assert "gateway user add --staff manager --site '*'" in text
+    assert "--database-url sqlite+aiosqlite:////tmp/demo/gateway.db" in text
+
+
+def test_factech_lines_work_in_the_printed_order() -> None:
+    order = [number for number, _, _ in factech_calls(BANNER)]
+    assert order.index(3) < order.index(4) and order.index(7) < order.index(6)
+    calls = {number: line for number, _, line in factech_calls(BANNER)}
+    assert calls[3].startswith("TXN=$(curl -s ") and '["data"]["transaction_id"]' in calls[3]
+    assert "transaction_id=$TXN" in calls[4] and calls[4].count('"') == 4  # double quotes: $TXN expands
+
+
+async def test_a_head_end_on_port_0_prints_the_port_it_got(start_server: Any) -> None:  # noqa: F811
+    _, proc = start_server("--port", "0")
+    first = proc.stdout.readline()
+    found = re.search(r"head-end on http://127\.0\.0\.1:(\d+)/headend/v1", first)
+    assert found and found.group(1) != "0", first
+    base = f"http://127.0.0.1:{found.group(1)}"
+    async with aiohttp.ClientSession() as session:
+        await wait_healthy(session, base, proc)
