@@ -8,7 +8,8 @@ sees them; other paths, such as the ingest hot path, skip the portal entirely).
 
 from __future__ import annotations
 
-import importlib.util
+import functools
+import gzip
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from storage.errors import DomainError, NotFound
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SESSIONS = web.AppKey("portal_sessions", Callable[[web.Request, Handler], Awaitable[web.StreamResponse]])
 STATIC = Path(__file__).parent / "static"
+# plotly.js-basic-dist-min 4.1.1 from npm (MIT, licence beside it): the same plotly.js version as
+# the full bundle of the `plotly` package, built with only the trace types the portal draws.
+PLOTLY_BASIC = STATIC / "vendor" / "plotly-basic.min.js"
 PORTAL_PREFIXES = ("/register", "/profile", "/management-dashboard", "/logout", "/portal/")
 ERROR_STATUS = {"invalid": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404, "conflict": 409}
 # Scripts and styles only from this gateway; Plotly adds <style> elements, hence 'unsafe-inline'
@@ -57,6 +61,7 @@ def setup(app: web.Application) -> None:
     app.add_routes(resident.routes)
     app.add_routes(dashboard.routes)
     app.add_routes(prepaid_dashboard.routes)
+    plotly_bytes()  # read and compress the chart bundle now, not on a page's first request
     app.router.add_get("/portal/static/plotly.min.js", plotly_js)
     app.router.add_get("/favicon.ico", favicon)
     app.router.add_static("/portal/static/", STATIC)
@@ -114,14 +119,20 @@ async def favicon(request: web.Request) -> web.FileResponse:
     )
 
 
-async def plotly_js(request: web.Request) -> web.FileResponse:
-    """Plotly.js from the installed `plotly` package (no CDN: the portal works offline)."""
-    return web.FileResponse(plotly_js_path(), headers={"Cache-Control": "public, max-age=86400"})
+async def plotly_js(request: web.Request) -> web.Response:
+    """Plotly.js, gzip-compressed for browsers that accept it (nearly all): the partial "basic"
+    bundle (bar and scatter traces, all the pages draw), 395 kB on the wire instead of the full
+    bundle's 1.47 MB compressed; no CDN, the portal works offline."""
+    raw, packed = plotly_bytes()
+    headers = {"Cache-Control": "public, max-age=86400", "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=packed, content_type="application/javascript", headers=headers)
+    return web.Response(body=raw, content_type="application/javascript", headers=headers)
 
 
-def plotly_js_path() -> Path:
-    """Where the installed plotly package keeps its minified JavaScript (found without importing it)."""
-    spec = importlib.util.find_spec("plotly")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the plotly package is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
+@functools.cache
+def plotly_bytes() -> tuple[bytes, bytes]:
+    """The bundle as served: plain and gzip-compressed (once per process, at setup)."""
+    raw = PLOTLY_BASIC.read_bytes()
+    return raw, gzip.compress(raw, compresslevel=9)
