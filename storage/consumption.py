@@ -417,3 +417,42 @@ def usage_query(span: Window, unrolled: Sequence[dt.date], site_filter: Any) -> 
         .group_by(union.c.meter_no, union.c.site_id)
         .subquery("usage")
     )
+
+
+# --- A year, month by month ----------------------------------------------------------------------
+
+YEAR_MONTHS = 12
+
+
+async def meter_year(db: Database, *, meter_no: int, now: dt.datetime) -> Consumption:
+    """A meter's last 12 local calendar months (this one so far included), one bar per month:
+    the daily bars of the months summed, so rolled days, charges and gaps count as on the
+    daily views."""
+    async with db.reader() as session:
+        meter, site = await meter_site(session, meter_no)
+        today = local_day(site.timezone, now)
+        month = today.year * 12 + today.month - 1 - (YEAR_MONTHS - 1)
+        first = dt.date(month // 12, month % 12 + 1, 1)
+        last = today.replace(day=calendar.monthrange(today.year, today.month)[1])
+        start, end = day_bounds(site.timezone, first)[0], day_bounds(site.timezone, last)[1]
+        span = Window("year", site.timezone, start, end, first, last, today, True)
+        in_service = floor_half_hour(meter.created_at + HALF_HOUR - dt.timedelta(microseconds=1))
+        days = await _daily_bars(session, meter_no, site.id, span, expected_from=in_service, now=now)
+    months: dict[str, list[Bar]] = {}
+    for bar in days:
+        months.setdefault(bar.key[:7], []).append(bar)
+    bars = [
+        Bar(
+            key=key,
+            label=dt.date.fromisoformat(f"{key}-01").strftime("%b %Y"),
+            grid=sum((b.grid for b in group), ZERO),
+            dg=sum((b.dg for b in group), ZERO),
+            intervals=sum(b.intervals for b in group),
+            grid_charge=sum((b.grid_charge for b in group), MONEY_ZERO),
+            dg_charge=sum((b.dg_charge for b in group), MONEY_ZERO),
+            fixed_charge=sum((b.fixed_charge for b in group), MONEY_ZERO),
+            expected=sum(b.expected for b in group),
+        )
+        for key, group in months.items()
+    ]
+    return Consumption(meter_no, span, bars)

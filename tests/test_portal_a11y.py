@@ -17,7 +17,8 @@ SERIOUS = ("serious", "critical")
 PUBLIC = ("/", "/register", "/profile", "/management-dashboard/login")
 DAY, WEEK = "current-day", "current-week"
 RESIDENT_PAGES = (f"/profile/{RESIDENT}", f"/profile/{RESIDENT}/consumption?period={DAY}",
-                  f"/profile/{RESIDENT}/consumption?period={WEEK}", "/profile/password", "/profile/1")  # fmt: skip
+                  f"/profile/{RESIDENT}/consumption?period={WEEK}", "/profile/password", "/profile/1",
+                  f"/profile/{RESIDENT}/year")  # fmt: skip
 STAFF_PAGES = ("/management-dashboard/", "/management-dashboard/?q=U5", "/management-dashboard/missing?site=S1",
                f"/profile/{NEIGHBOUR}/consumption?period=current-day")  # fmt: skip
 

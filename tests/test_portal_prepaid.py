@@ -216,3 +216,20 @@ async def test_portal_paths_answer_html_errors_and_the_favicon(aiohttp_client, w
     assert icon.status == 200 and icon.content_type == "image/svg+xml" and b"<svg" in await icon.read()
     page = await (await client.get(f"/profile/{RESIDENT}")).text()
     assert '<link rel="icon" href="/portal/static/favicon.svg"' in page
+
+
+async def test_year_view_month_by_month(aiohttp_client, world: str) -> None:  # type: ignore[no-untyped-def]
+    client = await client_for(aiohttp_client, world, staff=False)
+    html = await (await client.get(f"/profile/{RESIDENT}/year")).text()
+    rows = table_rows(html, "months")
+    assert [r[0] for r in rows][:1] + [r[0] for r in rows][-2:] == ["Mar 2024", "Jan 2025", "Feb 2025"]
+    assert len(rows) == 12
+    # Before the meter was installed (1 Jan 2025): nothing expected, not zero use.
+    assert rows[0] == ["Mar 2024", "–", "0 of 0"]
+    # January: only the 31st has readings (48 × 0.1 kWh): the rest of the month is missing.
+    assert rows[10] == ["Jan 2025", "4.80", "0.00", "4.80", "₹192.00", "48 of 1488"]
+    # February so far: grid 24 + 20 + 4.75, DG 10 + 1.5 kWh; ₹ = the readings' charges and the fixed charge.
+    assert rows[11][1:5] == ["48.75", "11.50", "60.25", "₹473.00"]
+    assert text_of(html, "intervals") == "165 of 2037"
+    chart = chart_of(html, "year-chart")
+    assert chart["data"][0]["y"][:10] == [None] * 10

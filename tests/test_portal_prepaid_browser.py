@@ -130,6 +130,12 @@ def test_resident_sees_money_receipts_and_dg_runs(prepaid_server, browser, phone
     shot(driver, f"11-day-prepaid-{'phone' if phone else 'laptop'}")
     set_phone(driver, phone)
 
+    driver.get(f"{server}/profile/{RESIDENT}/year")
+    assert drawn_bars(driver, "year-chart") >= 2  # January and February
+    assert visible_bars(driver, "year-chart") == 3  # Jan grid, Feb grid, Feb DG: no zero months
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#months tbody tr")) == 12
+    assert fits_the_window(driver)
+
 
 def test_staff_see_gaps_and_a_stop_told_apart(prepaid_server, browser) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     from selenium.webdriver.common.by import By

@@ -133,6 +133,23 @@ async def consumption_page(request: web.Request) -> web.StreamResponse:
     return await render(request, "consumption.html", page)
 
 
+@routes.get("/profile/{meter_id}/year")
+async def year_page(request: web.Request) -> web.Response:
+    """The last 12 months, month by month: the trend, in kWh and ₹, gaps marked."""
+    meter_no = await viewable_meter(request)
+    usage = await consumption.meter_year(request.app[DB], meter_no=meter_no, now=request.app[CLOCK].now())
+    chart = stacked_bars(
+        labels=[b.label for b in usage.bars],
+        grid=[b.grid if b.has_data else None for b in usage.bars],
+        dg=[b.dg if b.has_data else None for b in usage.bars],
+        x_title=f"Month ({usage.window.timezone})",
+        title="The last 12 months: energy per month",
+        charges=[b.charge if b.has_data else None for b in usage.bars],
+        gaps=[b.state for b in usage.bars],
+    )
+    return await render(request, "year.html", {"usage": usage, "meter_no": meter_no, "chart": chart})
+
+
 @routes.get("/profile/{meter_id}/consumption/{name}")
 async def consumption_path(request: web.Request) -> web.StreamResponse:
     """The seed's path form (…/consumption/today) redirects to the query form."""
