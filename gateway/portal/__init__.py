@@ -47,7 +47,7 @@ SECURITY_HEADERS = {
 
 def is_portal_path(path: str) -> bool:
     """True for the portal's pages and files."""
-    return path == "/" or path.startswith(PORTAL_PREFIXES)
+    return path in ("/", "/favicon.ico") or path.startswith(PORTAL_PREFIXES)
 
 
 def setup(app: web.Application) -> None:
