@@ -98,3 +98,14 @@ async def test_completeness_drills_down_to_missing_intervals(staff: TestClient) 
     assert [r[:3] for r in today] == [["555-555-555", "U555", "11 of 21"]] and today[0][3].startswith("05:00 IST")
     assert (await staff.get("/management-dashboard/missing?site=S1&day=12-02")).status == 400
     assert (await staff.get("/management-dashboard/missing?site=ZZ")).status == 404
+
+
+async def test_monthly_trend_of_the_last_12_months(staff: TestClient) -> None:
+    html = await (await staff.get(HOME)).text()
+    rows = table_rows(html, "trend")
+    assert len(rows) == 12 and rows[0][0] == "Mar 2024" and rows[-1][0] == "Feb 2025"
+    # January: the resident's 31st (4.8 kWh). February: resident 60.25 (11.5 DG), neighbour 48 + 20, S2 4.8.
+    assert rows[-2] == ["Jan 2025", "4.80", "0.00", "4.80"]
+    assert rows[-1] == ["Feb 2025", "121.55", "11.50", "133.05"]
+    s2 = table_rows(await (await staff.get(f"{HOME}?site=S2")).text(), "trend")
+    assert s2[-1] == ["Feb 2025", "4.80", "0.00", "4.80"]

@@ -13,11 +13,13 @@ from typing import Any
 from aiohttp import web
 
 from gateway.keys import CLOCK, DB
+from gateway.portal.charts import stacked_bars
 from gateway.portal.render import error_page, render
 from gateway.portal.sessions import current_account
 from storage import prepaid_fleet
 from storage.days import local_day
 from storage.portal_users import Account
+from storage.trend import monthly_trend
 
 routes = web.RouteTableDef()
 MISSING = "/management-dashboard/missing"
@@ -46,6 +48,7 @@ async def prepaid_panels(request: web.Request, account: Account) -> dict[str, An
     meters = await prepaid_fleet.meter_money(db, now=now, only=only, site_id=site_id)
     grace = {s.id: s.grace_amount for s in sites}
     found = await prepaid_fleet.meter_money(db, now=now, only=only, site_id=site_id, search=search) if search else []
+    trend = await monthly_trend(db, now=now, only=frozenset({chosen}) if chosen else only)
     return {
         "site_choices": sites,
         "chosen_site": chosen,
@@ -58,6 +61,14 @@ async def prepaid_panels(request: web.Request, account: Account) -> dict[str, An
         "dg_hours": await prepaid_fleet.dg_hours(db, now=now, only=only, site_id=site_id),
         "listed": prepaid_fleet.LISTED,
         "site_zones": {s.id: s.timezone for s in sites},
+        "trend_chart": stacked_bars(
+            labels=[m.label for m in trend],
+            grid=[m.grid for m in trend],
+            dg=[m.dg for m in trend],
+            x_title="Month (each site's local time)",
+            title="Energy per month, the last 12 months",
+        ),
+        "trend": trend,
     }
 
 
