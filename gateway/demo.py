@@ -55,6 +55,7 @@ class Plan:
     meter_files: dict[str, Path]  # site_id -> the fleet's meter file
     active: dict[str, int]  # site_id -> active meters
     dg_registers: dict[str, str]  # site_id -> the DG's stored register, kWh
+    data_dir: Path = Path("var")  # where the head-end keeps its relay states across restarts
 
 
 async def prepare(data_dir: Path, database_url: str, meters: int) -> Plan:
@@ -73,7 +74,7 @@ async def prepare(data_dir: Path, database_url: str, meters: int) -> Plan:
             files[site.site_id].write_text("".join(f"{n}\n" for n in numbers))
             active[site.site_id] = len(numbers)
             registers[site.site_id] = str(await demo_seed.dg_register(db, site_id=site.site_id, dg_no=site.dg_no))
-        return Plan(sites, swap, state, files, active, registers)
+        return Plan(sites, swap, state, files, active, registers, data_dir)
     finally:
         await db.dispose()
 
@@ -168,7 +169,10 @@ def headend_context(plan: Plan, *, port: int) -> CleanupContext:
         try:
             headend = await children.start(
                 "head-end",
-                ["--host", HOST, "--port", str(port), "--log-level", "WARNING"],
+                [
+                    *("--host", HOST, "--port", str(port), "--log-level", "WARNING"),
+                    *("--state-file", str(plan.data_dir / "headend-relays.json")),
+                ],
                 {"MOCK_METER_SERVER_TOKEN": plan.state.headend_token},
             )
             await wait_healthy(f"http://{HOST}:{port}/healthz", headend)

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="require Authorization: Bearer TOKEN on /headend and /control (env MOCK_METER_SERVER_TOKEN)",
     )
     serve.add_argument("--seed", type=int, default=0, help="seeds faults, tokens and the fleet (default 0)")
+    serve.add_argument("--state-file", type=Path, help="keep relay states in this JSON file across restarts")
     serve.add_argument("--log-level", default="INFO")
 
     faults = parser.add_argument_group("fault injection (also POST /control/faults at run time)")
@@ -188,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         token=args.token,
         seed=args.seed,
         fleet=fleet_context(fleet) if fleet else None,
+        state_file=args.state_file,
     )
     auth = "bearer token required" if args.token else "no auth"
     # Bound here, so the line names the real port even for --port 0 (a fleet's own head-end).

@@ -4,11 +4,14 @@ step, its Factech lines work pasted top to bottom, and a head-end on --port 0 na
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from gateway.demo_text import Banner, banner, factech_calls
+from mock_meter_server.faults import FaultInjector, Faults
+from mock_meter_server.headend import HeadEnd
 from tests.test_mock_cli import start_server, wait_healthy  # noqa: F401 (start_server is a fixture)
 
 BANNER = Banner(
@@ -50,3 +53,14 @@ async def test_a_head_end_on_port_0_prints_the_port_it_got(start_server: Any) ->
     base = f"http://127.0.0.1:{found.group(1)}"
     async with aiohttp.ClientSession() as session:
         await wait_healthy(session, base, proc)
+
+
+def test_the_head_end_keeps_relay_states_in_its_state_file(tmp_path: Path) -> None:
+    state = tmp_path / "headend-relays.json"
+    first = HeadEnd(FaultInjector(Faults(), seed=0), state_file=state)
+    assert first.relay("100000001", command_id="c1", state="off")["changed"] is True
+    restarted = HeadEnd(FaultInjector(Faults(), seed=0), state_file=state)
+    assert restarted.status("100000001")["relay"] == "off"  # a stopped meter stays stopped
+    assert restarted.status("100000002")["relay"] == "on"
+    restarted.reset()
+    assert HeadEnd(FaultInjector(Faults(), seed=0), state_file=state).status("100000001")["relay"] == "on"
