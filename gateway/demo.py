@@ -203,6 +203,9 @@ def fleets_context(plan: Plan, *, gateway: str, speed: float) -> CleanupContext:
                         *("--site-id", site.site_id, "--dgs", site.dg_no),
                         *("--dg-start-kwh", plan.dg_registers[site.site_id], "--speed", f"{speed:g}"),
                         *("--progress-seconds", str(FLEET_PROGRESS_SECONDS)),
+                        # Every site's replay runs its DG (half way through the 24 hours at the
+                        # latest), so the DG calls 10-13 and the residents' DG run log show something.
+                        *("--dg-run-by", "24"),
                     ],
                     {
                         "MOCK_METER_SERVER_TOKEN": plan.state.headend_token,

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--dup-rate", type=float, default=0.01, help="share of packets sent twice")
     fleet.add_argument("--late-rate", type=float, default=0.01, help="share of packets sent 1-6 intervals late")
     fleet.add_argument("--outage-rate", type=float, default=0.04, help="chance per half hour a DG starts")
+    fleet.add_argument(
+        "--dg-run-by", type=int, metavar="K", help="if no DG has run by interval K of the run, one starts in it"
+    )
     fleet.add_argument("--concurrency", type=int, default=32, help="requests in flight at most")
     fleet.add_argument("--progress-seconds", type=float, default=5.0, help="real seconds between progress lines")
     return parser
@@ -172,6 +175,7 @@ def fleet_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Fle
         dup_rate=args.dup_rate,
         late_rate=args.late_rate,
         outage_rate=args.outage_rate,
+        dg_run_by=args.dg_run_by,
         concurrency=args.concurrency,
         progress_seconds=args.progress_seconds,
     )

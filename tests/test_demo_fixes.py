@@ -3,6 +3,7 @@ step, its Factech lines work pasted top to bottom, and a head-end on --port 0 na
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import aiohttp
 from gateway.demo_text import Banner, banner, factech_calls
 from mock_meter_server.faults import FaultInjector, Faults
 from mock_meter_server.headend import HeadEnd
+from storage.days import HALF_HOUR
 from tests.test_mock_cli import start_server, wait_healthy  # noqa: F401 (start_server is a fixture)
 
 BANNER = Banner(
@@ -64,3 +66,23 @@ def test_the_head_end_keeps_relay_states_in_its_state_file(tmp_path: Path) -> No
     assert restarted.status("100000002")["relay"] == "on"
     restarted.reset()
     assert HeadEnd(FaultInjector(Faults(), seed=0), state_file=state).status("100000001")["relay"] == "on"
+
+
+async def test_a_fleet_runs_its_dg_by_the_interval_asked_even_with_no_outages(aiohttp_server: Any) -> None:
+    from mock_meter_server.fleet import Fleet
+    from tests.test_mock_fleet import MONDAY, Recorder, config
+
+    recorder = Recorder()
+    gateway = await aiohttp_server(recorder.app())
+
+    async def run(dg_run_by: int | None) -> list[dict[str, Any]]:
+        recorder.dg.clear()
+        fleet = config(gateway, intervals=8, site_id="S1", dgs=["DG1"], outage_rate=0.0, dg_run_by=dg_run_by)
+        await Fleet(fleet).run()
+        return [body for body, _ in recorder.dg]
+
+    assert await run(None) == []  # no outage at rate 0: the DG never runs
+    posts = await run(3)
+    assert posts and posts[0]["status"] == "ON"
+    started = dt.datetime.fromisoformat(posts[0]["timestamp"].replace("Z", "+00:00"))
+    assert MONDAY + 3 * HALF_HOUR <= started < MONDAY + 4 * HALF_HOUR  # in interval 3, as asked
