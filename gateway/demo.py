@@ -219,6 +219,29 @@ def fleets_context(plan: Plan, *, gateway: str, speed: float) -> CleanupContext:
     return context
 
 
+def receiver_context(listener: socket.socket) -> CleanupContext:
+    """A local receiver for the DG callbacks of call 11 (on a port bound beforehand, so the
+    banner can name it): it prints what it got and answers 200."""
+
+    async def received(request: web.Request) -> web.Response:
+        body = await request.text()
+        say(f"[callback receiver] {request.method} {request.path}: {body[:300]}")
+        return web.json_response({"received": True})
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", received)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, listener).start()
+        try:
+            yield
+        finally:
+            await runner.cleanup()
+
+    return context
+
+
 def check_port_free(port: int, flag: str) -> None:
     """Refuse early, with the flag to change, when a port is taken (before any child starts)."""
     with socket.socket() as probe:
@@ -255,7 +278,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         say("demo: interrupted while preparing; run it again to finish")
         return 0
+    listener = socket.create_server((HOST, 0))  # the callback receiver's port, known for the banner
+    callback_url = f"http://{HOST}:{listener.getsockname()[1]}/dg-events"
     settings = settings.with_overrides(
+        # The receiver is on this machine: the demo lets callbacks go to private addresses.
+        callback_allow_private=True,
         database_url=database_url,
         host=HOST,
         port=args.port,
@@ -279,6 +306,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             change_site_id=plan.swap.site_id,
             change_date=plan.state.meter_change_date or "",
             keys=plan.state.keys,
+            callback_url=callback_url,
         )
     )
     from gateway.serve import serve
@@ -286,7 +314,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         serve(
             settings,
-            before=[headend_context(plan, port=args.headend_port)],
+            before=[headend_context(plan, port=args.headend_port), receiver_context(listener)],
             after=[fleets_context(plan, gateway=base, speed=args.speed)],
             on_listening=lambda: say(text),
         )

@@ -29,6 +29,7 @@ class Banner:
     change_date: str
     keys: dict[str, str]  # key name -> key
     resident_fin: str = "A3389127I"  # the seed meter's FIN, which registration asks for
+    callback_url: str = "https://example.com/dg-events"  # where call 11 subscribes (the demo's receiver)
 
 
 def _get(base: str, key: str, path: str, **params: object) -> str:
@@ -91,14 +92,14 @@ def factech_calls(b: Banner) -> list[tuple[int, str, str]]:
         (10, "DG energy reading", _get(b.base, read, "/api/v1/dg/reading", site_id=site, dg_number=dg)),
         (
             11,
-            "DG sensing: POST ON/OFF changes to your URL",
+            "DG sensing: POST ON/OFF changes to a URL (the demo's receiver prints what it gets)",
             _post(
                 b.base,
                 operate,
                 "/api/v1/dg/sensing",
                 site_id=site,
                 dg_number=dg,
-                url="https://example.com/dg-events",
+                url=b.callback_url,
             ),
         ),
         (12, "DG status", _get(b.base, read, "/api/v1/dg/status", site_id=site, dg_number=dg)),

@@ -86,3 +86,25 @@ async def test_a_fleet_runs_its_dg_by_the_interval_asked_even_with_no_outages(ai
     assert posts and posts[0]["status"] == "ON"
     started = dt.datetime.fromisoformat(posts[0]["timestamp"].replace("Z", "+00:00"))
     assert MONDAY + 3 * HALF_HOUR <= started < MONDAY + 4 * HALF_HOUR  # in interval 3, as asked
+
+
+def test_the_demo_prints_line_11_for_its_own_receiver_and_the_gateway_accepts_it(tmp_path: Path) -> None:
+    import json
+    import urllib.request
+
+    from tests.test_demo import Demo
+
+    demo = Demo(tmp_path / "var")
+    try:
+        operate = demo.wait_for(r"^\s+demo-operate\s+(mgk_\S+)$").group(1)
+        line = demo.wait_for(r"curl -s (\S+/api/v1/dg/sensing) .* -d url=(http://127\.0\.0\.1:\d+/dg-events)$")
+        sensing, url = line.group(1), line.group(2)
+        assert "demo-read" in demo.output() and "FIN A3389127I" in demo.output()
+        form = f"site_id=GREENPARK&dg_number=DG1&url={url}".encode()
+        request = urllib.request.Request(sensing, data=form, headers={"X-API-Key": operate})
+        with urllib.request.urlopen(request, timeout=10) as reply:  # a private address, allowed for the demo
+            assert reply.status in (200, 201), reply.status
+            assert json.loads(reply.read())["status"] == "success"
+        assert demo.stop() == 0
+    finally:
+        demo.close()
