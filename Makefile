@@ -16,7 +16,15 @@ $(STAMP): setup.cfg pyproject.toml requirements-dev.lock
 
 install: $(STAMP)
 
-run: $(STAMP)
+# The demo needs the gateway's own requirements only (no test tools, no PostgreSQL driver).
+RUN_STAMP := $(VENV)/.installed-run
+$(RUN_STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/gateway demo
 
 # The plain gateway, on whatever GATEWAY_* says (no demo data, no child processes).

@@ -9,7 +9,6 @@ sees them; other paths, such as the ingest hot path, skip the portal entirely).
 from __future__ import annotations
 
 import functools
-import importlib.util
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from aiohttp_session import session_middleware
 
 from gateway.compression import StaticAsset
 from gateway.keys import SETTINGS
-from gateway.portal import access, dashboard, resident
+from gateway.portal import access, dashboard, prepaid_dashboard, resident
 from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses, UnknownLogins
 from gateway.portal.render import environment_options, error_page
 from gateway.portal.sessions import COOKIE_NAME, SECURE_COOKIE_NAME, cookie_storage, unreadable_cookie
@@ -28,6 +27,9 @@ from storage.errors import DomainError, NotFound
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SESSIONS = web.AppKey("portal_sessions", Callable[[web.Request, Handler], Awaitable[web.StreamResponse]])
 STATIC = Path(__file__).parent / "static"
+# plotly.js-basic-dist-min 4.1.1 from npm (MIT, licence beside it): the same plotly.js version as
+# the full bundle of the `plotly` package, built with only the trace types the portal draws.
+PLOTLY_BASIC = STATIC / "vendor" / "plotly-basic.min.js"
 PORTAL_PREFIXES = ("/register", "/profile", "/management-dashboard", "/logout", "/portal/")
 ERROR_STATUS = {"invalid": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404, "conflict": 409}
 # Scripts and styles only from this gateway; Plotly adds <style> elements, hence 'unsafe-inline'
@@ -45,7 +47,7 @@ SECURITY_HEADERS = {
 
 def is_portal_path(path: str) -> bool:
     """True for the portal's pages and files."""
-    return path == "/" or path.startswith(PORTAL_PREFIXES)
+    return path in ("/", "/favicon.ico") or path.startswith(PORTAL_PREFIXES)
 
 
 def setup(app: web.Application) -> None:
@@ -58,8 +60,10 @@ def setup(app: web.Application) -> None:
     app.add_routes(access.routes)  # first: /profile/password before /profile/{meter_id}
     app.add_routes(resident.routes)
     app.add_routes(dashboard.routes)
+    app.add_routes(prepaid_dashboard.routes)
     app.router.add_get("/portal/static/plotly.min.js", plotly_js)
     app.router.add_get("/portal/static/{name:portal\\.(?:css|js)}", portal_asset)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_static("/portal/static/", STATIC)
 
 
@@ -109,7 +113,8 @@ def unreadable_cookie_page() -> web.Response:
 
 
 async def plotly_js(request: web.Request) -> web.StreamResponse:
-    """Plotly.js from the installed `plotly` package (no CDN: the portal works offline), gzipped once."""
+    """Plotly.js, the partial "basic" bundle (bar and scatter traces, all the pages draw: 395 kB on
+    the wire instead of the full bundle's 1.47 MB), gzipped once; no CDN, the portal works offline."""
     return await _plotly_asset().response(request)
 
 
@@ -125,12 +130,11 @@ def _portal_asset(name: str) -> StaticAsset:
 
 @functools.cache
 def _plotly_asset() -> StaticAsset:
-    return StaticAsset(plotly_js_path(), "application/javascript")
+    return StaticAsset(PLOTLY_BASIC, "application/javascript")
 
 
-def plotly_js_path() -> Path:
-    """Where the installed plotly package keeps its minified JavaScript (found without importing it)."""
-    spec = importlib.util.find_spec("plotly")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the plotly package is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
+async def favicon(request: web.Request) -> web.FileResponse:
+    """The portal's icon where browsers look for it unasked (an SVG: every current browser draws it)."""
+    return web.FileResponse(
+        STATIC / "favicon.svg", headers={"Content-Type": "image/svg+xml", "Cache-Control": "public, max-age=86400"}
+    )
