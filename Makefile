@@ -4,17 +4,27 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run serve test lint bench install openapi contract
+.PHONY: run serve test lint bench install openapi contract lock
 
-$(STAMP): setup.cfg pyproject.toml
+# The whole dependency tree from the hashed lock (reproducible), then this checkout on top of it.
+$(STAMP): setup.cfg pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,postgres]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+# The demo needs the gateway's own requirements only (no test tools, no PostgreSQL driver).
+RUN_STAMP := $(VENV)/.installed-run
+$(RUN_STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/gateway demo
 
 # The plain gateway, on whatever GATEWAY_* says (no demo data, no child processes).
@@ -48,3 +58,13 @@ contract: $(STAMP)
 .PHONY: bench-schemathesis
 bench-schemathesis: $(STAMP)
 	$(BIN)/python bench/schemathesis_stateful.py
+
+# Re-pin every dependency (with hashes) after changing setup.cfg: requirements.lock is what a
+# deployment installs (core + postgres), requirements-dev.lock what `make` and CI install.
+LOCK_TOOLS := .venv-tools
+PIP_COMPILE := $(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
+lock:
+	test -x $(LOCK_TOOLS)/bin/pip-compile || ($(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install --quiet pip-tools)
+	$(PIP_COMPILE) --extra postgres --output-file requirements.lock setup.cfg
+	$(PIP_COMPILE) --extra postgres --extra test --output-file requirements-dev.lock setup.cfg

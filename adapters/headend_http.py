@@ -15,12 +15,16 @@ the app's cleanup context closes it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 import aiohttp
 from marshmallow import Schema, ValidationError
+from prometheus_client import Histogram
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_exponential_jitter
 
 from adapters.headend import Outcome, Result
@@ -42,6 +46,32 @@ from schemas.headend import (
 log = logging.getLogger("gateway.headend")
 
 CREDIT_OUTCOMES = {"applied": Outcome.APPLIED, "queued": Outcome.QUEUED, "refused": Outcome.REFUSED}
+
+
+CALLS = Histogram(
+    "gateway_headend_call_seconds",
+    "HTTP head-end calls (retries included) by operation and outcome: latency; _count counts them",
+    ["operation", "outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60),
+)
+P = ParamSpec("P")
+Operation = Callable[Concatenate["HttpHeadEnd", P], Awaitable[Result]]
+
+
+def _measured(operation: str) -> Callable[[Operation[P]], Operation[P]]:
+    """Time each call of a head-end operation and count it by the outcome it came to."""
+
+    def decorate(call: Operation[P]) -> Operation[P]:
+        @functools.wraps(call)
+        async def measured(self: HttpHeadEnd, *args: P.args, **kwargs: P.kwargs) -> Result:
+            started = time.perf_counter()
+            result = await call(self, *args, **kwargs)
+            CALLS.labels(operation, result.outcome.value).observe(time.perf_counter() - started)
+            return result
+
+        return measured
+
+    return decorate
 
 
 class Retryable(Exception):
@@ -81,6 +111,7 @@ class HttpHeadEnd:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
 
+    @_measured("relay")
     async def relay(self, meter_no: int, *, command_id: str, on: bool) -> Result:
         """`POST .../relay`."""
         body = RelayRequest().dump({"command_id": command_id, "state": "on" if on else "off"})
@@ -95,6 +126,7 @@ class HttpHeadEnd:
             answer=RelayReply().dump(reply),
         )
 
+    @_measured("load")
     async def set_load(self, meter_no: int, *, command_id: str, load_dg: Decimal, load_grid: Decimal) -> Result:
         """`POST .../load`."""
         body = LoadRequest().dump({"command_id": command_id, "load_dg": load_dg, "load_grid": load_grid})
@@ -109,16 +141,19 @@ class HttpHeadEnd:
             answer=LoadReply().dump(reply),
         )
 
+    @_measured("credit")
     async def credit(self, meter_no: int, *, transaction_id: str, amount: Decimal) -> Result:
         """`POST .../credits`."""
         body = CreditRequest().dump({"transaction_id": transaction_id, "amount": amount})
         return self._credit(await self._call("POST", CREDITS_PATH.format(meter_no=meter_no), body, CreditReply()))
 
+    @_measured("credit_status")
     async def credit_status(self, transaction_id: str) -> Result:
         """`GET /credits/{transaction_id}`; `unknown` on 404."""
         path = CREDIT_STATUS_PATH.format(transaction_id=transaction_id)
         return self._credit(await self._call("GET", path, None, CreditReply(), not_found=Outcome.UNKNOWN))
 
+    @_measured("meter_status")
     async def meter_status(self, meter_no: int) -> Result:
         """`GET .../status`."""
         reply = await self._call("GET", STATUS_PATH.format(meter_no=meter_no), None, MeterStatusReply())

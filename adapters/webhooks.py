@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
+from prometheus_client import Counter
 from yarl import URL
 
 from adapters.factech import local_time
@@ -145,6 +146,14 @@ def event_body(event: DueEvent) -> bytes:
     )
 
 
+DELIVERIES = Counter(
+    "gateway_callback_deliveries",
+    "Callback POST attempts by outcome: delivered (2xx), rejected (another HTTP status), failed (no answer)",
+    ["outcome"],
+)
+DELIVERED, REJECTED, FAILED = (DELIVERIES.labels(outcome) for outcome in ("delivered", "rejected", "failed"))
+
+
 def site_event_json(event: DueSiteEvent) -> bytes:
     """A site event's body; the same bytes on every attempt."""
     return site_event_body(
@@ -200,7 +209,9 @@ class WebhookSender:
                 status, error = response.status, ""
         except (aiohttp.ClientError, TimeoutError, DomainError) as exc:
             status, error = None, f"{type(exc).__name__}: {exc}"[:500]
-        return AttemptResult(status, error, round((time.perf_counter() - started) * 1000))
+        attempt = AttemptResult(status, error, round((time.perf_counter() - started) * 1000))
+        (DELIVERED if attempt.delivered else FAILED if status is None else REJECTED).inc()
+        return attempt
 
 
 @contextlib.asynccontextmanager

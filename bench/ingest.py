@@ -2,6 +2,13 @@
 
     python bench/ingest.py [--seconds 10] [--connections 64] [--no-postgres] [--workers 1,2,4]
 
+The gateway runs in its default configuration (access logs on, INFO): only the database URL and
+port are set, and any other `GATEWAY_*` variable of the caller's environment is dropped. Besides
+the plain workload (10,000 meters with money, a site without automatic cuts) it measures a mixed
+state on SQLite, which must cost the same: an auto-cut site whose meters are a quarter at zero
+balance, a quarter below zero, a quarter disconnected, the rest in credit, with 10,000 meters and
+with 100 (`--meters` changes the plain workload's count).
+
 Both servers run as separate processes pinned to CPU 0, the load generator (wrk for single
 packets, an aiohttp client for 1,000-packet batches) to CPU 1, so the two never share a core
 (unpinned runs on 2 cores swing 3× from run to run). Batches are measured a second time with a
@@ -32,19 +39,19 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from decimal import Decimal
 
 import aiohttp
 from aiohttp import web
 from common import data_dir, free_port, machine, throwaway_postgres
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from storage import registry
 from storage.engine import Database
 from storage.migrate import upgrade
 from storage.models import Meter
 
-METERS = 10_000
 FIRST_METER = 300_000_001
 CLIENT_CPU = "1"
 
@@ -105,25 +112,42 @@ def wait_for(port: int, path: str | None = None) -> None:
     raise RuntimeError(f"server on port {port} did not start")
 
 
-async def prepare(url: str) -> str:
-    """A site with METERS meters and an ingest key; returns the key."""
+@dataclass(frozen=True)
+class Workload:
+    """Which meters the packets go to: how many, and whether in the mixed state."""
+
+    meters: int
+    mixed: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{'mixed' if self.mixed else 'plain'}, {self.meters:,} meters"
+
+    def meter_row(self, i: int) -> dict[str, object]:
+        row: dict[str, object] = {"meter_no": FIRST_METER + i, "site_id": "BENCH", "unit_no": f"U{i}"}
+        if not self.mixed or i % 4 == 3:
+            row["balance"] = Decimal("1e9")
+        else:  # zero, below zero, disconnected at zero
+            row["balance"] = Decimal("-50.00") if i % 4 == 1 else Decimal("0.00")
+            row["relay_on"] = i % 4 != 2
+        return row
+
+    def batches(self, wanted: int) -> int:
+        """As many 1,000-packet posts as fit in 12 days of intervals (older packets are refused)."""
+        return max(1, min(wanted, self.meters * 48 * 12 // 1000))
+
+
+async def prepare(url: str, workload: Workload) -> str:
+    """A site with the workload's meters and an ingest key for that site only; returns the key."""
     db = Database(url)
     try:
         await upgrade(db)
-        await registry.add_site(db, site_id="BENCH", name="Bench", region="Bench", auto_cut=False)
+        await registry.add_site(db, site_id="BENCH", name="Bench", region="Bench", auto_cut=workload.mixed)
         async with db.transaction() as session:
-            await session.execute(
-                insert(Meter),
-                [
-                    {
-                        "meter_no": FIRST_METER + i,
-                        "site_id": "BENCH",
-                        "unit_no": f"U{i}",
-                        "balance": Decimal("1e9"),
-                    }
-                    for i in range(METERS)
-                ],
-            )
+            await session.execute(insert(Meter), [workload.meter_row(i) for i in range(workload.meters)])
+        if not db.is_sqlite:  # statistics, as autovacuum keeps them on a database in service
+            async with db.transaction() as session:
+                await session.execute(text("ANALYZE"))
         return (await registry.create_key(db, name="bench", role="ingest", sites=["BENCH"])).key
     finally:
         await db.dispose()
@@ -161,7 +185,9 @@ def run_wrk(port: int, seconds: int, connections: int, script: str) -> dict[str,
     return {"rps": rps, "p50": pct("50"), "p99": pct("99"), "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
-async def post_batches(port: int, key: str, batches: int, size: int, concurrency: int) -> tuple[float, int]:
+async def post_batches(
+    port: int, key: str, batches: int, size: int, concurrency: int, meters: int
+) -> tuple[float, int]:
     """Post `batches` unique 1,000-packet arrays; returns (packets/s, non-200 replies)."""
     base = dt.datetime.now(dt.UTC).replace(minute=1, second=0, microsecond=0) - dt.timedelta(days=20)
     bodies = []
@@ -169,10 +195,10 @@ async def post_batches(port: int, key: str, batches: int, size: int, concurrency
         packets = []
         for i in range(size):
             n = b * size + i
-            at = base - dt.timedelta(minutes=30 * (n // METERS))
+            at = base - dt.timedelta(minutes=30 * (n // meters))
             packets.append(
                 {
-                    "id": FIRST_METER + n % METERS,
+                    "id": FIRST_METER + n % meters,
                     "timestamp": at.strftime("%Y-%m-%dT%H:%M:00Z"),
                     "reading_kWh": round(0.2 + (n % 7) * 0.31, 3),
                 }
@@ -212,7 +238,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def gateway_process(url: str, args: argparse.Namespace, workers: int, cpus: str) -> tuple[int, subprocess.Popen[bytes]]:
     """A `gateway serve` on `url`, pinned to `cpus`, answering /healthz: (port, process)."""
     port = free_port()
-    env = {**os.environ, "GATEWAY_DATABASE_URL": url, "GATEWAY_LOG_LEVEL": args.log_level}
+    # The default configuration: nothing set but the database (the port is a flag).
+    env = {name: value for name, value in os.environ.items() if not name.startswith("GATEWAY_")}
+    env["GATEWAY_DATABASE_URL"] = url
     command = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers)]
     proc = start(command, env, cpus)
     try:
@@ -225,11 +253,13 @@ def gateway_process(url: str, args: argparse.Namespace, workers: int, cpus: str)
 
 def bench_batches_on_all_cores(label: str, url: str, args: argparse.Namespace) -> float:
     """Batch packets/s of a gateway free to use every core (a fresh database)."""
-    print(f"[{label}, all cores] creating {METERS:,} meters, then {args.batches} × 1,000 packets ...", flush=True)
-    key = asyncio.run(prepare(url))
+    workload = Workload(args.meters)
+    batches = workload.batches(args.batches)
+    print(f"[{label}, all cores] creating {workload.meters:,} meters, then {batches} × 1,000 packets ...", flush=True)
+    key = asyncio.run(prepare(url, workload))
     port, proc = gateway_process(url, args, 1, f"0-{os.cpu_count() - 1}")
     try:
-        packets_s, failures = asyncio.run(post_batches(port, key, args.batches, 1000, 4))
+        packets_s, failures = asyncio.run(post_batches(port, key, batches, 1000, 4, workload.meters))
     finally:
         stop(proc)
     if failures:
@@ -237,23 +267,26 @@ def bench_batches_on_all_cores(label: str, url: str, args: argparse.Namespace) -
     return packets_s
 
 
-def bench_gateway(label: str, url: str, args: argparse.Namespace, workers: int = 1) -> dict[str, float]:
-    print(f"[{label}] creating {METERS:,} meters ...", flush=True)
-    key = asyncio.run(prepare(url))
+def bench_gateway(
+    label: str, url: str, args: argparse.Namespace, workload: Workload, workers: int = 1
+) -> dict[str, float]:
+    print(f"[{label}] creating {workload.meters:,} meters ({workload.label}) ...", flush=True)
+    key = asyncio.run(prepare(url, workload))
     port, proc = gateway_process(url, args, workers, args.server_cpus)
     try:
         print(f"[{label}] single packets: wrk -c{args.connections} for {args.seconds}s ...", flush=True)
         base = int(time.time()) // 1800 * 1800 + 60 - 1800
         script = WRK_SCRIPT % {
             "base": base,
-            "meters": METERS,
+            "meters": workload.meters,
             "first": FIRST_METER,
             "key": key,
             "per_thread": 0,
         }
         single = run_wrk(port, args.seconds, args.connections, script)
-        print(f"[{label}] batches: {args.batches} × 1,000 packets ...", flush=True)
-        packets_s, failures = asyncio.run(post_batches(port, key, args.batches, 1000, 4))
+        batches = workload.batches(args.batches)
+        print(f"[{label}] batches: {batches} × 1,000 packets ...", flush=True)
+        packets_s, failures = asyncio.run(post_batches(port, key, batches, 1000, 4, workload.meters))
     finally:
         stop(proc)
     return {**single, "batch_pps": packets_s, "batch_failures": failures}
@@ -264,7 +297,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--batches", type=int, default=200)
-    parser.add_argument("--log-level", default="WARNING", help="gateway log level (INFO adds access logs)")
+    parser.add_argument("--meters", type=int, default=10_000, help="meters of the plain workload (default 10,000)")
+    parser.add_argument("--no-mixed", action="store_true", help="skip the mixed-state workloads")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--workers", default="1", help="PostgreSQL gateway processes, e.g. 1,2,4 (default 1)")
     parser.add_argument("--server-cpus", default="0", help="taskset CPU list for the servers (default 0)")
@@ -290,33 +324,38 @@ def main() -> int:
             port,
             args.seconds,
             args.connections,
-            WRK_SCRIPT % {"base": base, "meters": METERS, "first": FIRST_METER, "key": "x", "per_thread": 0},
+            WRK_SCRIPT % {"base": base, "meters": args.meters, "first": FIRST_METER, "key": "x", "per_thread": 0},
         )
     finally:
         stop(bare)
 
     results: dict[str, dict[str, float]] = {}
     with data_dir() as tmp:
-        results["SQLite"] = bench_gateway("SQLite", f"sqlite+aiosqlite:///{tmp}/bench.db", args)
+        results["SQLite"] = bench_gateway("SQLite", f"sqlite+aiosqlite:///{tmp}/bench.db", args, Workload(args.meters))
+        for meters in () if args.no_mixed else (10_000, 100):
+            workload = Workload(meters, mixed=True)
+            results[f"SQLite, {workload.label}"] = bench_gateway(
+                "SQLite", f"sqlite+aiosqlite:///{tmp}/mixed-{meters}.db", args, workload
+            )
         all_cores = bench_batches_on_all_cores("SQLite", f"sqlite+aiosqlite:///{tmp}/all-cores.db", args)
     for workers in [] if args.no_postgres else [int(n) for n in args.workers.split(",")]:
         label = "PostgreSQL" if workers == 1 else f"PostgreSQL ×{workers}"
 
         async def on_postgres(label: str = label, workers: int = workers) -> dict[str, float]:
             async with throwaway_postgres() as url:
-                return await asyncio.to_thread(bench_gateway, label, url, args, workers)
+                return await asyncio.to_thread(bench_gateway, label, url, args, Workload(args.meters), workers)
 
         results[label] = asyncio.run(on_postgres())
 
     print()
-    print(f"{'':28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}{'batch pkt/s':>13}")
+    print(f"{'':44}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}{'batch pkt/s':>13}")
     print(
-        f"{'bare aiohttp JSON handler':28}{bare_single['rps']:>10,.0f}{bare_single['p50']:>9.2f}"
+        f"{'bare aiohttp JSON handler':44}{bare_single['rps']:>10,.0f}{bare_single['p50']:>9.2f}"
         f"{bare_single['p99']:>9.2f}{'1.00':>9}{'-':>13}"
     )
     for label, r in results.items():
         print(
-            f"{'gateway, ' + label:28}{r['rps']:>10,.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
+            f"{'gateway, ' + label:44}{r['rps']:>10,.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
             f"{r['rps'] / bare_single['rps']:>9.2f}{r['batch_pps']:>13,.0f}"
         )
         if r["non2xx"] or r["batch_failures"]:
@@ -325,7 +364,7 @@ def main() -> int:
         f"gateway, SQLite, batches with every core ({os.cpu_count()}; the client shares them): "
         f"{all_cores:,.0f} packets/s"
     )
-    print("targets: single-packet ratio ≥ 0.50; batch ≥ 75,000 packets/s on SQLite")
+    print("targets: single-packet ratio ≥ 0.55; batch ≥ 75,000 packets/s on SQLite, gateway on CPU 0")
     return 0
 
 

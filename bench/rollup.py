@@ -93,12 +93,20 @@ def load_sqlite(path: str, meters: int) -> None:
         batch.append((meter_no, time_(start), energy(kwh), source, money(charge), time_(received)))
         if len(batch) == 96_000:
             with connection:
-                connection.executemany("INSERT INTO reading VALUES (?, ?, ?, ?, ?, ?)", batch)
+                connection.executemany(
+                    "INSERT INTO reading (meter_no, interval_start, kwh, source, charge, received_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    batch,
+                )
             done += len(batch)
             batch.clear()
             progress("loading", done, total)
     with connection:
-        connection.executemany("INSERT INTO reading VALUES (?, ?, ?, ?, ?, ?)", batch)
+        connection.executemany(
+            "INSERT INTO reading (meter_no, interval_start, kwh, source, charge, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            batch,
+        )
     progress("loading", total, total)
     connection.close()
 

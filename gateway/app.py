@@ -28,6 +28,7 @@ from gateway import (
 )
 from gateway import statements as statement_routes
 from gateway.auth import DeviceTokenCache, KeyCache, LegacyMeters
+from gateway.compression import compress_json
 from gateway.errors import error_middleware
 from gateway.keys import (
     ALERTS,
@@ -49,6 +50,7 @@ from gateway.keys import (
     SETTINGS,
     WRITER,
 )
+from gateway.metrics import request_metrics
 from gateway.settings import Settings
 from scheduler.alerts import BalanceAlertJob
 from scheduler.backup import BackupJob
@@ -71,9 +73,11 @@ log = logging.getLogger("gateway")
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """Build the gateway application for these settings (and a clock, for tests)."""
-    # The portal's middleware is inside the JSON one: portal pages answer errors as HTML.
+    # The portal's middleware is inside the JSON one: portal pages answer errors as HTML. The
+    # metrics one is outside both: it sees the status each request was finally answered with.
     app = web.Application(
-        middlewares=[error_middleware, portal.portal_middleware], client_max_size=settings.max_body_bytes
+        middlewares=[request_metrics, compress_json, error_middleware, portal.portal_middleware],
+        client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
@@ -222,7 +226,8 @@ async def headend(app: web.Application) -> AsyncIterator[None]:
         app[HEADEND] = SimulatedHeadEnd(app[DB])
         yield
         return
-    session = open_session(token=settings.headend_token, attempt_seconds=settings.headend_attempt_seconds)
+    token = settings.headend_token.get_secret_value() if settings.headend_token else None
+    session = open_session(token=token, attempt_seconds=settings.headend_attempt_seconds)
     app[HEADEND] = HttpHeadEnd(session, settings.headend_url, deadline=settings.headend_deadline_seconds)
     try:
         yield

@@ -20,10 +20,9 @@ from gateway.api import authenticated, json_reply
 from gateway.auth import Principal
 from gateway.keys import ACTOR, CLOCK, DB
 from schemas.admin import AuditQuery
-from schemas.replies import AuditEventOut, AuditReply
+from schemas.replies import AuditReply
 from storage import audit, registry
 from storage.errors import InvalidInput, NotFound
-from storage.models import AuditEvent
 
 log = logging.getLogger("gateway.audit")
 routes = web.RouteTableDef()
@@ -72,11 +71,6 @@ def _after(text: str | None) -> tuple[int | None, dt.datetime | None]:
         why = "Give an event id or a date-time with its zone, e.g. 2026-11-20T00:00:00Z."
         raise InvalidInput("Invalid input: after", {"after": [why]})
     return None, moment
-
-
-def event_json(event: AuditEvent) -> dict[str, Any]:
-    """One event as the API and `gateway audit --json` show it."""
-    return dict(AuditEventOut().dump(event))
 
 
 @routes.get("/api/v1/admin/audit")

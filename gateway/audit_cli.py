@@ -12,12 +12,17 @@ import datetime as dt
 import getpass
 from typing import Any
 
-from gateway.audit import event_json
 from gateway.settings import Settings
+from schemas.replies import AuditEventOut
 from storage import audit, inventory
 from storage.clock import Clock
 from storage.engine import Database
 from storage.errors import InvalidInput
+
+
+def _event_json(event: Any) -> dict[str, Any]:
+    return dict(AuditEventOut().dump(event))
+
 
 # Arguments that say how the command ran, not what it changed.
 NOT_DETAILS = frozenset({"func", "database_url", "json", "audit", "migrate", "exclusive", "password_stdin"})
@@ -50,7 +55,7 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings, db: Database) 
     """The audit trail, oldest first, 500 events after --after (an id or a time), of --site or all."""
     after_id, after_time = _after(args.after)
     events = await audit.list_events(db, sites=None, site_id=args.site, after_id=after_id, after_time=after_time)
-    return {"events": [event_json(event) for event in events]}
+    return {"events": [_event_json(event) for event in events]}
 
 
 def print_events(events: list[dict[str, Any]]) -> None:

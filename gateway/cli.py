@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
@@ -25,6 +27,7 @@ from gateway.maintenance import (
     cmd_restore,
     cmd_rollup,
 )
+from gateway.metrics_dir import share_metrics_between_workers
 from gateway.settings import Settings
 from gateway.site_reports import add_report_command
 from gateway.user_commands import (
@@ -343,6 +346,37 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any] |
             lock.release()
 
 
+def _missing_for_workers() -> str | None:
+    if importlib.util.find_spec("gunicorn") is None:
+        return "--workers needs gunicorn: install the `postgres` extra (pip install 'meter-gateway[postgres]')"
+    return None
+
+
+def _serve(settings: Settings) -> int:
+    """`gateway serve`: one process, or `settings.workers` under gunicorn (PostgreSQL only)."""
+    if settings.workers > 1 and settings.is_sqlite:
+        print(
+            f"error: --workers {settings.workers} needs PostgreSQL: SQLite has one writer by design "
+            "(set GATEWAY_DATABASE_URL=postgresql+asyncpg://..., or serve with one process)",
+            file=sys.stderr,
+        )
+        return 1
+    if settings.workers > 1 and (why := _missing_for_workers()) is not None:
+        print(f"error: {why}", file=sys.stderr)
+        return 1
+    if settings.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        share_metrics_between_workers()
+    if settings.workers == 1:
+        from gateway.serve import serve
+
+        serve(settings)
+    else:
+        from gateway.workers import serve_workers
+
+        serve_workers(settings)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gateway` console script."""
     args = build_parser().parse_args(argv)
@@ -360,22 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     if getattr(args, "serve", False):
-        if settings.workers == 1:
-            from gateway.serve import serve
-
-            serve(settings)
-        elif settings.is_sqlite:
-            print(
-                f"error: --workers {settings.workers} needs PostgreSQL: SQLite has one writer by design "
-                "(set GATEWAY_DATABASE_URL=postgresql+asyncpg://..., or serve with one process)",
-                file=sys.stderr,
-            )
-            return 1
-        else:
-            from gateway.workers import serve_workers
-
-            serve_workers(settings)
-        return 0
+        return _serve(settings)
     if getattr(args, "demo", False):
         from gateway.demo import run  # only the demo needs the child-process machinery
 

@@ -55,6 +55,7 @@ class Plan:
     meter_files: dict[str, Path]  # site_id -> the fleet's meter file
     active: dict[str, int]  # site_id -> active meters
     dg_registers: dict[str, str]  # site_id -> the DG's stored register, kWh
+    data_dir: Path = Path("var")  # where the head-end keeps its relay states across restarts
 
 
 async def prepare(data_dir: Path, database_url: str, meters: int) -> Plan:
@@ -73,7 +74,7 @@ async def prepare(data_dir: Path, database_url: str, meters: int) -> Plan:
             files[site.site_id].write_text("".join(f"{n}\n" for n in numbers))
             active[site.site_id] = len(numbers)
             registers[site.site_id] = str(await demo_seed.dg_register(db, site_id=site.site_id, dg_no=site.dg_no))
-        return Plan(sites, swap, state, files, active, registers)
+        return Plan(sites, swap, state, files, active, registers, data_dir)
     finally:
         await db.dispose()
 
@@ -168,7 +169,10 @@ def headend_context(plan: Plan, *, port: int) -> CleanupContext:
         try:
             headend = await children.start(
                 "head-end",
-                ["--host", HOST, "--port", str(port), "--log-level", "WARNING"],
+                [
+                    *("--host", HOST, "--port", str(port), "--log-level", "WARNING"),
+                    *("--state-file", str(plan.data_dir / "headend-relays.json")),
+                ],
                 {"MOCK_METER_SERVER_TOKEN": plan.state.headend_token},
             )
             await wait_healthy(f"http://{HOST}:{port}/healthz", headend)
@@ -199,6 +203,9 @@ def fleets_context(plan: Plan, *, gateway: str, speed: float) -> CleanupContext:
                         *("--site-id", site.site_id, "--dgs", site.dg_no),
                         *("--dg-start-kwh", plan.dg_registers[site.site_id], "--speed", f"{speed:g}"),
                         *("--progress-seconds", str(FLEET_PROGRESS_SECONDS)),
+                        # Every site's replay runs its DG (half way through the 24 hours at the
+                        # latest), so the DG calls 10-13 and the residents' DG run log show something.
+                        *("--dg-run-by", "24"),
                     ],
                     {
                         "MOCK_METER_SERVER_TOKEN": plan.state.headend_token,
@@ -208,6 +215,29 @@ def fleets_context(plan: Plan, *, gateway: str, speed: float) -> CleanupContext:
             yield
         finally:
             await children.stop()
+
+    return context
+
+
+def receiver_context(listener: socket.socket) -> CleanupContext:
+    """A local receiver for the DG callbacks of call 11 (on a port bound beforehand, so the
+    banner can name it): it prints what it got and answers 200."""
+
+    async def received(request: web.Request) -> web.Response:
+        body = await request.text()
+        say(f"[callback receiver] {request.method} {request.path}: {body[:300]}")
+        return web.json_response({"received": True})
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", received)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, listener).start()
+        try:
+            yield
+        finally:
+            await runner.cleanup()
 
     return context
 
@@ -248,7 +278,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         say("demo: interrupted while preparing; run it again to finish")
         return 0
+    listener = socket.create_server((HOST, 0))  # the callback receiver's port, known for the banner
+    callback_url = f"http://{HOST}:{listener.getsockname()[1]}/dg-events"
     settings = settings.with_overrides(
+        # The receiver is on this machine: the demo lets callbacks go to private addresses.
+        callback_allow_private=True,
         database_url=database_url,
         host=HOST,
         port=args.port,
@@ -272,6 +306,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             change_site_id=plan.swap.site_id,
             change_date=plan.state.meter_change_date or "",
             keys=plan.state.keys,
+            callback_url=callback_url,
         )
     )
     from gateway.serve import serve
@@ -279,7 +314,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         serve(
             settings,
-            before=[headend_context(plan, port=args.headend_port)],
+            before=[headend_context(plan, port=args.headend_port), receiver_context(listener)],
             after=[fleets_context(plan, gateway=base, speed=args.speed)],
             on_listening=lambda: say(text),
         )

@@ -28,6 +28,8 @@ class Banner:
     change_site_id: str  # the site with the recorded meter change (call 5)
     change_date: str
     keys: dict[str, str]  # key name -> key
+    resident_fin: str = "A3389127I"  # the seed meter's FIN, which registration asks for
+    callback_url: str = "https://example.com/dg-events"  # where call 11 subscribes (the demo's receiver)
 
 
 def _get(base: str, key: str, path: str, **params: object) -> str:
@@ -39,8 +41,13 @@ def _post(base: str, key: str, path: str, **params: object) -> str:
     return f"curl -s {base}{path} -H 'X-API-Key: {key}' {form}"
 
 
+# Call 3 keeps its transaction id in $TXN (its reply is still shown), so call 4 pasted after it works.
+TXN_OF_REPLY = """python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["transaction_id"])'"""
+
+
 def factech_calls(b: Banner) -> list[tuple[int, str, str]]:
-    """(number, what, curl line) for each of the 13 calls, in the document's order."""
+    """(number, what, curl line) for each of the 13 calls, in an order that works when pasted
+    top to bottom: 3 before 4 (which reads 3's transaction id), 7 (stop) before 6 (start)."""
     read, operate = b.keys["demo-read"], b.keys["demo-operate"]
     site, meter, other, dg = b.site_id, b.meter_no, b.other_meter_no, b.dg_no
     return [
@@ -48,13 +55,17 @@ def factech_calls(b: Banner) -> list[tuple[int, str, str]]:
         (2, "latest reading of one meter", _get(b.base, read, "/api/v1/meter/reading", meter_no=meter)),
         (
             3,
-            "recharge (an Idempotency-Key header makes a retry safe)",
-            _post(b.base, operate, "/api/v1/meter/recharge", site_id=site, meter_no=meter, amount="500.00"),
+            "recharge (an Idempotency-Key header makes a retry safe); its transaction id goes to $TXN",
+            "TXN=$("
+            + _post(b.base, operate, "/api/v1/meter/recharge", site_id=site, meter_no=meter, amount="500.00")
+            + f" | tee /dev/stderr | {TXN_OF_REPLY})",
         ),
         (
             4,
-            "recharge status (TRANSACTION_ID: data.transaction_id of call 3)",
-            _get(b.base, read, "/api/v1/meter/recharge-status", site_id=site, transaction_id="TRANSACTION_ID"),
+            "recharge status of call 3's transaction",
+            _get(b.base, read, "/api/v1/meter/recharge-status", site_id=site, transaction_id="TXN_ID")
+            .replace("'", '"')
+            .replace("TXN_ID", "$TXN"),
         ),
         (
             5,
@@ -68,8 +79,8 @@ def factech_calls(b: Banner) -> list[tuple[int, str, str]]:
                 to_date=b.change_date,
             ),
         ),
-        (6, "start a meter (after 7)", _post(b.base, operate, "/api/v1/meter/start", site_id=site, meter_no=other)),
         (7, "stop a meter", _post(b.base, operate, "/api/v1/meter/stop", site_id=site, meter_no=other)),
+        (6, "start it again (after 7)", _post(b.base, operate, "/api/v1/meter/start", site_id=site, meter_no=other)),
         (8, "meter status, asked live", _get(b.base, read, "/api/v1/meter/status", site_id=site, meter_no=other)),
         (
             9,
@@ -81,14 +92,14 @@ def factech_calls(b: Banner) -> list[tuple[int, str, str]]:
         (10, "DG energy reading", _get(b.base, read, "/api/v1/dg/reading", site_id=site, dg_number=dg)),
         (
             11,
-            "DG sensing: POST ON/OFF changes to your URL",
+            "DG sensing: POST ON/OFF changes to a URL (the demo's receiver prints what it gets)",
             _post(
                 b.base,
                 operate,
                 "/api/v1/dg/sensing",
                 site_id=site,
                 dg_number=dg,
-                url="https://example.com/dg-events",
+                url=b.callback_url,
             ),
         ),
         (12, "DG status", _get(b.base, read, "/api/v1/dg/status", site_id=site, dg_number=dg)),
@@ -112,6 +123,14 @@ Open:
   health              {b.base}/healthz
   metrics             {b.base}/metrics
   mock head-end       curl -s {b.headend}/control/state -H 'Authorization: Bearer {b.headend_token}'
+
+Log in:
+  as a resident       register at {b.base}/register with meter number {b.meter_no} and FIN {b.resident_fin},
+                      then log in at {b.base}/profile
+  as staff            make an account once (pick your own password), then log in as "manager" at
+                      {b.base}/management-dashboard/login:
+                      echo 'choose a long password' | .venv/bin/gateway user add --staff manager --site '*' \\
+                        --password-stdin --database-url sqlite+aiosqlite:///{b.data_dir}/gateway.db
 
 Sites: {sites}
 Keys (also in {b.data_dir}/demo.json; read/operate/admin cover every site):

@@ -17,6 +17,8 @@ import orjson
 import yaml
 from aiohttp import web
 
+from gateway.compression import StaticAsset
+
 routes = web.RouteTableDef()
 
 # The few Swagger UI files the page needs, and their content types (nothing else is served).
@@ -99,5 +101,9 @@ async def docs_asset(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if name not in ASSETS:
         raise web.HTTPNotFound()
-    path = _package_dir("swagger_ui") / "static" / name
-    return web.FileResponse(path, headers={"Content-Type": ASSETS[name], "Cache-Control": "public, max-age=86400"})
+    return await _asset(name).response(request)
+
+
+@functools.cache
+def _asset(name: str) -> StaticAsset:
+    return StaticAsset(_package_dir("swagger_ui") / "static" / name, ASSETS[name])

@@ -40,6 +40,10 @@ BATCH_SIZE = Histogram(
     buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000),
 )
 DG_POSTS = Counter("gateway_dg_posts_total", "DG controller posts by outcome", ["outcome"])
+DG_LATE_CHANGES = Counter(
+    "gateway_dg_late_changes_total",
+    "DG ON/OFF changes that arrived after readings of their half hour were billed (a dg.late_change event each)",
+)
 # The hot path's label sets, bound once (labels() costs a lock and a lookup per call).
 STORED_PACKETS = PACKETS.labels("stored", "")
 DUPLICATE_PACKETS = PACKETS.labels("duplicate", "")
@@ -319,7 +323,7 @@ async def post_dg(request: web.Request) -> web.Response:
     )
     sites = caller.sites if isinstance(caller, Principal) and "*" not in caller.sites else None
     async with request.app[DB].transaction() as session:
-        changed = await record_dg_state(session, update_=update, sites=sites)
+        changed, late = await record_dg_state(session, update_=update, sites=sites, now=now)
         event = None
         if changed:  # the callback is queued with the transition, in one commit: never one without the other
             event = await dg_events.queue_event(
@@ -328,6 +332,8 @@ async def post_dg(request: web.Request) -> web.Response:
     if event is not None and request.app[SETTINGS].scheduler:
         request.app[DELIVERIES].kick()  # first attempt now, in the background; the reply does not wait
     DG_POSTS.labels("stored").inc()
+    if late:
+        DG_LATE_CHANGES.inc()
     return web.json_response(
         {
             "status": "success",

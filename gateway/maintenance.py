@@ -13,7 +13,7 @@ from typing import Any
 from gateway.settings import Settings
 from storage import backup, days, legacy, legacy_import
 from storage.clock import Clock
-from storage.engine import Database
+from storage.engine import Database, create_private_file
 from storage.errors import InvalidInput
 from storage.restore import restore_database
 
@@ -50,6 +50,8 @@ async def cmd_rollup(args: argparse.Namespace, settings: Settings, db: Database)
 
 def _write_whole(target: Path, text: str) -> None:
     partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    create_private_file(partial, parents=False)  # names, FINs and balances: owner only
     partial.write_text(text, encoding="utf-8")
     partial.replace(target)  # readers never see half a file
 

@@ -7,12 +7,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from adapters.faults import parse_fault_points
 from storage.days import CATCH_UP_DAYS
+from storage.engine import missing_driver
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/gateway.db"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -31,12 +32,21 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+# Secrets that may be given as a file instead (`GATEWAY_<NAME>_FILE`, e.g. a systemd credential):
+# the file's content, without its trailing newline, is the value.
+SECRET_FILES = {
+    "database_url_file": "database_url",
+    "headend_token_file": "headend_token",
+    "secret_key_file": "secret_key",
+}
+
+
 class Settings(BaseSettings):
     """Frozen configuration. Every field is `GATEWAY_<NAME>` in the environment."""
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", frozen=True, extra="forbid")
 
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, repr=False)  # may hold a password
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
@@ -52,7 +62,7 @@ class Settings(BaseSettings):
     writer_batch_packets: int = Field(default=5_000, ge=1)
     # Head-end and callbacks
     headend_url: str | None = None
-    headend_token: str | None = None
+    headend_token: SecretStr | None = None
     callback_allow_private: bool = False
     callback_every_seconds: int = Field(default=5, ge=1, le=60)  # the delivery job's periodic pass
     callback_horizon_hours: float = Field(default=72, gt=0)  # undelivered DG events are retried this long
@@ -81,7 +91,7 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(default=None, ge=1)
     # Web portal: the key that signs and encrypts session cookies (unset: see gateway/portal/secret.py),
     # and whether cookies are sent over HTTPS only (turn on behind TLS).
-    secret_key: str | None = Field(default=None, min_length=32, repr=False)
+    secret_key: SecretStr | None = Field(default=None, min_length=32)
     cookie_secure: bool = False
     # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated
     # addresses or networks, e.g. "127.0.0.1,10.0.0.0/8"); empty: the peer is the client.
@@ -92,6 +102,35 @@ class Settings(BaseSettings):
     backup_keep: int = Field(default=12, ge=1)
     # TESTS ONLY: points where the process kills itself (adapters/faults.py). Empty in production.
     fault_points: str = ""
+    # Input only: files holding the secrets above (SECRET_FILES); read once, then left unset.
+    database_url_file: Path | None = None
+    headend_token_file: Path | None = None
+    secret_key_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for file_field, field in SECRET_FILES.items():
+            path = data.pop(file_field, None)
+            if path is None:
+                continue
+            if data.get(field) is not None:
+                raise ValueError(f"give {field} or {file_field}, not both")
+            try:
+                data[field] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"{file_field}: cannot read {path}: {exc.strerror or exc}") from None
+        return data
+
+    @field_validator("database_url")
+    @classmethod
+    def _driver_installed(cls, value: str) -> str:
+        if (why := missing_driver(value)) is not None:
+            raise ValueError(why)
+        return value
 
     @field_validator("fault_points")
     @classmethod

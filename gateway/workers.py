@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from gunicorn.app.base import BaseApplication
+from prometheus_client import multiprocess
 
 from gateway.app import create_app
 from gateway.logs import AccessLogger, setup_logging
-from gateway.serve import freeze_startup_objects
+from gateway.serve import tune_process
 from gateway.settings import Settings
 
 
@@ -46,13 +47,19 @@ class Workers(BaseApplication):  # type: ignore[misc]
 
         self.cfg.set("when_ready", when_ready)
 
+        def child_exit(_arbiter: object, worker: object) -> None:
+            # A dead worker's live gauges (the writer's queue) must not count any more.
+            multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+        self.cfg.set("child_exit", child_exit)
+
     def load(self) -> Callable[[], Awaitable[web.AppRunner]]:
         settings = self.settings
 
         async def worker_app() -> web.AppRunner:  # runs in each worker, after the fork
             setup_logging(settings.log_level)
             app = create_app(settings)
-            app.on_startup.append(freeze_startup_objects)
+            app.on_startup.append(tune_process)
             return web.AppRunner(app, access_log_class=AccessLogger)
 
         return worker_app

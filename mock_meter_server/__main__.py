@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="require Authorization: Bearer TOKEN on /headend and /control (env MOCK_METER_SERVER_TOKEN)",
     )
     serve.add_argument("--seed", type=int, default=0, help="seeds faults, tokens and the fleet (default 0)")
+    serve.add_argument("--state-file", type=Path, help="keep relay states in this JSON file across restarts")
     serve.add_argument("--log-level", default="INFO")
 
     faults = parser.add_argument_group("fault injection (also POST /control/faults at run time)")
@@ -99,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--dup-rate", type=float, default=0.01, help="share of packets sent twice")
     fleet.add_argument("--late-rate", type=float, default=0.01, help="share of packets sent 1-6 intervals late")
     fleet.add_argument("--outage-rate", type=float, default=0.04, help="chance per half hour a DG starts")
+    fleet.add_argument(
+        "--dg-run-by", type=int, metavar="K", help="if no DG has run by interval K of the run, one starts in it"
+    )
     fleet.add_argument("--concurrency", type=int, default=32, help="requests in flight at most")
     fleet.add_argument("--progress-seconds", type=float, default=5.0, help="real seconds between progress lines")
     return parser
@@ -170,6 +175,7 @@ def fleet_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Fle
         dup_rate=args.dup_rate,
         late_rate=args.late_rate,
         outage_rate=args.outage_rate,
+        dg_run_by=args.dg_run_by,
         concurrency=args.concurrency,
         progress_seconds=args.progress_seconds,
     )
@@ -187,16 +193,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         token=args.token,
         seed=args.seed,
         fleet=fleet_context(fleet) if fleet else None,
+        state_file=args.state_file,
     )
     auth = "bearer token required" if args.token else "no auth"
-    print(f"mock-meter-server: head-end on http://{args.host}:{args.port}/headend/v1 ({auth})", flush=True)
+    # Bound here, so the line names the real port even for --port 0 (a fleet's own head-end).
+    try:
+        listener = socket.create_server((args.host, args.port))
+    except OSError as exc:
+        parser.error(f"cannot listen on {args.host}:{args.port}: {exc}")
+    port = listener.getsockname()[1]
+    print(f"mock-meter-server: head-end on http://{args.host}:{port}/headend/v1 ({auth})", flush=True)
     if fleet:
         print(
             f"mock-meter-server: fleet of {len(fleet.meters)} meters and {len(fleet.dgs)} DGs -> "
             f"{fleet.gateway} from {curves.iso_z(fleet.start)} at x{fleet.speed:g}",
             flush=True,
         )
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    web.run_app(app, sock=listener, print=None, access_log=None)
     return 0
 
 

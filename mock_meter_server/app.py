@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -118,12 +119,13 @@ def create_app(
     seed: int = 0,
     clock: Now = utc_now,
     fleet: Callable[[web.Application], AsyncIterator[None]] | None = None,
+    state_file: Path | None = None,
 ) -> web.Application:
     """Build the mock head-end (with `fleet`, a cleanup context that runs the simulator)."""
     injector = FaultInjector(faults or Faults(), seed=seed)
     app = web.Application(middlewares=[error_middleware, auth_middleware, fault_middleware(injector)])
     app[INJECTOR] = injector
-    app[HEADEND] = HeadEnd(injector, clock=clock, seed=seed)
+    app[HEADEND] = HeadEnd(injector, clock=clock, seed=seed, state_file=state_file)
     app[TOKEN] = token
     app.add_routes(headend_routes)
     app.add_routes(control)

@@ -57,6 +57,7 @@ class FleetConfig:
     dup_rate: float = 0.01
     late_rate: float = 0.01
     outage_rate: float = 0.04  # chance per half hour that a DG starts
+    dg_run_by: int | None = None  # if no DG has run by this interval, one starts in it (a demo's replay)
     concurrency: int = 32
     progress_seconds: float = 5.0
     max_attempts: int = 5
@@ -174,6 +175,7 @@ class Fleet:
         self._seq = itertools.count()
         self._limit = asyncio.Semaphore(config.concurrency)
         self._beating: set[str] = set()  # DGs with a half-hourly report scheduled
+        self._dg_ran = False
         self._session: aiohttp.ClientSession | None = None
 
     def _push(self, at: dt.datetime, kind: str, payload: Any) -> None:
@@ -203,9 +205,14 @@ class Fleet:
         return self.stats
 
     async def _progress(self) -> None:
+        # Only when something changed: an idle fleet (replay done, waiting for real time) is quiet.
+        last = ""
         while True:
             await asyncio.sleep(self.config.progress_seconds)
-            print(self.stats.line(), file=self.config.output, flush=True)
+            line = self.stats.line()
+            if line != last:
+                print(line, file=self.config.output, flush=True)
+                last = line
 
     def _last(self, k: int) -> bool:
         return self.config.intervals is not None and k >= self.config.intervals - 1
@@ -269,10 +276,13 @@ class Fleet:
         """At the start of interval k: which stopped DGs an outage will start in it."""
         cfg = self.config
         self._push(at + HALF_HOUR, "dg_plan", k + 1)
-        for dg, gen in self.generators.items():
+        forced = k == cfg.dg_run_by and not self._dg_ran
+        for index, (dg, gen) in enumerate(self.generators.items()):
             if gen.status == "ON":
                 continue
-            found = curves.outage(cfg.seed, cfg.site_id or "", dg, at, cfg.outage_rate)
+            # The first DG surely starts in interval `dg_run_by` if none has run yet (rate 1).
+            rate = 1.0 if forced and index == 0 else cfg.outage_rate
+            found = curves.outage(cfg.seed, cfg.site_id or "", dg, at, rate)
             if found is not None:
                 self._push(at + found.offset, "dg_on", (dg, found))
 
@@ -280,6 +290,7 @@ class Fleet:
         dg, found = payload
         gen = self.generators[dg]
         gen.switch("ON", at, found.load_kw)
+        self._dg_ran = True
         self._push(at + found.duration, "dg_off", dg)
         if dg not in self._beating:
             self._beating.add(dg)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -83,19 +85,35 @@ class Credit:
 class HeadEnd:
     """The head-end's state and rules. Not thread-safe; every method is synchronous on purpose."""
 
-    def __init__(self, injector: FaultInjector, *, clock: Now = utc_now, seed: int = 0) -> None:
+    def __init__(
+        self, injector: FaultInjector, *, clock: Now = utc_now, seed: int = 0, state_file: Path | None = None
+    ) -> None:
         self.injector = injector
         self.clock = clock
         self.seed = seed
         self.meters: dict[str, Meter] = {}
         self.commands: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.credits: dict[str, Credit] = {}
+        # Relay states survive a restart here (a real head-end does not forget a stopped meter).
+        self.state_file = state_file
+        if state_file is not None and state_file.exists():
+            for meter_no, relay in json.loads(state_file.read_text()).get("relays", {}).items():
+                self.meter(meter_no).relay = relay
+
+    def _save_relays(self) -> None:
+        """Write every relay state to the state file (whole file replaced, so never half written)."""
+        if self.state_file is None:
+            return
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"relays": {no: m.relay for no, m in sorted(self.meters.items())}}))
+        temporary.replace(self.state_file)
 
     def reset(self) -> None:
         """Forget every meter, command and credit."""
         self.meters.clear()
         self.commands.clear()
         self.credits.clear()
+        self._save_relays()
 
     def meter(self, meter_no: str) -> Meter:
         """The meter, created on first mention."""
@@ -131,6 +149,8 @@ class HeadEnd:
         else:
             reply |= {"result": "applied", "relay": state, "changed": meter.relay != state}
             meter.relay = state
+            if reply["changed"]:
+                self._save_relays()
         self.commands[command_id] = (params, reply)
         return reply
 

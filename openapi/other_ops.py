@@ -302,21 +302,29 @@ def report_ops(ref: Ref, field: Field) -> dict[tuple[str, str], dict[str, Any]]:
 def ops_and_docs(ref: Ref) -> dict[tuple[str, str], dict[str, Any]]:
     """Health, metrics, and this very document."""
     health = ref(replies.Health)
+    alive = ref(replies.Alive)
     text = lambda media, what: {"200": {"description": what, "content": {media: {"schema": {"type": "string"}}}}}  # noqa: E731
     asset = path_param("name", {"enum": sorted(ASSETS)}, "A Swagger UI file")
     asset_types = {media: {"schema": {"type": "string"}} for media in sorted(set(ASSETS.values()))}
-    return {
-        ("GET", "/healthz"): {
-            "tags": ["operations"],
-            "summary": "Liveness: the database answers",
-            "responses": {
-                "200": {"description": "Healthy", "content": {JSON: {"schema": health}}},
-                "503": {"description": "The database does not answer", "content": {JSON: {"schema": health}}},
-            },
+    ready = {
+        "tags": ["operations"],
+        "summary": "Readiness: the database answers at the code's migration and the ingest writer runs",
+        "responses": {
+            "200": {"description": "Ready", "content": {JSON: {"schema": health}}},
+            "503": {"description": "Not ready; the body says what is wrong", "content": {JSON: {"schema": health}}},
         },
+    }
+    return {
+        ("GET", "/livez"): {
+            "tags": ["operations"],
+            "summary": "Liveness: the process answers (nothing else is checked)",
+            "responses": {"200": {"description": "Alive", "content": {JSON: {"schema": alive}}}},
+        },
+        ("GET", "/readyz"): ready,
+        ("GET", "/healthz"): {**ready, "summary": "The same as /readyz (kept for existing probes)"},
         ("GET", "/metrics"): {
             "tags": ["operations"],
-            "summary": "Prometheus metrics of this process",
+            "summary": "Prometheus metrics (of every worker under --workers N)",
             "responses": text("text/plain", "Prometheus text exposition"),
         },
         ("GET", "/openapi.json"): {

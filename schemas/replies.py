@@ -151,9 +151,21 @@ class AuditReply(Reply):
 
 
 class Health(Reply):
-    """`GET /healthz`: 200 when the database answers, 503 when it does not."""
+    """`GET /readyz` (and `/healthz`): 200 when the database answers at the code's migration and the
+    ingest writer runs; 503 otherwise, saying what is wrong."""
 
     status = one_of("ok", "error")
     version = fields.String(required=True)
     database = fields.String(required=True, metadata={"description": "Its dialect, or why it is unreachable"})
-    database_ms = fields.Float(metadata={"description": "How long `SELECT 1` took (only when healthy)"})
+    database_ms = fields.Float(metadata={"description": "How long the database took to answer (when it did)"})
+    migration = fields.String(metadata={"description": "Present when the schema is not the code's"})
+    writer = fields.String(
+        validate=validate.OneOf(["stopped"]), metadata={"description": "Present when the ingest writer is not running"}
+    )
+
+
+class Alive(Reply):
+    """`GET /livez`: the process answers."""
+
+    status = word("ok")
+    version = fields.String(required=True)

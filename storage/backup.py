@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storage.engine import create_private_file
 from storage.errors import DomainError
 
 STEP_PAGES = 1024  # pages per backup step (4 MiB at SQLite's default page size): progress granularity
@@ -89,7 +90,8 @@ def backup_file(
             progress(total - remaining, total)
 
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        partial.unlink(missing_ok=True)
+        create_private_file(partial)  # a backup holds webhook secrets and FINs: owner only
         src = sqlite3.connect(source, isolation_level=None)
         try:
             src.execute("PRAGMA busy_timeout=10000")

@@ -26,10 +26,12 @@ from storage import energy
 from storage.days import HALF_HOUR, day_bounds, day_intervals, local_day, zone
 from storage.engine import Database
 from storage.errors import InvalidInput, NotFound
+from storage.meter_views import daily_charges
 from storage.models import DailyTotal, Meter, Reading, RolledDay, Site
 
 PERIODS = ("prev-hr", "current-day", "current-week", "current-month", "prev-month")
 ZERO = Decimal("0.000")
+MONEY_ZERO = Decimal("0.00")
 _EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
@@ -109,18 +111,47 @@ def day_window(timezone: str, day: dt.date, now: dt.datetime) -> Window:
 
 @dataclass(frozen=True)
 class Bar:
-    """One bar of a chart: a half hour or a day, its energy by source."""
+    """One bar of a chart: a half hour or a day, its energy and charges by source.
+
+    `expected` counts the bar's half hours that have ended while the meter was in service: a
+    bar with fewer readings than that has missing intervals, and one that expects none lies in
+    the future (or before the meter was installed). Neither is zero use.
+    """
 
     key: str  # ISO local start ("2025-02-08T00:30:00+05:30") or day ("2025-02-08")
     label: str  # what the axis shows: "00:30" or "Sat 08"
     grid: Decimal
     dg: Decimal
     intervals: int
+    grid_charge: Decimal = Decimal("0.00")  # ₹, Σ the readings' grid charges (storage/energy.py)
+    dg_charge: Decimal = Decimal("0.00")  # ₹, Σ the readings' DG charges
+    fixed_charge: Decimal = Decimal("0.00")  # ₹, the day's fixed charge debited by the rollup
+    expected: int = 0
 
     @property
     def total(self) -> Decimal:
         """Grid plus DG."""
         return self.grid + self.dg
+
+    @property
+    def charge(self) -> Decimal:
+        """Everything the bar cost: energy from both sources and the fixed charge."""
+        return self.grid_charge + self.dg_charge + self.fixed_charge
+
+    @property
+    def state(self) -> str:
+        """`complete`, `partial` (some ended half hours have no reading), `missing` (none has),
+        or `none` (nothing expected yet: the future, or before the meter was installed)."""
+        if self.expected == 0 and self.intervals == 0:
+            return "none"
+        if self.intervals >= self.expected:
+            return "complete"
+        return "partial" if self.intervals else "missing"
+
+    @property
+    def has_data(self) -> bool:
+        """Whether the bar's numbers mean something (a missing or future bar is not zero use)."""
+        return self.intervals > 0
 
 
 @dataclass(frozen=True)
@@ -150,6 +181,31 @@ class Consumption:
     def intervals(self) -> int:
         """Half hours with a reading in the window."""
         return sum(b.intervals for b in self.bars)
+
+    @property
+    def expected(self) -> int:
+        """Half hours of the window that have ended while the meter was in service."""
+        return sum(b.expected for b in self.bars)
+
+    @property
+    def grid_charge(self) -> Decimal:
+        """₹ for grid energy over the window."""
+        return sum((b.grid_charge for b in self.bars), MONEY_ZERO)
+
+    @property
+    def dg_charge(self) -> Decimal:
+        """₹ for DG energy over the window."""
+        return sum((b.dg_charge for b in self.bars), MONEY_ZERO)
+
+    @property
+    def fixed_charge(self) -> Decimal:
+        """₹ of fixed daily charges over the window."""
+        return sum((b.fixed_charge for b in self.bars), MONEY_ZERO)
+
+    @property
+    def charge(self) -> Decimal:
+        """Everything charged over the window."""
+        return self.grid_charge + self.dg_charge + self.fixed_charge
 
 
 async def meter_site(session: AsyncSession, meter_no: int) -> tuple[Meter, Site]:
@@ -197,24 +253,33 @@ async def meter_summary(db: Database, *, meter_no: int, now: dt.datetime) -> Met
 
 
 async def meter_consumption(db: Database, *, meter_no: int, period: str, now: dt.datetime) -> Consumption:
-    """A meter's bars for a period: half-hourly for prev-hr and current-day, else daily."""
+    """A meter's bars for a period: half-hourly for prev-hr and current-day, else daily; each
+    with its charges and the half hours expected of it by `now`."""
     async with db.reader() as session:
-        _meter, site = await meter_site(session, meter_no)
+        meter, site = await meter_site(session, meter_no)
         span = window(period, site.timezone, now)
+        in_service = floor_half_hour(meter.created_at + HALF_HOUR - dt.timedelta(microseconds=1))
         if span.by_day:
-            bars = await _daily_bars(session, meter_no, site.id, span)
+            bars = await _daily_bars(session, meter_no, site.id, span, expected_from=in_service, now=now)
         else:
-            bars = await _half_hour_bars(session, meter_no, span)
+            bars = await _half_hour_bars(session, meter_no, span, expected_from=in_service, now=now)
     return Consumption(meter_no, span, bars)
 
 
-async def _half_hour_bars(session: AsyncSession, meter_no: int, span: Window) -> list[Bar]:
+def _expected(start: dt.datetime, *, expected_from: dt.datetime, now: dt.datetime) -> bool:
+    """Whether the half hour starting at `start` should have a reading by `now`."""
+    return start >= expected_from and start + HALF_HOUR <= now
+
+
+async def _half_hour_bars(
+    session: AsyncSession, meter_no: int, span: Window, *, expected_from: dt.datetime, now: dt.datetime
+) -> list[Bar]:
     rows = await session.execute(
-        select(Reading.interval_start, energy.grid_kwh(), energy.dg_kwh()).where(
-            Reading.meter_no == meter_no, Reading.interval_start >= span.start, Reading.interval_start < span.end
-        )
+        select(
+            Reading.interval_start, energy.grid_kwh(), energy.dg_kwh(), energy.grid_charge(), energy.dg_charge()
+        ).where(Reading.meter_no == meter_no, Reading.interval_start >= span.start, Reading.interval_start < span.end)
     )
-    found = {start: (grid, dg) for start, grid, dg in rows.all()}
+    found = {start: parts for start, *parts in rows.all()}
     tz = zone(span.timezone)
     bars: list[Bar] = []
     seen_labels: set[str] = set()
@@ -224,12 +289,25 @@ async def _half_hour_bars(session: AsyncSession, meter_no: int, span: Window) ->
         if label in seen_labels:  # the repeated hour when clocks go back: say which one
             label = f"{label} ({local.strftime('%z')})"
         seen_labels.add(label)
-        grid, dg = found.get(start, (ZERO, ZERO))
-        bars.append(Bar(key=local.isoformat(), label=label, grid=grid, dg=dg, intervals=int(start in found)))
+        grid, dg, grid_charge, dg_charge = found.get(start, (ZERO, ZERO, MONEY_ZERO, MONEY_ZERO))
+        bars.append(
+            Bar(
+                key=local.isoformat(),
+                label=label,
+                grid=grid,
+                dg=dg,
+                intervals=int(start in found),
+                grid_charge=grid_charge,
+                dg_charge=dg_charge,
+                expected=int(_expected(start, expected_from=expected_from, now=now)),
+            )
+        )
     return bars
 
 
-async def _daily_bars(session: AsyncSession, meter_no: int, site_id: str, span: Window) -> list[Bar]:
+async def _daily_bars(
+    session: AsyncSession, meter_no: int, site_id: str, span: Window, *, expected_from: dt.datetime, now: dt.datetime
+) -> list[Bar]:
     per_day: dict[dt.date, tuple[Decimal, Decimal, int]] = {}
     rolled_rows = await session.execute(
         select(DailyTotal.day, DailyTotal.grid_kwh, DailyTotal.dg_kwh, DailyTotal.intervals)
@@ -251,7 +329,16 @@ async def _daily_bars(session: AsyncSession, meter_no: int, site_id: str, span: 
             if day in unrolled:
                 grid, dg, intervals = per_day.get(day, (ZERO, ZERO, 0))
                 per_day[day] = (grid + grid_part, dg + dg_part, intervals + 1)
-    return [Bar(day.isoformat(), day.strftime("%a %d"), *per_day.get(day, (ZERO, ZERO, 0))) for day in span.days()]
+    charges = await daily_charges(session, meter_no, span.start, span.end, span.timezone)
+    bars = []
+    for day in span.days():
+        grid, dg, intervals = per_day.get(day, (ZERO, ZERO, 0))
+        grid_charge, dg_charge, fixed = charges.get(day, (MONEY_ZERO, MONEY_ZERO, MONEY_ZERO))
+        expected = sum(_expected(s, expected_from=expected_from, now=now) for s in day_intervals(span.timezone, day))
+        bars.append(
+            Bar(day.isoformat(), day.strftime("%a %d"), grid, dg, intervals, grid_charge, dg_charge, fixed, expected)
+        )
+    return bars
 
 
 async def unrolled_days(session: AsyncSession, site_ids: Sequence[str], span: Window) -> list[dt.date]:
@@ -330,3 +417,42 @@ def usage_query(span: Window, unrolled: Sequence[dt.date], site_filter: Any) -> 
         .group_by(union.c.meter_no, union.c.site_id)
         .subquery("usage")
     )
+
+
+# --- A year, month by month ----------------------------------------------------------------------
+
+YEAR_MONTHS = 12
+
+
+async def meter_year(db: Database, *, meter_no: int, now: dt.datetime) -> Consumption:
+    """A meter's last 12 local calendar months (this one so far included), one bar per month:
+    the daily bars of the months summed, so rolled days, charges and gaps count as on the
+    daily views."""
+    async with db.reader() as session:
+        meter, site = await meter_site(session, meter_no)
+        today = local_day(site.timezone, now)
+        month = today.year * 12 + today.month - 1 - (YEAR_MONTHS - 1)
+        first = dt.date(month // 12, month % 12 + 1, 1)
+        last = today.replace(day=calendar.monthrange(today.year, today.month)[1])
+        start, end = day_bounds(site.timezone, first)[0], day_bounds(site.timezone, last)[1]
+        span = Window("year", site.timezone, start, end, first, last, today, True)
+        in_service = floor_half_hour(meter.created_at + HALF_HOUR - dt.timedelta(microseconds=1))
+        days = await _daily_bars(session, meter_no, site.id, span, expected_from=in_service, now=now)
+    months: dict[str, list[Bar]] = {}
+    for bar in days:
+        months.setdefault(bar.key[:7], []).append(bar)
+    bars = [
+        Bar(
+            key=key,
+            label=dt.date.fromisoformat(f"{key}-01").strftime("%b %Y"),
+            grid=sum((b.grid for b in group), ZERO),
+            dg=sum((b.dg for b in group), ZERO),
+            intervals=sum(b.intervals for b in group),
+            grid_charge=sum((b.grid_charge for b in group), MONEY_ZERO),
+            dg_charge=sum((b.dg_charge for b in group), MONEY_ZERO),
+            fixed_charge=sum((b.fixed_charge for b in group), MONEY_ZERO),
+            expected=sum(b.expected for b in group),
+        )
+        for key, group in months.items()
+    ]
+    return Consumption(meter_no, span, bars)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -117,6 +117,15 @@ async def due_events(db: Database, *, now: dt.datetime, limit: int) -> list[DueE
         return [DueEvent(*row) for row in await session.execute(query)]
 
 
+def after_attempt(*, attempted_at: dt.datetime, delivered: bool, next_attempt_at: dt.datetime | None) -> dict[str, Any]:
+    """An event's new delivery columns after an attempt (DG callbacks and site events alike)."""
+    if delivered:
+        return {"state": DELIVERED, "delivered_at": attempted_at, "next_attempt_at": None}
+    if next_attempt_at is None:
+        return {"state": FAILED, "next_attempt_at": None}
+    return {"next_attempt_at": next_attempt_at}
+
+
 async def record_attempt(
     db: Database,
     *,
@@ -125,12 +134,7 @@ async def record_attempt(
     next_attempt_at: dt.datetime | None,
 ) -> None:
     """Log one attempt and move its event on: delivered, due again at `next_attempt_at`, or failed (None)."""
-    if delivered:
-        changes = {"state": DELIVERED, "delivered_at": attempt.attempted_at, "next_attempt_at": None}
-    elif next_attempt_at is None:
-        changes = {"state": FAILED, "next_attempt_at": None}
-    else:
-        changes = {"next_attempt_at": next_attempt_at}
+    changes = after_attempt(attempted_at=attempt.attempted_at, delivered=delivered, next_attempt_at=next_attempt_at)
     async with db.transaction() as session:
         session.add(attempt)
         await session.execute(

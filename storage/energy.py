@@ -1,8 +1,10 @@
 """How a stored reading's energy and charge divide between grid and DG: the one definition that
 every read of readings uses (the rollup, consumption views, statements and reports).
 
-Each is a SQL expression over `reading`, usable in a select or inside an aggregate; none of them
-reads `reading.source` outside this module.
+Ingest stores each reading's total (`kwh`, `charge`) and its DG part (`dg_kwh`, `dg_charge`,
+from the minutes a DG of the site ran in its half hour: `storage.rules.DgShare`); the grid part
+is the rest. Each function is a SQL expression over `reading`, usable in a select or inside an
+aggregate.
 """
 
 from __future__ import annotations
@@ -13,26 +15,22 @@ import sqlalchemy as sa
 
 from storage.models import Energy, Money, Reading
 
-_ZERO_KWH = sa.literal(0, Energy)
-_ZERO_MONEY = sa.literal(0, Money)
-_ON_DG = Reading.source == "dg"
-
 
 def dg_kwh() -> Any:
     """The reading's DG energy (kWh)."""
-    return sa.case((_ON_DG, Reading.kwh), else_=_ZERO_KWH)
+    return Reading.dg_kwh
 
 
 def grid_kwh() -> Any:
     """The reading's grid energy (kWh): all of it but the DG part."""
-    return sa.case((_ON_DG, _ZERO_KWH), else_=Reading.kwh)
+    return sa.type_coerce(Reading.kwh - Reading.dg_kwh, Energy)
 
 
 def dg_charge() -> Any:
     """What the reading's DG energy cost (₹)."""
-    return sa.case((_ON_DG, Reading.charge), else_=_ZERO_MONEY)
+    return Reading.dg_charge
 
 
 def grid_charge() -> Any:
     """What the reading's grid energy cost (₹)."""
-    return sa.case((_ON_DG, _ZERO_MONEY), else_=Reading.charge)
+    return sa.type_coerce(Reading.charge - Reading.dg_charge, Money)

@@ -9,6 +9,8 @@ connection committed in between, instead of waiting its turn.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,11 +31,40 @@ SQLITE_PRAGMAS = (
 SQLITE_MINIMUM = (3, 38)  # the ingest statements use json_each and the ->> operator
 
 
+def missing_driver(url: str) -> str | None:
+    """Why this database URL cannot be opened with what is installed, or None when it can.
+
+    The plain install carries SQLite only; PostgreSQL's driver comes with the `postgres` extra.
+    """
+    if make_url(url).get_backend_name() == "postgresql" and importlib.util.find_spec("asyncpg") is None:
+        return (
+            "PostgreSQL needs the asyncpg driver, which the plain install leaves out: "
+            "install the `postgres` extra (pip install 'meter-gateway[postgres]')"
+        )
+    return None
+
+
+def create_private_file(path: str | Path, *, parents: bool = True) -> None:
+    """Create `path` readable by the owner only (0600), and its missing directories (0700)
+    unless `parents` is false (then a missing directory raises FileNotFoundError).
+
+    The database, its WAL (SQLite gives it the database file's mode), backups and exports hold
+    webhook secrets, FINs and balances. An existing file or directory keeps the mode it has.
+    """
+    path = Path(path)
+    missing = [parent for parent in (path.parent, *path.parent.parents) if not parent.exists()] if parents else []
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
 class Database:
     """An async engine with a reading and a writing sessionmaker."""
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         parsed = make_url(url)
+        if (why := missing_driver(url)) is not None:
+            raise RuntimeError(why)
         self.url = url
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {}
@@ -43,7 +74,7 @@ class Database:
                 raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old: the gateway needs 3.38 or newer")
             self.sqlite_path = parsed.database
             if self.sqlite_path and self.sqlite_path != ":memory:":
-                Path(self.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+                create_private_file(self.sqlite_path)
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)

@@ -41,25 +41,28 @@ def _check_editable(changes: dict[str, object], editable: tuple[str, ...]) -> No
         raise InvalidInput(f"{unknown[0]} cannot be edited", {field: ["Cannot be edited."] for field in unknown})
 
 
-async def list_sites(db: Database, *, only: Collection[str] | None = None) -> list[Site]:
-    """Sites ordered by id, limited to `only` when given."""
+async def list_sites(db: Database, *, only: Collection[str] | None = None) -> list[tariffs.SiteView]:
+    """Sites ordered by id, limited to `only` when given, each with its tariff in force now."""
     query = select(Site).order_by(Site.id)
     if only is not None:
         query = query.where(Site.id.in_(list(only)))  # type: ignore[attr-defined]
+    now = utcnow()
     async with db.reader() as session:
-        return list((await session.execute(query)).scalars())
+        return [await tariffs.site_view(session, site, now) for site in (await session.execute(query)).scalars()]
 
 
-async def get_site(db: Database, *, site_id: str) -> Site:
-    """One site; NotFound if unknown."""
+async def get_site(db: Database, *, site_id: str) -> tariffs.SiteView:
+    """One site with its tariff in force now; NotFound if unknown."""
     async with db.reader() as session:
         site = await session.get(Site, site_id)
-    if site is None:
-        raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
-    return site
+        if site is None:
+            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+        return await tariffs.site_view(session, site, utcnow())
 
 
-async def edit_site(db: Database, *, site_id: str, changes: dict[str, object], now: dt.datetime | None = None) -> Site:
+async def edit_site(
+    db: Database, *, site_id: str, changes: dict[str, object], now: dt.datetime | None = None
+) -> tariffs.SiteView:
     """Change a site's name, region, tariffs, auto_cut or prepaid policy (storage/policy.py).
 
     New tariffs start a tariff row from now (storage/tariffs.py), keeping the fixed daily charge
@@ -73,29 +76,33 @@ async def edit_site(db: Database, *, site_id: str, changes: dict[str, object], n
         if field in changes:
             # Quantized so the returned site reads exactly as stored.
             changes[field] = parse_amount(changes[field], field, minimum=Decimal(0)).quantize(Decimal("0.01"))
+    now = now or utcnow()
+    new_grid, new_dg = changes.pop("tariff_grid", None), changes.pop("tariff_dg", None)
     async with db.transaction() as session:
         site = await session.get(Site, site_id)
         if site is None:
             raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
         for field, value in changes.items():
             setattr(site, field, value)
-        if "tariff_grid" in changes or "tariff_dg" in changes:
-            now = now or utcnow()
+        if new_grid is not None or new_dg is not None:
             current = await tariffs.tariff_at(session, site_id=site_id, at=now)
-            row = Tariff(
-                site_id=site_id,
-                effective_from=now,
-                grid=site.tariff_grid,
-                dg=site.tariff_dg,
-                fixed_daily=current.fixed_daily,
-                created_at=now,
-                created_by="site edit",
-            )
+            grid = current.grid if new_grid is None else Decimal(str(new_grid))
+            dg = current.dg if new_dg is None else Decimal(str(new_dg))
             if current.effective_from == now:  # set twice in one instant: the later one wins
-                current.grid, current.dg = row.grid, row.dg
+                current.grid, current.dg = grid, dg
             else:
+                row = Tariff(
+                    site_id=site_id,
+                    effective_from=now,
+                    grid=grid,
+                    dg=dg,
+                    fixed_daily=current.fixed_daily,
+                    created_at=now,
+                    created_by="site edit",
+                )
                 session.add(row)
-    return site
+            await session.flush()
+        return await tariffs.site_view(session, site, now)
 
 
 async def list_meters(db: Database, *, site_id: str) -> list[Meter]:

@@ -107,14 +107,13 @@ def utcnow() -> dt.datetime:
 
 
 class Site(SQLModel, table=True):
-    """A housing society: its timezone decides day boundaries, its tariffs the debits."""
+    """A housing society: its timezone decides day boundaries, its tariff history (`Tariff`) the
+    debits, its prepaid policy when a meter is cut."""
 
     id: str = Field(primary_key=True, max_length=64)
     name: str = Field(max_length=200)
     region: str = Field(max_length=100, index=True)
     timezone: str = Field(max_length=64, default="Asia/Kolkata")
-    tariff_grid: Decimal = Field(sa_type=Money, default=Decimal("8.00"))
-    tariff_dg: Decimal = Field(sa_type=Money, default=Decimal("20.00"))
     auto_cut: bool = Field(default=True)
     created_at: dt.datetime = Field(sa_type=UtcTime, default_factory=utcnow)
     # The prepaid policy (storage/policy.py): cut at or below -grace_amount, warn at each of the
@@ -225,8 +224,11 @@ class Reading(SQLModel, table=True):
     meter_no: int = Field(sa_type=sa.BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False})
     interval_start: dt.datetime = Field(sa_type=UtcTime, primary_key=True)
     kwh: Decimal = Field(sa_type=Energy)
-    source: str = Field(max_length=4)  # "grid" | "dg"
-    charge: Decimal = Field(sa_type=Money)
+    # "grid" | "dg" | "mix": the packet's own source, else by the minutes a DG of the site ran.
+    source: str = Field(max_length=4)
+    charge: Decimal = Field(sa_type=Money)  # both parts
+    dg_kwh: Decimal = Field(sa_type=Energy, default=Decimal("0.000"))  # the DG part of `kwh`
+    dg_charge: Decimal = Field(sa_type=Money, default=Decimal("0.00"))  # the DG part of `charge`
     # Indexed so the rollup finds late readings by when they arrived (storage/days.py).
     received_at: dt.datetime = Field(sa_type=UtcTime, index=True)
 

@@ -16,8 +16,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import asyncpg
-
 from storage.engine import Database
 
 CHANNEL = "gateway_credentials"
@@ -30,6 +28,8 @@ async def credential_changes(db: Database, on_change: Callable[[], None]) -> Asy
     if db.is_sqlite:
         yield
         return
+    import asyncpg  # PostgreSQL only: the `postgres` extra
+
     conn = await asyncpg.connect(db.driver_dsn())
 
     def heard(_conn: Any, _pid: int, _channel: str, table: str) -> None:

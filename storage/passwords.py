@@ -51,8 +51,9 @@ def check_password(password: str, *, avoid: tuple[str, ...] = ()) -> None:
         problem = f"Use at most {PASSWORD_MAX} characters."
     elif password.lower() in COMMON_PASSWORDS or len(set(password)) < 4:
         problem = "This password is too easy to guess."
-    elif any(word and word.lower() in password.lower() for word in avoid):
-        problem = "Do not use your meter number or FIN in the password."
+    elif found := next((word for word in avoid if word and word.lower() in password.lower()), None):
+        # Named, not "your meter number or FIN": staff have neither, their username is avoided.
+        problem = f"The password must not contain “{found}”: leave out your own login, numbers and ids."
     if problem:
         raise InvalidInput(f"weak password: {problem}", {"password": [problem]})
 

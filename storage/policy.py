@@ -253,3 +253,10 @@ async def prepaid_status(db: Database, *, meter: Meter, site: Site, now: dt.date
         cut_threshold=cut_threshold(site.grace_amount),
         cut_deferred_until=dt.datetime.fromisoformat(until) if until else None,
     )
+
+
+def restore_amount(balance: Decimal, grace_amount: Decimal) -> Decimal:
+    """The least recharge (₹, whole paise) that lifts a balance above the cut threshold, which
+    is what restores a meter cut for zero balance; 0.00 when the balance is already above it."""
+    short = cut_threshold(grace_amount) - balance
+    return max(short + Decimal("0.01"), Decimal("0.00")) if short >= 0 else Decimal("0.00")

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from storage.engine import Database
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.models import ApiKey, DieselGenerator, LedgerEntry, Meter, Site, utcnow
-from storage.tariffs import first_tariff
+from storage.tariffs import SiteView, first_tariff, site_view
 
 ROLES = ("read", "operate", "admin", "ingest")
 ALL_SITES = "*"
@@ -65,8 +65,8 @@ async def add_site(
     tariff_grid: Decimal = Decimal("8.00"),
     tariff_dg: Decimal = Decimal("20.00"),
     auto_cut: bool = True,
-) -> Site:
-    """Register a site. Conflict if the id is taken."""
+) -> SiteView:
+    """Register a site, with its first tariff (in force since always). Conflict if the id is taken."""
     if not site_id.strip():
         raise InvalidInput("site_id must not be empty", {"site_id": ["Must not be empty."]})
     check_timezone(timezone)
@@ -77,8 +77,6 @@ async def add_site(
         name=name,
         region=region,
         timezone=timezone,
-        tariff_grid=tariff_grid,
-        tariff_dg=tariff_dg,
         auto_cut=auto_cut,
     )
     try:
@@ -88,9 +86,11 @@ async def add_site(
             session.add(site)
             await session.flush()
             session.add(first_tariff(site_id=site_id, grid=tariff_grid, dg=tariff_dg, created_at=site.created_at))
+            await session.flush()
+            view = await site_view(session, site, site.created_at)
     except IntegrityError:
         raise Conflict(f"site {site_id!r} already exists", {"site_id": ["Already exists."]}) from None
-    return site
+    return view
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.backup import STAMP, database_files, fsync_path
-from storage.engine import Database
+from storage.engine import Database, create_private_file
 from storage.errors import DomainError
 from storage.locks import database_lock
 from storage.migrate import current_revision, head_revision, known_revisions, upgrade
@@ -72,6 +72,8 @@ def replace_database(database: Path, *, source: Path, now: dt.datetime) -> Resto
     staging = database.with_name(database.name + ".restoring")
     try:
         try:
+            staging.unlink(missing_ok=True)
+            create_private_file(staging)  # copyfile keeps an existing file's mode
             shutil.copyfile(source, staging)
             fsync_path(staging)
         except OSError as exc:
@@ -163,6 +165,7 @@ def _set_aside(database: Path, now: dt.datetime) -> Path:
             original = Path(f"{database}{suffix}")
             if original.exists() and (not suffix or original.stat().st_size > 0):
                 copy = Path(f"{aside}{suffix}")
+                create_private_file(copy)
                 shutil.copyfile(original, copy)
                 fsync_path(copy)
     except OSError as exc:

@@ -18,11 +18,12 @@ from typing import Any, NamedTuple
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.dg_events import PENDING, after_attempt
 from storage.engine import Database
 from storage.errors import NotFound
 from storage.models import Site, SiteEvent, SiteEventAttempt, SiteWebhook
 
-NONE, PENDING, DELIVERED, FAILED = "none", "pending", "delivered", "failed"
+NONE = "none"  # the site had no webhook when it happened
 TYPES = ("balance.low", "cut.deferred", "meter.cut", "meter.restored", "recharge.settled", "dg.late_change")
 
 
@@ -160,12 +161,7 @@ async def record_attempt(
     db: Database, *, attempt: SiteEventAttempt, delivered: bool, next_attempt_at: dt.datetime | None
 ) -> None:
     """Log one attempt and move its event on: delivered, due again at `next_attempt_at`, or failed (None)."""
-    if delivered:
-        changes: dict[str, Any] = {"state": DELIVERED, "delivered_at": attempt.attempted_at, "next_attempt_at": None}
-    elif next_attempt_at is None:
-        changes = {"state": FAILED, "next_attempt_at": None}
-    else:
-        changes = {"next_attempt_at": next_attempt_at}
+    changes = after_attempt(attempted_at=attempt.attempted_at, delivered=delivered, next_attempt_at=next_attempt_at)
     async with db.transaction() as session:
         session.add(attempt)
         await session.execute(

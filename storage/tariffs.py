@@ -38,6 +38,45 @@ class TariffView:
     created_by: str
 
 
+@dataclass(frozen=True)
+class SiteView:
+    """A site with the tariff in force now (a site's tariffs live in its history, `Tariff`)."""
+
+    id: str
+    name: str
+    region: str
+    timezone: str
+    auto_cut: bool
+    created_at: dt.datetime
+    grace_amount: Decimal
+    alert_thresholds: list[str]
+    no_cut_hours: str
+    no_cut_weekdays: str
+    tariff_grid: Decimal
+    tariff_dg: Decimal
+    fixed_daily: Decimal
+
+
+async def site_view(session: AsyncSession, site: Site, now: dt.datetime) -> SiteView:
+    """The site as staff see it, with the tariff in force at `now`."""
+    tariff = await tariff_at(session, site_id=site.id, at=now)
+    return SiteView(
+        id=site.id,
+        name=site.name,
+        region=site.region,
+        timezone=site.timezone,
+        auto_cut=site.auto_cut,
+        created_at=site.created_at,
+        grace_amount=site.grace_amount,
+        alert_thresholds=list(site.alert_thresholds),
+        no_cut_hours=site.no_cut_hours,
+        no_cut_weekdays=site.no_cut_weekdays,
+        tariff_grid=tariff.grid,
+        tariff_dg=tariff.dg,
+        fixed_daily=tariff.fixed_daily,
+    )
+
+
 def _view(row: Tariff, timezone: str) -> TariffView:
     local = row.effective_from.astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
     return TariffView(row.site_id, row.grid, row.dg, row.fixed_daily, local, row.effective_from, row.created_by)

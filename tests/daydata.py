@@ -65,6 +65,8 @@ async def add_readings(
             "kwh": Decimal(kwh),
             "source": source,
             "charge": Decimal("4.00"),
+            "dg_kwh": Decimal(kwh) if source == "dg" else Decimal(0),
+            "dg_charge": Decimal("4.00") if source == "dg" else Decimal(0),
             "received_at": received_at,
         }
         for start in starts

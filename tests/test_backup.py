@@ -183,8 +183,8 @@ def test_restore_refuses_while_another_program_reads_the_database(
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM site").fetchall()
         writer.execute(
-            "INSERT INTO site (id, name, region, timezone, tariff_grid, tariff_dg, auto_cut, created_at)"
-            " VALUES ('S9', 'n', 'r', 'UTC', 1, 1, 0, '2025-01-01')"
+            "INSERT INTO site (id, name, region, timezone, auto_cut, created_at)"
+            " VALUES ('S9', 'n', 'r', 'UTC', 0, '2025-01-01')"
         )
         before = contents(database)
         err = refused(capsys, sqlite_url, "restore", str(saved))

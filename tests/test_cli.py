@@ -52,6 +52,7 @@ def test_commands_print_one_json_object(capsys: pytest.CaptureFixture[str], data
         "timezone": "Asia/Kolkata",
         "tariff_grid": "7.50",
         "tariff_dg": "20.00",
+        "fixed_daily": "0.00",
         "auto_cut": False,
         "grace_amount": "0.00",
         "alert_thresholds": [],

@@ -338,19 +338,40 @@ async def test_energy_goes_to_dg_while_a_dg_is_on(env: Env) -> None:
     await post_dg(env, {"site_id": "S1", "dg_number": "DG1", "timestamp": "2026-11-20T11:05:00Z", "status": "OFF"})
     batch = [
         packet(at="2026-11-20T10:01:00Z", kwh=1.0),  # 09:30–10:00: before the DG came on → grid
-        packet(at="2026-11-20T10:31:00Z", kwh=1.0),  # 10:00–10:30: ON from 10:10 → dg
+        packet(at="2026-11-20T10:31:00Z", kwh=1.0),  # 10:00–10:30: ON from 10:10, 20 of 30 minutes → 0.667 DG
         packet(at="2026-11-20T11:01:00Z", kwh=1.0),  # 10:30–11:00: on throughout → dg
-        packet(at="2026-11-20T11:31:00Z", kwh=1.0),  # 11:00–11:30: on until 11:05 → dg
+        packet(at="2026-11-20T11:31:00Z", kwh=1.0),  # 11:00–11:30: on until 11:05, 5 minutes → 0.167 DG
         packet(at="2026-11-20T12:01:00Z", kwh=1.0),  # 11:30–12:00: off → grid
         packet(at="2026-11-20T09:31:00Z", kwh=1.0, source="dg"),  # the packet says so
     ]
     status, _ = await env.post(batch)
     assert status == 200
-    sources = [r.source for r in await readings(env.db)]
-    assert sources == ["dg", "grid", "dg", "dg", "dg", "grid"]
+    stored = [(r.source, r.dg_kwh, r.charge, r.dg_charge) for r in await readings(env.db)]
+    assert stored == [
+        ("dg", Decimal("1.000"), Decimal("20.00"), Decimal("20.00")),
+        ("grid", Decimal("0.000"), Decimal("8.00"), Decimal("0.00")),
+        ("mix", Decimal("0.667"), Decimal("16.00"), Decimal("13.34")),  # 0.333 × 8.00 = 2.66 + 0.667 × 20.00
+        ("dg", Decimal("1.000"), Decimal("20.00"), Decimal("20.00")),
+        ("mix", Decimal("0.167"), Decimal("10.00"), Decimal("3.34")),  # 0.833 × 8.00 = 6.66 + 0.167 × 20.00
+        ("grid", Decimal("0.000"), Decimal("8.00"), Decimal("0.00")),
+    ]
     m = await meter(env.db, M1)
-    assert m.dg_kwh == Decimal("4.000") and m.grid_kwh == Decimal("2.000")
-    assert m.balance == Decimal("100.00") - 4 * Decimal("20.00") - 2 * Decimal("8.00")
+    assert m.dg_kwh == Decimal("2.834") and m.grid_kwh == Decimal("3.166")
+    assert m.balance == Decimal("100.00") - Decimal("82.00")
+
+
+async def test_a_dg_that_ran_13_minutes_of_a_half_hour_carries_13_30_of_its_energy(env: Env) -> None:
+    base = {"site_id": "S1", "dg_number": "DG1"}
+    await post_dg(env, {**base, "timestamp": "2026-11-20T10:17:00Z", "status": "ON"})
+    await post_dg(env, {**base, "timestamp": "2026-11-20T10:30:00Z", "status": "OFF"})
+    status, _ = await env.post([packet(at="2026-11-20T10:31:00Z", kwh=3.0)])  # 10:00–10:30
+    assert status == 200
+    [reading] = await readings(env.db)
+    assert (reading.kwh, reading.dg_kwh) == (Decimal("3.000"), Decimal("1.300"))  # 13/30 of 3 kWh
+    # 1.700 kWh × 8.00 + 1.300 kWh × 20.00
+    assert (reading.charge, reading.dg_charge) == (Decimal("39.60"), Decimal("26.00"))
+    m = await meter(env.db, M1)
+    assert (m.grid_kwh, m.dg_kwh) == (Decimal("1.700"), Decimal("1.300"))
 
 
 async def test_dg_post_keeps_latest_state_and_full_history(env: Env) -> None:

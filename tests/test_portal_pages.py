@@ -50,11 +50,11 @@ def tile(html: str, name: str) -> str:
 
 async def test_profile_shows_balance_relay_today_and_last_reading(resident: TestClient) -> None:
     html = await (await resident.get("/profile/999-999-999")).text()
-    assert tile(html, "balance") == "150.00"
+    assert tile(html, "balance") == "₹150.00"
     assert "On" in tile(html, "relay")
     assert tile(html, "today") == "6.25 kWh"
     assert tile(html, "last-reading") == "2025-02-12 10:31 IST"
-    assert 'id="recharges"' in html  # the marked place for recharge history (issue 5)
+    assert '<p class="muted" id="recharges">No recharges yet.</p>' in html
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ async def test_each_period_has_totals_and_a_stacked_chart(
     chart = chart_of(html, "consumption-chart")
     grid, dg = chart["data"]
     assert len(grid["x"]) == bars and grid["x"][0] == first_label
-    assert round(sum(grid["y"]) + sum(dg["y"]), 2) == float(total)
+    assert round(sum(v or 0 for v in grid["y"]) + sum(v or 0 for v in dg["y"]), 2) == float(total)
     assert chart["layout"]["barmode"] == "stack" and chart["layout"]["yaxis"]["title"]["text"] == "Energy (kWh)"
     assert dg["marker"]["pattern"]["shape"] == "/"  # DG is hatched: not told apart by colour alone
     assert 'src="/portal/static/plotly.min.js"' in html
@@ -87,11 +87,14 @@ async def test_week_csv_has_one_row_per_day(resident: TestClient) -> None:
     assert response.status == 200 and response.content_type == "text/csv"
     assert 'filename="meter-999999999-current-week-2025-02-10.csv"' in response.headers["Content-Disposition"]
     rows = list(csv.reader(io.StringIO(await response.text())))
-    assert rows[:4] == [
-        ["day", "grid_kwh", "dg_kwh", "total_kwh", "intervals"],
-        ["2025-02-10", "24.000", "0.000", "24.000", "48"],
-        ["2025-02-11", "20.000", "10.000", "30.000", "48"],
-        ["2025-02-12", "4.750", "1.500", "6.250", "21"],
+    # Every reading of the test data is charged ₹4.00; Wednesday 12th at 10:47 has 21 half hours
+    # ended, Thursday onwards is the future: empty numbers, never 0.
+    assert rows[:5] == [
+        "day grid_kwh dg_kwh total_kwh intervals expected_intervals grid_inr dg_inr fixed_inr total_inr status".split(),
+        ["2025-02-10", "24.000", "0.000", "24.000", "48", "48", "192.00", "0.00", "0.00", "192.00", "ok"],
+        ["2025-02-11", "20.000", "10.000", "30.000", "48", "48", "160.00", "32.00", "0.00", "192.00", "ok"],
+        ["2025-02-12", "4.750", "1.500", "6.250", "21", "21", "76.00", "8.00", "0.00", "84.00", "ok"],
+        ["2025-02-13", "", "", "", "0", "0", "", "", "", "", "future"],
     ]
     assert len(rows) == 8
 
@@ -99,9 +102,9 @@ async def test_week_csv_has_one_row_per_day(resident: TestClient) -> None:
 async def test_hour_csv_has_the_two_intervals_in_local_time(resident: TestClient) -> None:
     text = await (await resident.get(f"{CONSUMPTION}?period=prev-hr&format=csv")).text()
     assert text.splitlines() == [
-        "interval_start,interval_end,grid_kwh,dg_kwh,total_kwh",
-        "2025-02-12T09:30:00+05:30,2025-02-12T10:00:00+05:30,0.000,0.750,0.750",
-        "2025-02-12T10:00:00+05:30,2025-02-12T10:30:00+05:30,0.000,0.750,0.750",
+        "interval_start,interval_end,grid_kwh,dg_kwh,total_kwh,grid_inr,dg_inr,total_inr,status",
+        "2025-02-12T09:30:00+05:30,2025-02-12T10:00:00+05:30,0.000,0.750,0.750,0.00,4.00,4.00,ok",
+        "2025-02-12T10:00:00+05:30,2025-02-12T10:30:00+05:30,0.000,0.750,0.750,0.00,4.00,4.00,ok",
     ]
 
 

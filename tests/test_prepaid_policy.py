@@ -9,6 +9,8 @@ auto-cut site in Asia/Kolkata with meter 101 (100.00, ₹10.00/kWh grid); NOW is
 from __future__ import annotations
 
 import datetime as dt
+import re
+import time
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,7 +23,7 @@ from sqlalchemy import update
 from gateway.app import create_app
 from gateway.keys import ALERTS, CLOCK, DELIVERIES, DISPATCHER
 from schemas.dg_callback import verify
-from storage import commands, days, ledger, tariffs
+from storage import commands, days, ledger, registry, tariffs
 from storage.clock import FixedClock
 from storage.engine import Database
 from storage.models import Meter
@@ -103,7 +105,6 @@ async def test_tariffs_are_a_history_that_never_starts_in_the_past(gateway: Test
     assert (await admin(gateway, world, "POST", "/sites/S2/tariffs", later))[0] == 404
 
 
-@pytest.mark.xfail(reason="ingest still prices at the site's tariff columns until the ingest core lands", strict=True)
 async def test_a_reading_is_charged_at_the_tariff_of_its_interval_whenever_it_arrives(
     gateway: TestClient, world: World, db: Database
 ) -> None:
@@ -432,3 +433,47 @@ async def test_a_private_webhook_url_is_refused(gateway: TestClient, world: Worl
     assert status == 422 and "not a public address" in body["message"]
     status, body = await admin(gateway, world, "PUT", "/sites/S1/webhook", {"url": "ftp://example.com/"})
     assert status == 400 and list(body["errors"]) == ["url"]
+
+
+async def test_a_dg_change_after_its_half_hour_was_billed_is_an_event_not_a_rebill(
+    gateway: TestClient, world: World, db: Database
+) -> None:
+    await registry.add_dg(db, site_id="S1", dg_no="DG1")
+    counted = await late_changes_counted(gateway)
+    gateway.app[CLOCK].set(ist("2025-02-08 12:40"))  # type: ignore[attr-defined]
+    await reading(gateway, world, 1)  # 12:00-12:30 IST, billed on the grid: 10.00
+    late = {"site_id": "S1", "dg_number": "DG1", "timestamp": "2025-02-08T06:35:00Z", "status": "ON"}  # 12:05 IST
+    response = await gateway.post("/dg", json=late, headers={"Authorization": f"Bearer {world.keys['ingest']}"})
+    assert response.status == 200
+    async with db.reader() as session:
+        meter = await session.get(Meter, 101)
+    assert meter is not None and meter.balance == Decimal("90.00") and meter.dg_kwh == 0  # not re-billed
+    [event] = [e for e in await events(gateway, world) if e["type"] == "dg.late_change"]
+    assert event["data"] == {
+        "dg_no": "DG1",
+        "status": "ON",
+        "changed_at": "2025-02-08T06:35:00Z",
+        "interval_start": "2025-02-08T06:30:00Z",
+        "readings_billed": 1,
+    }
+    assert await late_changes_counted(gateway) == counted + 1
+
+
+async def late_changes_counted(client: TestClient) -> float:
+    """`gateway_dg_late_changes_total` as /metrics says now (the registry is the process's)."""
+    text = await (await client.get("/metrics")).text()
+    found = re.search(r"^gateway_dg_late_changes_total ([0-9.e+]+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_a_recharge_restores_a_cut_meter_at_the_head_end_within_5_seconds(
+    gateway: TestClient, world: World, mock: MockHeadEnd
+) -> None:
+    await reading(gateway, world, 10.5)  # -5.00
+    [cut] = await gateway.app[DISPATCHER].run()
+    assert cut.state == "done" and await relay(mock) == "off"
+    started = time.monotonic()
+    await recharge(gateway, world, "20.00")  # the reply does not wait for the restore
+    await gateway.app[DISPATCHER].settle()  # the restore went out on its own (no scheduler runs in tests)
+    assert await relay(mock) == "on" and time.monotonic() - started < 5
+    print(f"restored at the head-end {time.monotonic() - started:.3f} s after the recharge was sent")

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from storage import registry
+from storage import inventory, registry
 from storage.engine import Database
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.models import ApiKey, Meter, Site
@@ -32,7 +32,8 @@ async def test_site_and_meter_round_trip_keeps_decimals_exact(db: Database) -> N
     assert meter.grid_kwh == Decimal("12.345") and meter.start_grid == Decimal("12.345")
     assert meter.relay_on is True and meter.active is True
     assert meter.token_hash == registry.hash_secret(created.token)
-    assert site.tariff_grid == Decimal("7.35") and site.timezone == "Asia/Kolkata"
+    assert site.timezone == "Asia/Kolkata"
+    assert (await inventory.get_site(db, site_id="S1")).tariff_grid == Decimal("7.35")
 
 
 async def test_money_sums_exactly_in_sql(db: Database) -> None:

@@ -8,7 +8,7 @@ sees them; other paths, such as the ingest hot path, skip the portal entirely).
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,8 +16,9 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import session_middleware
 
+from gateway.compression import StaticAsset
 from gateway.keys import SETTINGS
-from gateway.portal import access, dashboard, resident
+from gateway.portal import access, dashboard, prepaid_dashboard, resident
 from gateway.portal import statement as statement_pages
 from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses, UnknownLogins
 from gateway.portal.render import environment_options, error_page
@@ -27,6 +28,9 @@ from storage.errors import DomainError, NotFound
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SESSIONS = web.AppKey("portal_sessions", Callable[[web.Request, Handler], Awaitable[web.StreamResponse]])
 STATIC = Path(__file__).parent / "static"
+# plotly.js-basic-dist-min 4.1.1 from npm (MIT, licence beside it): the same plotly.js version as
+# the full bundle of the `plotly` package, built with only the trace types the portal draws.
+PLOTLY_BASIC = STATIC / "vendor" / "plotly-basic.min.js"
 PORTAL_PREFIXES = ("/register", "/profile", "/management-dashboard", "/logout", "/portal/")
 ERROR_STATUS = {"invalid": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404, "conflict": 409}
 # Scripts and styles only from this gateway; Plotly adds <style> elements, hence 'unsafe-inline'
@@ -44,7 +48,7 @@ SECURITY_HEADERS = {
 
 def is_portal_path(path: str) -> bool:
     """True for the portal's pages and files."""
-    return path == "/" or path.startswith(PORTAL_PREFIXES)
+    return path in ("/", "/favicon.ico") or path.startswith(PORTAL_PREFIXES)
 
 
 def setup(app: web.Application) -> None:
@@ -58,7 +62,10 @@ def setup(app: web.Application) -> None:
     app.add_routes(resident.routes)
     app.add_routes(statement_pages.routes)
     app.add_routes(dashboard.routes)
+    app.add_routes(prepaid_dashboard.routes)
     app.router.add_get("/portal/static/plotly.min.js", plotly_js)
+    app.router.add_get("/portal/static/{name:portal\\.(?:css|js)}", portal_asset)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_static("/portal/static/", STATIC)
 
 
@@ -107,14 +114,29 @@ def unreadable_cookie_page() -> web.Response:
     return response
 
 
-async def plotly_js(request: web.Request) -> web.FileResponse:
-    """Plotly.js from the installed `plotly` package (no CDN: the portal works offline)."""
-    return web.FileResponse(plotly_js_path(), headers={"Cache-Control": "public, max-age=86400"})
+async def plotly_js(request: web.Request) -> web.StreamResponse:
+    """Plotly.js, the partial "basic" bundle (bar and scatter traces, all the pages draw: 395 kB on
+    the wire instead of the full bundle's 1.47 MB), gzipped once; no CDN, the portal works offline."""
+    return await _plotly_asset().response(request)
 
 
-def plotly_js_path() -> Path:
-    """Where the installed plotly package keeps its minified JavaScript (found without importing it)."""
-    spec = importlib.util.find_spec("plotly")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the plotly package is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
+async def portal_asset(request: web.Request) -> web.StreamResponse:
+    """The portal's own stylesheet and script, gzipped once."""
+    return await _portal_asset(request.match_info["name"]).response(request)
+
+
+@functools.cache
+def _portal_asset(name: str) -> StaticAsset:
+    return StaticAsset(STATIC / name, "text/css" if name.endswith(".css") else "application/javascript")
+
+
+@functools.cache
+def _plotly_asset() -> StaticAsset:
+    return StaticAsset(PLOTLY_BASIC, "application/javascript")
+
+
+async def favicon(request: web.Request) -> web.FileResponse:
+    """The portal's icon where browsers look for it unasked (an SVG: every current browser draws it)."""
+    return web.FileResponse(
+        STATIC / "favicon.svg", headers={"Content-Type": "image/svg+xml", "Cache-Control": "public, max-age=86400"}
+    )

@@ -16,18 +16,74 @@ GRID_STYLE = {"color": "#1f5fa8", "pattern": {"shape": ""}}
 DG_STYLE = {"color": "#f0a030", "pattern": {"shape": "/", "fgcolor": "#333333", "size": 6, "solidity": 0.35}}
 
 
+# Bars without data are shaded across the plot, not drawn as zero: grey where readings are
+# missing, paler where nothing was due yet (the future, or before the meter was installed).
+GAP_FILLS = {"missing": "rgba(110,110,110,0.28)", "none": "rgba(160,160,160,0.10)"}
+
+
+def _number(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def gap_shapes(gaps: Sequence[str]) -> list[dict[str, Any]]:
+    """A band over each bar (by category index) whose state is missing or none."""
+    return [
+        {
+            "type": "rect",
+            "xref": "x",
+            "yref": "paper",
+            "x0": index - 0.5,
+            "x1": index + 0.5,
+            "y0": 0,
+            "y1": 1,
+            "fillcolor": GAP_FILLS[state],
+            "line": {"width": 0},
+            "layer": "below",
+        }
+        for index, state in enumerate(gaps)
+        if state in GAP_FILLS
+    ]
+
+
 def stacked_bars(
-    *, labels: Sequence[str], grid: Sequence[Decimal], dg: Sequence[Decimal], x_title: str, title: str
+    *,
+    labels: Sequence[str],
+    grid: Sequence[Decimal | None],
+    dg: Sequence[Decimal | None],
+    x_title: str,
+    title: str,
+    charges: Sequence[Decimal | None] | None = None,
+    gaps: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Grid and DG energy as stacked bars, one per label; y in kWh."""
+    """Grid and DG energy as stacked bars, one per label; y in kWh. None is no bar (no data);
+    `charges` (₹ per bar) go into the hover text, `gaps` (Bar.state per bar) shade missing bars."""
     hover = "%{x}<br>%{fullData.name}: %{y:.2f} kWh<extra></extra>"
+    if charges is not None:
+        hover = "%{x}<br>%{fullData.name}: %{y:.2f} kWh<br>₹%{customdata:.2f} for the whole bar<extra></extra>"
+    spec = _stacked(labels, grid, dg, x_title, title, hover)
+    if charges is not None:
+        for trace in spec["data"]:
+            trace["customdata"] = [_number(c) for c in charges]
+    if gaps is not None:
+        spec["layout"]["shapes"] = gap_shapes(gaps)
+    return spec
+
+
+def _stacked(
+    labels: Sequence[str],
+    grid: Sequence[Decimal | None],
+    dg: Sequence[Decimal | None],
+    x_title: str,
+    title: str,
+    hover: str,
+) -> dict[str, Any]:
     return {
         "data": [
             {
                 "type": "bar",
                 "name": "Grid (kWh)",
                 "x": list(labels),
-                "y": [float(v) for v in grid],
+                "y": [_number(v) for v in grid],
                 "marker": GRID_STYLE,
                 "hovertemplate": hover,
             },
@@ -35,7 +91,7 @@ def stacked_bars(
                 "type": "bar",
                 "name": "DG, diesel generator (kWh, hatched)",
                 "x": list(labels),
-                "y": [float(v) for v in dg],
+                "y": [_number(v) for v in dg],
                 "marker": DG_STYLE,
                 "hovertemplate": hover,
             },

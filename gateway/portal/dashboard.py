@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway.keys import CLOCK, DB
 from gateway.portal.access import log_in
 from gateway.portal.charts import stacked_bars
+from gateway.portal.prepaid_dashboard import prepaid_panels
 from gateway.portal.render import PERIOD_NAMES, error_page, render
 from gateway.portal.resident import DEFAULT_PERIOD, unknown_period
 from gateway.portal.sessions import current_account
@@ -59,6 +60,9 @@ async def dashboard(request: web.Request) -> web.Response:
     if period not in PERIODS:
         return await unknown_period(request, period, HOME)
     db, now, only = request.app[DB], request.app[CLOCK].now(), account.site_filter
+    panels = await prepaid_panels(request, account)
+    if panels["chosen_site"]:  # the site selector narrows every panel
+        only = frozenset({panels["chosen_site"]})
     sites = await fleet.site_usage(db, period=period, now=now, only=only)
     regions = fleet.region_usage(sites)
     silent_count, silent = await fleet.silent_meters(db, now=now, only=only)
@@ -94,5 +98,6 @@ async def dashboard(request: web.Request) -> web.Response:
             "cut": cut,
             "cut_count": cut_count,
             "completeness": await fleet.completeness(db, now=now, only=only),
+            **panels,
         },
     )

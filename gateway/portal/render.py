@@ -28,6 +28,12 @@ def kwh(value: Decimal | float | int) -> str:
     return f"{Decimal(value):,.2f}"
 
 
+def rupees(value: Decimal | float | int) -> str:
+    """Money for display: ₹ with two decimals, thousands separated, a true minus when negative."""
+    amount = Decimal(value)
+    return f"−₹{-amount:,.2f}" if amount < 0 else f"₹{amount:,.2f}"
+
+
 def local_time(instant: dt.datetime | None, timezone: str) -> str:
     """An instant as the site's wall-clock time with its zone abbreviation."""
     if instant is None:
@@ -47,7 +53,7 @@ def environment_options() -> dict[str, Any]:
         "loader": jinja2.PackageLoader("gateway.portal", "templates"),
         "autoescape": jinja2.select_autoescape(default=True, default_for_string=True),
         "undefined": jinja2.StrictUndefined,
-        "filters": {"kwh": kwh, "local_time": local_time, "dashed": dashed},
+        "filters": {"kwh": kwh, "rupees": rupees, "local_time": local_time, "dashed": dashed},
     }
 
 

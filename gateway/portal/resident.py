@@ -17,11 +17,13 @@ from gateway.portal import access
 from gateway.portal.charts import stacked_bars
 from gateway.portal.render import PERIOD_NAMES, error_page, render
 from gateway.portal.sessions import current_account
-from storage import consumption, policy, portal_users
+from storage import consumption, meter_views, policy, portal_users
 from storage.consumption import PERIODS, Consumption
 from storage.days import HALF_HOUR, zone
 
 routes = web.RouteTableDef()
+# A recharge's state as a resident reads it (storage/recharge.py: requested → success | waiting | error).
+RECHARGE_STATES = {"success": "Credited", "waiting": "Pending", "requested": "Pending", "error": "Failed"}
 DEFAULT_PERIOD = "current-day"
 # The seed implementation's path words (/profile/{id}/consumption/today) → our period names.
 PATH_PERIODS = {
@@ -88,8 +90,15 @@ async def profile(request: web.Request) -> web.Response:
     db, now = request.app[DB], request.app[CLOCK].now()
     summary = await consumption.meter_summary(db, meter_no=meter_no, now=now)
     status = await policy.prepaid_status(db, meter=summary.meter, site=summary.site, now=now)
-    # Recent recharges: the recharge table comes with issue 5; until then the page says so.
-    page = {"summary": summary, "status": status, "meter_no": meter_no, "recharges": None}
+    page = {
+        "summary": summary,
+        "status": status,
+        "meter_no": meter_no,
+        "supply": await meter_views.supply(db, meter=summary.meter),
+        "restore_amount": policy.restore_amount(summary.meter.balance, summary.site.grace_amount),
+        "recharges": await meter_views.recharges(db, meter_no=meter_no),
+        "recharge_states": RECHARGE_STATES,
+    }
     return await render(request, "profile.html", page)
 
 
@@ -103,23 +112,42 @@ async def consumption_page(request: web.Request) -> web.StreamResponse:
         return await unknown_period(request, period, f"/profile/{meter_no}/consumption")
     if output not in ("html", "csv"):
         return await error_page(request, 400, "The format can be html or csv.")
-    usage = await consumption.meter_consumption(
-        request.app[DB], meter_no=meter_no, period=period, now=request.app[CLOCK].now()
-    )
+    db, now = request.app[DB], request.app[CLOCK].now()
+    usage = await consumption.meter_consumption(db, meter_no=meter_no, period=period, now=now)
     if output == "csv":
         return consumption_csv(usage)
     span = usage.window
     x_title = f"Day ({span.timezone})" if span.by_day else f"Local time ({span.timezone})"
     chart = stacked_bars(
         labels=[b.label for b in usage.bars],
-        grid=[b.grid for b in usage.bars],
-        dg=[b.dg for b in usage.bars],
+        grid=[b.grid if b.has_data else None for b in usage.bars],
+        dg=[b.dg if b.has_data else None for b in usage.bars],
         x_title=x_title,
         title=f"{PERIOD_NAMES[period]}: energy per {'day' if span.by_day else 'half hour'}",
+        charges=[b.charge if b.has_data else None for b in usage.bars],
+        gaps=[b.state for b in usage.bars],
     )
-    return await render(
-        request, "consumption.html", {"usage": usage, "meter_no": meter_no, "period": period, "chart": chart}
+    summary = await consumption.meter_summary(db, meter_no=meter_no, now=now)
+    runs = await meter_views.dg_runs(db, site_id=summary.site.id, start=span.start, end=min(span.end, now))
+    page = {"usage": usage, "meter_no": meter_no, "period": period, "chart": chart, "dg_runs": runs}
+    return await render(request, "consumption.html", page)
+
+
+@routes.get("/profile/{meter_id}/year")
+async def year_page(request: web.Request) -> web.Response:
+    """The last 12 months, month by month: the trend, in kWh and ₹, gaps marked."""
+    meter_no = await viewable_meter(request)
+    usage = await consumption.meter_year(request.app[DB], meter_no=meter_no, now=request.app[CLOCK].now())
+    chart = stacked_bars(
+        labels=[b.label for b in usage.bars],
+        grid=[b.grid if b.has_data else None for b in usage.bars],
+        dg=[b.dg if b.has_data else None for b in usage.bars],
+        x_title=f"Month ({usage.window.timezone})",
+        title="The last 12 months: energy per month",
+        charges=[b.charge if b.has_data else None for b in usage.bars],
+        gaps=[b.state for b in usage.bars],
     )
+    return await render(request, "year.html", {"usage": usage, "meter_no": meter_no, "chart": chart})
 
 
 @routes.get("/profile/{meter_id}/consumption/{name}")
@@ -143,21 +171,50 @@ async def unknown_period(request: web.Request, period: str, base: str) -> web.Re
     )
 
 
+BAR_STATES = {"complete": "ok", "partial": "partial", "missing": "missing", "none": "future"}
+
+
 def consumption_csv(usage: Consumption) -> web.Response:
-    """The bars of a consumption page as CSV: one row per half hour or day, kWh to 3 decimals."""
+    """The bars of a consumption page as CSV: one row per half hour or day, kWh to 3 decimals,
+    ₹ to 2. A half hour without a reading has empty numbers and `missing` (or `future`, for one
+    not ended yet or before the meter was installed) in `status`: never 0."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     span = usage.window
     if span.by_day:
-        writer.writerow(["day", "grid_kwh", "dg_kwh", "total_kwh", "intervals"])
+        writer.writerow(
+            ["day", "grid_kwh", "dg_kwh", "total_kwh", "intervals", "expected_intervals",
+             "grid_inr", "dg_inr", "fixed_inr", "total_inr", "status"]
+        )  # fmt: skip
         for bar in usage.bars:
-            writer.writerow([bar.key, bar.grid, bar.dg, bar.total, bar.intervals])
+            numbers = (
+                [bar.grid, bar.dg, bar.total, bar.intervals, bar.expected, bar.grid_charge, bar.dg_charge]
+                if bar.has_data
+                else ["", "", "", bar.intervals, bar.expected, "", ""]
+            )
+            fixed_and_total = [bar.fixed_charge, bar.charge] if bar.has_data or bar.fixed_charge else ["", ""]
+            writer.writerow([bar.key, *numbers, *fixed_and_total, BAR_STATES[bar.state]])
     else:
-        writer.writerow(["interval_start", "interval_end", "grid_kwh", "dg_kwh", "total_kwh"])
+        writer.writerow(
+            [
+                "interval_start",
+                "interval_end",
+                "grid_kwh",
+                "dg_kwh",
+                "total_kwh",
+                "grid_inr",
+                "dg_inr",
+                "total_inr",
+                "status",
+            ]
+        )
         for bar in usage.bars:
             start = dt.datetime.fromisoformat(bar.key)
             end = (start.astimezone(dt.UTC) + HALF_HOUR).astimezone(zone(span.timezone))  # not wall-clock +30
-            writer.writerow([bar.key, end.isoformat(), bar.grid, bar.dg, bar.total])
+            numbers = (
+                [bar.grid, bar.dg, bar.total, bar.grid_charge, bar.dg_charge, bar.charge] if bar.has_data else [""] * 6
+            )
+            writer.writerow([bar.key, end.isoformat(), *numbers, BAR_STATES[bar.state]])
     filename = f"meter-{usage.meter_no}-{span.period}-{span.first_day.isoformat()}.csv"
     return web.Response(
         text=buffer.getvalue(),

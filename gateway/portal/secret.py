@@ -44,7 +44,7 @@ def key_file(settings: Settings) -> Path | None:
 def secret_key(settings: Settings) -> str:
     """The secret to derive cookie keys from (see the module docstring for where it comes from)."""
     if settings.secret_key:
-        return settings.secret_key
+        return settings.secret_key.get_secret_value()
     path = key_file(settings)
     if path is None:
         log.warning(

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlmodel import SQLModel
 
 import storage.models  # noqa: F401  (registers every table on SQLModel.metadata)
-from storage import dg_events, passwords, registry
+from storage import dg_events, passwords, policy, registry, site_events
 from storage.engine import Database
 from storage.meter_changes import replace_meter
 from storage.models import PortalUser
@@ -49,6 +49,7 @@ class Side:
         return self.replaced_meter + 100
 
     staff: str = ""  # a portal staff account of this site only
+    holiday: str = ""  # a holiday of this site only (another side's date is not one of ours)
 
 
 @dataclass
@@ -98,6 +99,11 @@ async def build_world(db: Database) -> World:
             now=NOW,
         )
         await registry.add_dg(db, site_id=side.site_id, dg_no=side.dg_number)
+        side.holiday = "2026-12-25" if side is world.ours else "2026-12-26"
+        await policy.add_holiday(db, site_id=side.site_id, day=dt.date.fromisoformat(side.holiday), name="matrix")
+        await site_events.set_webhook(
+            db, site_id=side.site_id, url="https://example.com/site", secret="whsec_y", now=NOW
+        )
         await dg_events.subscribe(
             db, site_id=side.site_id, dg_no=side.dg_number, url="https://example.com/hook", secret="whsec_x", now=NOW
         )

@@ -1,5 +1,6 @@
-"""Prepaid policy: tariff history with effective dates, grace, alert thresholds, no-cut windows
-and holidays, site events with their webhook, fixed daily charges in the ledger
+"""Prepaid policy: tariff history with effective dates (the site's own tariff columns move
+there), grace, alert thresholds, no-cut windows and holidays, site events with their webhook,
+fixed daily charges in the ledger, and each reading's DG part (energy and charge)
 
 Revision ID: 0010_prepaid
 Revises: 0009_audit
@@ -43,6 +44,16 @@ def upgrade() -> None:
         else "INSERT INTO tariff (site_id, effective_from, grid, dg, fixed_daily, created_at, created_by) "
         "SELECT id, TIMESTAMPTZ '1970-01-01 00:00:00+00', tariff_grid, tariff_dg, 0, created_at, 'migration' FROM site"
     )
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    for column in ("tariff_grid", "tariff_dg"):
+        if sqlite:  # SQLite drops a column natively (3.35+); batch mode would rebuild the table under its references
+            op.execute(f"ALTER TABLE site DROP COLUMN {column}")
+        else:
+            op.drop_column("site", column)
+    # Not in batch mode on SQLite: `reading` is a WITHOUT ROWID table, which a rebuild would not keep.
+    op.add_column("reading", sa.Column("dg_kwh", storage.models.Fixed(scale=3), nullable=False, server_default="0"))
+    op.add_column("reading", sa.Column("dg_charge", Money, nullable=False, server_default="0"))
+    op.execute("UPDATE reading SET dg_kwh = kwh, dg_charge = charge WHERE source = 'dg'")
     with op.batch_alter_table("site", schema=None) as batch_op:
         batch_op.add_column(sa.Column("grace_amount", Money, nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("alert_thresholds", sa.JSON(), nullable=False, server_default="[]"))
@@ -97,6 +108,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("reading", "dg_charge")
+    op.drop_column("reading", "dg_kwh")
+    op.add_column("site", sa.Column("tariff_grid", Money, nullable=False, server_default="800"))
+    op.add_column("site", sa.Column("tariff_dg", Money, nullable=False, server_default="2000"))
     op.drop_table("site_event_attempt")
     op.drop_table("site_webhook")
     op.drop_table("site_event")
