@@ -69,6 +69,7 @@ async def edit_site(
     in force. The timezone is fixed once days exist.
     """
     _check_editable(changes, SITE_EDITABLE)
+    changes = dict(changes)  # the caller's (what was asked, for the audit trail) stays whole
     for field in ("name", "region"):
         if field in changes and not str(changes[field]).strip():
             raise InvalidInput(f"{field} must not be empty", {field: ["Must not be empty."]})

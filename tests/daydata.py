@@ -65,8 +65,8 @@ async def add_readings(
             "kwh": Decimal(kwh),
             "source": source,
             "charge": Decimal("4.00"),
-            "dg_kwh": Decimal(kwh) if source == "dg" else Decimal(0),
-            "dg_charge": Decimal("4.00") if source == "dg" else Decimal(0),
+            # The DG part only when there is one: a database at a revision before 0010 lacks the columns.
+            **({"dg_kwh": Decimal(kwh), "dg_charge": Decimal("4.00")} if source == "dg" else {}),
             "received_at": received_at,
         }
         for start in starts

@@ -91,6 +91,9 @@ async def test_site_readings_grow_while_the_fleet_posts_at_any_time_of_day(
         for m in fleet_meters
         for k in range(intervals)
     )
-    assert local.site_energy(snapshots[-1]) == expected, "every packet's energy counted once, grid or DG"
+    # Call 1 shows each register to the hundredth: a reading split between grid and DG can round
+    # each part up, so the sum may be off by a hundredth per meter, never more.
+    off = abs(local.site_energy(snapshots[-1]) - expected)
+    assert off <= Decimal("0.01") * len(fleet_meters), f"every packet's energy counted once: {off} off"
     dg_energy = sum(dg for _grid, dg, _ in snapshots[-1].values())
     assert (dg_energy > 0) == (outage_rate == 1.0), f"DG energy {dg_energy} with outage rate {outage_rate}"

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import secrets
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import asyncpg
 import pytest
@@ -205,8 +206,8 @@ async def test_migration_partitions_an_existing_reading_table_and_keeps_its_rows
         await upgrade(db, revision_before_partitions())
         await make_old_site(db, meters=(1, 2))
         starts = [dt.datetime(2024, 2, 29, 23, 30, tzinfo=UTC), dt.datetime(2024, 3, 1, tzinfo=UTC)]
-        await add_readings(db, 1, starts, received_at=NOW)
-        await add_readings(db, 2, half_hours(NOW, 3), received_at=NOW)
+        await add_old_readings(db, 1, starts)
+        await add_old_readings(db, 2, half_hours(NOW, 3))
 
         await upgrade(db)
 
@@ -232,7 +233,8 @@ async def test_migration_partitions_an_existing_reading_table_and_keeps_its_rows
 
 async def make_old_site(db: Database, *, meters: tuple[int, ...]) -> None:
     """A site and meters in a database at an older revision: only the columns it has yet
-    (the models' later columns, e.g. meter.legacy_ingest, are not there)."""
+    (the models' later columns, e.g. meter.legacy_ingest, are not there; earlier ones, e.g. the
+    site's tariff columns before 0010, are)."""
     async with db.transaction() as session:
         conn = await session.connection()
         for table, rows in (
@@ -242,11 +244,26 @@ async def make_old_site(db: Database, *, meters: tuple[int, ...]) -> None:
             columns = await conn.run_sync(lambda sync, t=table: {c["name"] for c in sa.inspect(sync).get_columns(t)})
             for row in rows:
                 values = {k: v for k, v in row.model_dump().items() if k in columns and v is not None}
+                if table == "site":  # before 0010 a site had its tariff in its own columns
+                    values.update({c: Decimal("8.00") for c in ("tariff_grid", "tariff_dg") if c in columns})
                 values = {k: (v.astimezone(UTC) if isinstance(v, dt.datetime) else v) for k, v in values.items()}
                 names = ", ".join(values)
                 await conn.execute(
                     sa.text(f"INSERT INTO {table} ({names}) VALUES ({', '.join(':' + k for k in values)})"), values
                 )
+
+
+async def add_old_readings(db: Database, meter_no: int, starts: list[dt.datetime]) -> None:
+    """Readings in a database at a revision before 0010 (no DG part columns yet), 0.5 kWh each."""
+    async with db.transaction() as session:
+        for start in starts:
+            await session.execute(
+                sa.text(
+                    "INSERT INTO reading (meter_no, interval_start, kwh, source, charge, received_at) "
+                    "VALUES (:meter_no, :start, 0.5, 'grid', 4.00, :received)"
+                ),
+                {"meter_no": meter_no, "start": start, "received": NOW},
+            )
 
 
 async def upgrade_to(db: Database, revision: str, *, down: bool) -> None:
