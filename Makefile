@@ -16,12 +16,13 @@ $(STAMP): setup.cfg pyproject.toml requirements-dev.lock
 
 install: $(STAMP)
 
-# The demo needs the gateway's own requirements only (no test tools, no PostgreSQL driver).
+# The demo needs the gateway's own requirements only (no test tools): the deployment lock.
 RUN_STAMP := $(VENV)/.installed-run
-$(RUN_STAMP): setup.cfg pyproject.toml
+$(RUN_STAMP): setup.cfg pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(RUN_STAMP)
 
 run: $(RUN_STAMP)
