@@ -28,8 +28,8 @@ from gateway.maintenance import (
     cmd_rollup,
 )
 from gateway.metrics_dir import share_metrics_between_workers
+from gateway.report_cli import add_report_command
 from gateway.settings import Settings
-from gateway.site_reports import add_report_command
 from gateway.user_commands import (
     cmd_user_add,
     cmd_user_disable,

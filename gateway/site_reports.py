@@ -2,70 +2,29 @@
 site-day's data-quality flags (`GET /api/v1/admin/sites/{site_id}/quality?day=`, counted in
 /metrics as `gateway_quality_flags{site_id,kind}`).
 
-`GET /api/v1/admin/sites/{site_id}/report?month=YYYY-MM[&format=csv]` and
-`gateway report SITE --month YYYY-MM [--output FILE]` (CSV). Rows are written as the store
+`GET /api/v1/admin/sites/{site_id}/report?month=YYYY-MM[&format=csv]` (its CSV and the CLI's,
+`gateway report`, are written by `gateway.report_cli`). Rows are written as the store
 yields them (storage/site_report.py), a few hundred at a time, so a 10,000-meter site is never
 built in memory; the JSON reply is the `SiteReport` envelope written piece by piece.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
 import json
-import sys
 from collections.abc import AsyncIterator
-from typing import Any, TextIO
 
 from aiohttp import web
-from marshmallow import ValidationError
 from prometheus_client import Gauge
 
 from gateway.admin import admin_only, ok, site_in_scope
 from gateway.auth import Principal
 from gateway.keys import CLOCK, DB, SETTINGS
-from gateway.settings import Settings
+from gateway.report_cli import BATCH, csv_chunks
 from schemas import statements as wire
 from storage import quality
-from storage.clock import Clock
-from storage.engine import Database
-from storage.errors import InvalidInput
 from storage.site_report import MeterMonth, ReportHeader, SiteTotals, stream_site_report
 
 routes = web.RouteTableDef()
-BATCH = 500  # rows per write
-ROW_COLUMNS = ("meter_no", "unit_no", "consumer_name")
-SUM_COLUMNS = tuple(name for name in wire.SiteReportRowOut._declared_fields if name not in ROW_COLUMNS)
-CSV_HEADER = (*ROW_COLUMNS, *SUM_COLUMNS)
-
-
-Items = AsyncIterator[ReportHeader | MeterMonth | SiteTotals]
-
-
-def csv_line(item: MeterMonth | SiteTotals) -> list[Any]:
-    """A meter's line, or the totals line (`total`, the number of meters, no consumer)."""
-    if isinstance(item, SiteTotals):
-        return ["total", f"{item.meters} meters", "", *(getattr(item, name) for name in SUM_COLUMNS)]
-    return [item.meter_no, item.unit_no, item.consumer_name, *(getattr(item, name) for name in SUM_COLUMNS)]
-
-
-async def csv_chunks(report: Items) -> AsyncIterator[str]:
-    """The report as CSV text, `BATCH` rows per chunk (the header line first)."""
-    buffer = io.StringIO()
-    out = csv.writer(buffer, lineterminator="\n")
-    out.writerow(CSV_HEADER)
-    rows = 0
-    async for item in report:
-        if isinstance(item, ReportHeader):
-            continue
-        out.writerow(csv_line(item))
-        rows += 1
-        if rows % BATCH == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
 
 
 async def json_chunks(
@@ -116,32 +75,6 @@ async def site_report(request: web.Request, principal: Principal) -> web.StreamR
         return await _stream(request, json_chunks(header, report), "application/json", {})
     finally:
         await report.aclose()  # a client that went away: the read transaction ends here
-
-
-async def cmd_report(args: argparse.Namespace, settings: Settings, db: Database) -> None:
-    """`gateway report SITE --month YYYY-MM [--output FILE]`: the site's month as CSV."""
-    try:
-        year, month = wire.SiteReportQuery().load({"month": args.month})["month"]
-    except ValidationError:
-        raise InvalidInput(f"--month: not a valid month: expected YYYY-MM, got {args.month!r}") from None
-    report = stream_site_report(db, site_id=args.site_id, year=year, month=month, now=Clock().now())
-    out: TextIO = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: ASYNC230 (a CLI run: nothing else on its loop)
-    try:
-        async for chunk in csv_chunks(report):
-            out.write(chunk)
-    finally:
-        await report.aclose()
-        if out is not sys.stdout:
-            out.close()
-
-
-def add_report_command(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Register `gateway report` on the CLI's subcommands."""
-    report = sub.add_parser("report", parents=[common], help="a site's month per meter, as CSV")
-    report.add_argument("site_id")
-    report.add_argument("--month", required=True, help="YYYY-MM, in the site's time zone")
-    report.add_argument("--output", help="write the CSV to this file (default: standard output)")
-    report.set_defaults(func=cmd_report)
 
 
 QUALITY_FLAGS = Gauge(

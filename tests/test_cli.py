@@ -183,3 +183,11 @@ def test_serve_on_a_fresh_directory_answers_healthz_within_two_seconds(tmp_path:
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+def test_the_command_line_imports_no_metrics_before_serve_chooses_their_mode() -> None:
+    """`gateway serve --workers N` puts prometheus-client in multiprocess mode, which it decides
+    when first imported: nothing the CLI imports up front may import it (it did twice)."""
+    check = "import sys, gateway.cli; sys.exit('prometheus_client' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, "importing gateway.cli imported prometheus_client" + done.stderr
