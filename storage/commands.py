@@ -109,9 +109,11 @@ async def claim_due(
     """Claim commands to send: `requested` ones due by `now`, and `sent` ones unanswered since
     `stale_before`.
 
-    A requested cut whose meter has money again, a restore whose meter has none, or a relay
-    command a later one supersedes, is cancelled instead; a requested one created before
-    `deadline_before` ends `failed`. Claiming sets `sent` (and a `command_id` on first send) in
+    A requested cut whose meter is above the site's cut threshold again, a restore whose meter is
+    not, or a relay command a later one supersedes, is cancelled instead; a cut falling due inside
+    one of the site's no-cut windows is put off to the window's end (`cut.deferred`); a requested
+    one whose deadline (`deadline_start`) is before `deadline_before` ends `failed`. Claiming
+    sets `sent` (and a `command_id` on first send) in
     the same transaction that reads the rows, locked with SKIP LOCKED on PostgreSQL, so two
     dispatchers never claim one command.
     """
