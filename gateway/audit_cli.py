@@ -8,11 +8,13 @@ trail by `record_cli_change` as `cli:<os user>` from `local`, after it succeeded
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import getpass
 from typing import Any
 
+from marshmallow import ValidationError
+
 from gateway.settings import Settings
+from schemas.admin import AuditQuery
 from schemas.replies import AuditEventOut
 from storage import audit, inventory
 from storage.clock import Clock
@@ -37,23 +39,13 @@ async def cmd_meter_legacy_ingest(args: argparse.Namespace, settings: Settings, 
     return {"meter_no": str(meter.meter_no), "site_id": meter.site_id, "legacy_ingest": meter.legacy_ingest}
 
 
-def _after(text: str | None) -> tuple[int | None, dt.datetime | None]:
-    if text is None:
-        return None, None
-    if text.isdigit():
-        return int(text), None
-    try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise InvalidInput("--after: give an event id or a date-time with its zone, e.g. 2026-11-20T00:00:00Z")
-    return None, moment
-
-
 async def cmd_audit(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """The audit trail, oldest first, 500 events after --after (an id or a time), of --site or all."""
-    after_id, after_time = _after(args.after)
+    try:
+        query = AuditQuery().load({} if args.after is None else {"after": args.after})
+    except ValidationError as err:
+        raise InvalidInput(f"--after: {' '.join(err.messages['after'])}") from None  # type: ignore[call-overload]
+    after_id, after_time = query.get("after", (None, None))
     events = await audit.list_events(db, sites=None, site_id=args.site, after_id=after_id, after_time=after_time)
     return {"events": [_event_json(event) for event in events]}
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
-from schemas.fields import Amount, Day, FreeText, MeterNumber, NoCutHours, Text, Thresholds, Weekdays
+from schemas.fields import Amount, Day, EventCursor, FreeText, MeterNumber, NoCutHours, Text, Thresholds, Weekdays
 
 ZERO = Decimal(0)
 
@@ -293,4 +293,4 @@ class AuditQuery(Schema):
         unknown = EXCLUDE
 
     site_id = Text()
-    after = Text(max_length=40)
+    after = EventCursor()

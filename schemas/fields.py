@@ -112,6 +112,27 @@ class Amount(fields.Decimal):
         return number
 
 
+class EventCursor(fields.Field[tuple[int | None, dt.datetime | None]]):
+    """Where a listing resumes: an event id (digits) or an ISO 8601 date-time with its zone, as
+    `(id, None)` or `(None, moment)`."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> tuple[int | None, dt.datetime | None]:
+        why = "Give an event id or a date-time with its zone, e.g. 2026-11-20T00:00:00Z."
+        if not isinstance(value, str) or not 0 < len(value) <= 40:
+            raise ValidationError(why)
+        if value.isascii() and value.isdigit():
+            return int(value), None
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError(why) from None
+        if moment.tzinfo is None:
+            raise ValidationError(why)
+        return None, moment
+
+
 class LocalDateTime(fields.Field[dt.datetime]):
     """A site-local wall-clock time `YYYY-MM-DD HH:mm:ss` (seconds optional), naive: the store
     places it in the site's timezone."""

@@ -138,3 +138,14 @@ def test_cli_changes_are_written_and_listed(capsys: pytest.CaptureFixture[str], 
     assert all(e["actor"].startswith("cli:") for e in events)
     assert main(["audit", "--database-url", database_url]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
+
+
+@pytest.mark.parametrize("after", ["yesterday", "2025-02-08T05:00:00", "1" * 41, "-5"])
+async def test_a_bad_after_is_refused_naming_it(simulated: TestClient, world: World, after: str) -> None:
+    status, reply = await listing(simulated, world.keys["admin"], after=after)
+    assert status == 400 and list(reply["errors"]) == ["after"]
+
+
+def test_the_cli_refuses_a_bad_after_naming_the_flag(capsys: pytest.CaptureFixture[str], database_url: str) -> None:
+    assert main(["audit", "--after", "2025-02-08T05:00:00", "--database-url", database_url]) == 1
+    assert capsys.readouterr().err.startswith("error: --after: Give an event id or a date-time with its zone")
