@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import site_events
 from storage.engine import Database
@@ -197,33 +199,59 @@ async def raise_balance_alerts(db: Database, *, now: dt.datetime) -> int:
 DAYS_LEFT_WINDOW = 7
 
 
+async def days_left_of(
+    session: AsyncSession, *, meters: Sequence[Meter], timezone: str, now: dt.datetime
+) -> dict[int, Decimal | None]:
+    """Each meter's balance ÷ its average daily charge (energy and fixed) over the last
+    `DAYS_LEFT_WINDOW` ended local days it was in service; None when it was charged nothing.
+    One aggregate per kind of charge for all the meters of a timezone."""
+    zone = ZoneInfo(timezone)
+    today = now.astimezone(zone).date()
+    first = today - dt.timedelta(days=DAYS_LEFT_WINDOW)
+    start = dt.datetime.combine(first, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
+    end = dt.datetime.combine(today, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
+    numbers = [meter.meter_no for meter in meters]
+    energy = dict(
+        (
+            await session.execute(
+                select(Reading.meter_no, func.sum(Reading.charge))
+                .where(
+                    Reading.meter_no.in_(numbers),  # type: ignore[attr-defined]
+                    Reading.interval_start >= start,  # type: ignore[operator]
+                    Reading.interval_start < end,  # type: ignore[operator]
+                )
+                .group_by(Reading.meter_no)
+            )
+        ).all()
+    )
+    fixed = dict(
+        (
+            await session.execute(
+                select(LedgerEntry.meter_no, func.sum(LedgerEntry.amount))
+                .where(
+                    LedgerEntry.meter_no.in_(numbers),  # type: ignore[attr-defined]
+                    LedgerEntry.kind == "fixed",
+                    LedgerEntry.day >= first,  # type: ignore[operator]
+                    LedgerEntry.day < today,  # type: ignore[operator]
+                )
+                .group_by(LedgerEntry.meter_no)
+            )
+        ).all()
+    )
+    left: dict[int, Decimal | None] = {}
+    for meter in meters:
+        # Readings and fixed charges exist only while in service: the window's sums need no
+        # per-meter bounds, only the number of days it was in service.
+        days = (today - max(first, meter.created_at.astimezone(zone).date())).days
+        charges = Decimal(energy.get(meter.meter_no) or 0) - Decimal(fixed.get(meter.meter_no) or 0)
+        left[meter.meter_no] = days_left(meter.balance, charges, days)
+    return left
+
+
 async def meter_days_left(db: Database, *, meter: Meter, timezone: str, now: dt.datetime) -> Decimal | None:
-    """The meter's balance ÷ its average daily charge (energy and fixed) over the last
-    `DAYS_LEFT_WINDOW` ended local days it was in service; None when it was charged nothing."""
-    today = now.astimezone(ZoneInfo(timezone)).date()
-    first = max(today - dt.timedelta(days=DAYS_LEFT_WINDOW), meter.created_at.astimezone(ZoneInfo(timezone)).date())
-    days = (today - first).days
-    if days <= 0:
-        return None
-    start = dt.datetime.combine(first, dt.time(0), tzinfo=ZoneInfo(timezone)).astimezone(dt.UTC)
-    end = dt.datetime.combine(today, dt.time(0), tzinfo=ZoneInfo(timezone)).astimezone(dt.UTC)
+    """`days_left_of` for one meter."""
     async with db.reader() as session:
-        energy = await session.scalar(
-            select(func.coalesce(func.sum(Reading.charge), 0)).where(
-                Reading.meter_no == meter.meter_no,
-                Reading.interval_start >= start,  # type: ignore[operator]
-                Reading.interval_start < end,  # type: ignore[operator]
-            )
-        )
-        fixed = await session.scalar(
-            select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-                LedgerEntry.meter_no == meter.meter_no,
-                LedgerEntry.kind == "fixed",
-                LedgerEntry.day >= first,  # type: ignore[operator]
-                LedgerEntry.day < today,  # type: ignore[operator]
-            )
-        )
-    return days_left(meter.balance, Decimal(energy or 0) - Decimal(fixed or 0), days)
+        return (await days_left_of(session, meters=[meter], timezone=timezone, now=now))[meter.meter_no]
 
 
 @dataclass(frozen=True)

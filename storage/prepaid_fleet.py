@@ -18,7 +18,7 @@ from storage.days import HALF_HOUR, day_bounds, day_intervals, local_day
 from storage.engine import Database
 from storage.meter_views import RELAY_ACTIONS, RELAY_OFF_REASONS, dg_runs
 from storage.models import Command, DieselGenerator, Meter, Reading, Recharge, Site
-from storage.policy import DAYS_LEFT_WINDOW, cut_threshold, days_left
+from storage.policy import cut_threshold, days_left_of
 
 LOW_DAYS = Decimal("3.0")  # a meter with fewer days left than this is listed as low
 STUCK = ("requested", "waiting", "error")  # recharges a manager should look at
@@ -81,16 +81,10 @@ async def meter_money(
         if not rows:
             return []
         numbers = [meter.meter_no for meter, _ in rows]
-        since = now - dt.timedelta(days=DAYS_LEFT_WINDOW)
-        spent = dict(
-            (
-                await session.execute(
-                    select(Reading.meter_no, func.sum(Reading.charge))
-                    .where(Reading.meter_no.in_(numbers), Reading.interval_start >= since)  # type: ignore[attr-defined]
-                    .group_by(Reading.meter_no)
-                )
-            ).all()
-        )
+        left: dict[int, Decimal | None] = {}
+        for timezone in {site.timezone for _, site in rows}:
+            zoned = [meter for meter, site in rows if site.timezone == timezone]
+            left.update(await days_left_of(session, meters=zoned, timezone=timezone, now=now))
         last_relay = (
             select(Command.meter_no, func.max(Command.id).label("id"))
             .where(Command.meter_no.in_(numbers), Command.action.in_(RELAY_ACTIONS), Command.state == "done")  # type: ignore[attr-defined]
@@ -110,7 +104,6 @@ async def meter_money(
         }
     result = []
     for meter, site in rows:
-        days = min(DAYS_LEFT_WINDOW, max((now - meter.created_at).days, 0))
         action, reason = offs.get(meter.meter_no, ("", ""))
         off = "" if meter.relay_on else RELAY_OFF_REASONS.get(action, "off")
         result.append(
@@ -121,7 +114,7 @@ async def meter_money(
                 meter.consumer_name,
                 meter.balance,
                 meter.relay_on,
-                days_left(meter.balance, Decimal(spent.get(meter.meter_no) or 0), days),
+                left[meter.meter_no],
                 off,
                 "" if meter.relay_on else reason,
             )
