@@ -20,10 +20,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from schemas.fields import describe_errors
+from storage.db.models import DgSubscription, MeterChange
 from storage.errors import NotFound, Refused
-from storage.latest import DgState, MeterState
-from storage.models import DgSubscription, MeterChange
-from storage.recharge import RechargeView
+from storage.money.recharge import RechargeView
+from storage.reads.latest import DgState, MeterState
 
 CENT = Decimal("0.01")
 DATE_FORMAT = "%Y-%m-%d"

@@ -29,8 +29,8 @@ import secrets
 from decimal import Decimal
 from typing import Any, Protocol
 
-from storage.engine import Database
-from storage.models import Meter
+from storage.db.engine import Database
+from storage.db.models import Meter
 
 
 class Outcome(enum.StrEnum):

@@ -13,11 +13,11 @@ from decimal import Decimal
 
 from adapters.faults import AFTER_COMMIT, AFTER_CREDIT, BEFORE_CREDIT, NO_FAULTS, FaultPoints
 from adapters.headend import HeadEnd, Outcome, Result
-from storage import commands
-from storage import recharge as recharges
 from storage.clock import Clock
-from storage.engine import Database
-from storage.models import Command
+from storage.db.engine import Database
+from storage.db.models import Command
+from storage.money import command_log
+from storage.money import recharge as recharges
 
 
 async def ask_headend(headend: HeadEnd, command: Command) -> Result:
@@ -31,7 +31,7 @@ async def ask_headend(headend: HeadEnd, command: Command) -> Result:
             load_grid=Decimal(command.params["load_grid"]),
         )
     return await headend.relay(
-        command.meter_no, command_id=command.command_id, on=commands.RELAY_ACTIONS[command.action]
+        command.meter_no, command_id=command.command_id, on=command_log.RELAY_ACTIONS[command.action]
     )
 
 
@@ -51,7 +51,7 @@ async def send_command(
         effect = {"relay_on": result.relay_on}
     else:
         effect = {}
-    finished = await commands.finish_command(
+    finished = await command_log.finish_command(
         db,
         command=command,
         done=result.applied,

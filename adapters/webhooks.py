@@ -28,9 +28,9 @@ from yarl import URL
 
 from adapters.factech import local_time
 from schemas.dg_callback import callback_body, signed_headers, site_event_body
-from storage.dg_events import DueEvent
+from storage.dg.dg_events import DueEvent
 from storage.errors import DomainError, InvalidInput, Refused
-from storage.site_events import DueSiteEvent
+from storage.money.site_events import DueSiteEvent
 
 # Explicit bounds on every attempt: a slow receiver costs at most this, and never ingest's time.
 TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5, sock_read=10)

@@ -47,10 +47,10 @@ from aiohttp import web
 from common import data_dir, free_port, machine, throwaway_postgres
 from sqlalchemy import insert, text
 
-from storage import registry
-from storage.engine import Database
-from storage.migrate import upgrade
-from storage.models import Meter
+from storage.db.engine import Database
+from storage.db.migrate import upgrade
+from storage.db.models import Meter
+from storage.registry import keys, sites
 
 FIRST_METER = 300_000_001
 CLIENT_CPU = "1"
@@ -142,13 +142,13 @@ async def prepare(url: str, workload: Workload) -> str:
     db = Database(url)
     try:
         await upgrade(db)
-        await registry.add_site(db, site_id="BENCH", name="Bench", region="Bench", auto_cut=workload.mixed)
+        await sites.add_site(db, site_id="BENCH", name="Bench", region="Bench", auto_cut=workload.mixed)
         async with db.transaction() as session:
             await session.execute(insert(Meter), [workload.meter_row(i) for i in range(workload.meters)])
         if not db.is_sqlite:  # statistics, as autovacuum keeps them on a database in service
             async with db.transaction() as session:
                 await session.execute(text("ANALYZE"))
-        return (await registry.create_key(db, name="bench", role="ingest", sites=["BENCH"])).key
+        return (await keys.create_key(db, name="bench", role="ingest", sites=["BENCH"])).key
     finally:
         await db.dispose()
 

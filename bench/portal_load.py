@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway import portal
 from gateway.app import create_app
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.migrate import upgrade
+from storage.db.engine import Database
+from storage.db.migrate import upgrade
 from tests.portaldata import NOW, PASSWORD, RESIDENT, add_accounts, make_world, portal_settings
 from tests.test_portal_browser import CHROMEDRIVER, CHROMIUM, FLAGS, ServerThread
 

@@ -30,11 +30,12 @@ import asyncpg
 from common import data_dir, machine, throwaway_postgres
 from sqlalchemy import insert, text
 
-from storage import days, partitions
-from storage.engine import Database
-from storage.migrate import upgrade
-from storage.models import Meter, Reading, Site
-from storage.tariffs import first_tariff
+from storage import calendar, days
+from storage.db.engine import Database
+from storage.db.migrate import upgrade
+from storage.db.models import Meter, Reading, Site
+from storage.money.tariffs import first_tariff
+from storage.ops import partitions
 
 TIMEZONE = "Asia/Kolkata"
 DAY = dt.date(2025, 2, 8)
@@ -50,7 +51,7 @@ def progress(label: str, done: int, total: int) -> None:
 def readings(meters: int) -> Iterator[tuple[int, dt.datetime, Decimal, str, Decimal, dt.datetime]]:
     """48 readings per meter for DAY, in the order ingest stores them: every meter's packet of
     one half hour, then the next half hour. Every 7th meter ran on the DG for the evening."""
-    starts = days.day_intervals(TIMEZONE, DAY)
+    starts = calendar.day_intervals(TIMEZONE, DAY)
     kwh = [Decimal(f"{0.1 + (i % 9) * 0.137:.3f}") for i in range(48)]
     charge = Decimal("1.10")
     for i, start in enumerate(starts):
@@ -62,7 +63,7 @@ def readings(meters: int) -> Iterator[tuple[int, dt.datetime, Decimal, str, Deci
 
 async def setup_site(db: Database, meters: int) -> None:
     """The site and its meters (through SQLAlchemy, as the registry would), registered on DAY."""
-    created = days.day_bounds(TIMEZONE, DAY)[0]
+    created = calendar.day_bounds(TIMEZONE, DAY)[0]
     async with db.transaction() as session:
         session.add(Site(id="BENCH", name="Bench", region="North", timezone=TIMEZONE, created_at=created))
         await session.flush()
@@ -165,7 +166,7 @@ async def bench(name: str, url: str, meters: int, load: Any, revision: str = "he
         await setup_site(db, meters)
         await load()
         print(f"  load {meters:,} meters + {meters * 48:,} readings: {time.perf_counter() - started:.1f} s")
-        now = days.day_bounds(TIMEZONE, DAY)[1] + dt.timedelta(minutes=20)
+        now = calendar.day_bounds(TIMEZONE, DAY)[1] + dt.timedelta(minutes=20)
         written = await timed("rollup of the day (one upsert)", days.roll_up_day(db, site_id="BENCH", day=DAY, now=now))
         assert written == meters, written
         again = await timed("rollup again (idempotent)", days.roll_up_day(db, site_id="BENCH", day=DAY, now=now))
@@ -201,7 +202,7 @@ async def main() -> None:
             )
     from alembic.script import ScriptDirectory
 
-    from storage.migrate import alembic_config
+    from storage.db.migrate import alembic_config
 
     before = ScriptDirectory.from_config(alembic_config()).get_revision("0007_partitions").down_revision
     runs = [("partitioned by month", "head"), ("one table, before 0007_partitions", str(before))]

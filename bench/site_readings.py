@@ -26,10 +26,10 @@ import aiohttp
 from common import data_dir, free_port, machine, throwaway_postgres
 from sqlalchemy import insert
 
-from storage import registry
-from storage.engine import Database
-from storage.migrate import upgrade
-from storage.models import Meter
+from storage.db.engine import Database
+from storage.db.migrate import upgrade
+from storage.db.models import Meter
+from storage.registry import keys, sites
 
 SITE = "BENCH"
 CHUNK = 2_000
@@ -40,7 +40,7 @@ async def build_site(url: str, meters: int) -> str:
     db = Database(url)
     try:
         await upgrade(db)
-        await registry.add_site(db, site_id=SITE, name="Benchmark Towers", region="North")
+        await sites.add_site(db, site_id=SITE, name="Benchmark Towers", region="North")
         now = dt.datetime.now(dt.UTC)
         for start in range(0, meters, CHUNK):
             rows = [
@@ -65,7 +65,7 @@ async def build_site(url: str, meters: int) -> str:
             async with db.transaction() as session:
                 await session.execute(insert(Meter), rows)  # executemany: one round trip per chunk
             print(f"  building: {min(start + CHUNK, meters):,}/{meters:,} meters", flush=True)
-        return (await registry.create_key(db, name="bench", role="read", sites=[SITE])).key
+        return (await keys.create_key(db, name="bench", role="read", sites=[SITE])).key
     finally:
         await db.dispose()
 

@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from common import fresh_database, machine
 from sqlalchemy import insert
 
-from storage import registry
-from storage.engine import Database
-from storage.migrate import upgrade
-from storage.models import Meter
+from storage.db.engine import Database
+from storage.db.migrate import upgrade
+from storage.db.models import Meter
+from storage.registry import sites
 
 SITE = "BENCH"
 FIRST_METER = 100_000_000
@@ -36,7 +36,7 @@ HALF_HOURS = 28 * 48
 TARGET_SECONDS, TARGET_MB = 10.0, 200.0
 
 # Readings in bulk, in key order. SQLite stores UtcTime as naive UTC text, Energy and Money as
-# integer thousandths and hundredths (storage/models.py); PostgreSQL as timestamptz and numeric.
+# integer thousandths and hundredths (storage/db/models.py); PostgreSQL as timestamptz and numeric.
 SQLITE_READINGS = f"""
 WITH RECURSIVE slot(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM slot WHERE n < {HALF_HOURS - 1})
 INSERT INTO reading (meter_no, interval_start, kwh, source, charge, received_at)
@@ -82,7 +82,7 @@ async def build(url: str, meters: int) -> None:
     db = Database(url)
     try:
         await upgrade(db)
-        await registry.add_site(db, site_id=SITE, name="Benchmark Towers", region="North")
+        await sites.add_site(db, site_id=SITE, name="Benchmark Towers", region="North")
         created = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
         rows = [
             {"meter_no": FIRST_METER + n, "site_id": SITE, "unit_no": f"T{n // 400:02d}-{n % 400:03d}",

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.portald
 from gateway.app import create_app
 from gateway.compression import GZIP_WBITS
 from gateway.settings import Settings
-from storage.engine import Database
+from storage.db.engine import Database
 from tests.portaldata import RESIDENT, add_accounts, log_in, make_world
 
 ENCODINGS = {"identity": "identity", "gzip": "gzip, deflate"}

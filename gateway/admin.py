@@ -20,9 +20,14 @@ from gateway.auth import Principal
 from gateway.keys import CLOCK, DB, DELIVERIES, KEYS, LEGACY, SETTINGS
 from schemas import admin as wire
 from schemas.fields import printable
-from storage import dg_events, inventory, ledger, meter_changes, policy, registry
+from storage.db.models import Meter
+from storage.dg import dg_events
 from storage.errors import Forbidden, InvalidInput, NotFound
-from storage.models import Meter
+from storage.money import ledger, policy
+from storage.registry import dgs, meter_changes
+from storage.registry import keys as key_registry
+from storage.registry import meters as meter_registry
+from storage.registry import sites as site_registry
 
 routes = web.RouteTableDef()
 admin_only = authenticated("admin")
@@ -34,7 +39,7 @@ def ok(message: str, data: Any, status: int = 200) -> web.Response:
 
 
 def _require_all_sites(principal: Principal, what: str) -> None:
-    if registry.ALL_SITES not in principal.sites:
+    if key_registry.ALL_SITES not in principal.sites:
         raise Forbidden(f"{what} needs an admin key for every site ('*')")
 
 
@@ -66,7 +71,7 @@ def _require_site(principal: Principal, site_id: str) -> None:
 
 async def _meter_in_scope(request: web.Request, principal: Principal) -> Meter:
     meter_no = wire.MeterPath().load(request.match_info)["meter_no"]
-    meter = await inventory.get_meter(request.app[DB], meter_no=meter_no)
+    meter = await meter_registry.get_meter(request.app[DB], meter_no=meter_no)
     if not principal.sees_site(meter.site_id):
         raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
     return meter
@@ -79,12 +84,12 @@ def _covers(principal: Principal, sites: list[str]) -> bool:
 
 def _key_site(sites: list[str]) -> str | None:
     """The site a key's audit events belong to: its one site, or None (gateway-wide) for several or '*'."""
-    return sites[0] if len(sites) == 1 and sites[0] != registry.ALL_SITES else None
+    return sites[0] if len(sites) == 1 and sites[0] != key_registry.ALL_SITES else None
 
 
 async def _key_in_scope(request: web.Request, principal: Principal) -> str:
     name = _path(request, "name")
-    if not _covers(principal, (await inventory.get_key(request.app[DB], name=name)).sites):
+    if not _covers(principal, (await key_registry.get_key(request.app[DB], name=name)).sites):
         raise NotFound(f"unknown key {name!r}", {"name": ["Unknown key."]})
     return name
 
@@ -98,7 +103,7 @@ async def create_site(request: web.Request, principal: Principal) -> web.Respons
     """Register a site (admin key for '*' only)."""
     _require_all_sites(principal, "creating a site")
     args = wire.SiteCreate().load(await request_inputs(request))
-    site = await registry.add_site(request.app[DB], **args)
+    site = await site_registry.add_site(request.app[DB], **args)
     await record_change(request, "site.create", site_id=site.id, target=site.id, details=args)
     return ok("Site created", wire.SiteOut().dump(site), 201)
 
@@ -107,8 +112,8 @@ async def create_site(request: web.Request, principal: Principal) -> web.Respons
 @admin_only
 async def list_sites(request: web.Request, principal: Principal) -> web.Response:
     """The sites this key covers."""
-    only = None if registry.ALL_SITES in principal.sites else principal.sites
-    sites = await inventory.list_sites(request.app[DB], only=only)
+    only = None if key_registry.ALL_SITES in principal.sites else principal.sites
+    sites = await site_registry.list_sites(request.app[DB], only=only)
     return ok("Sites", wire.SiteOut(many=True).dump(sites))
 
 
@@ -117,7 +122,7 @@ async def list_sites(request: web.Request, principal: Principal) -> web.Response
 async def get_site(request: web.Request, principal: Principal) -> web.Response:
     """One site."""
     site_id = site_in_scope(request, principal)
-    return ok("Site", wire.SiteOut().dump(await inventory.get_site(request.app[DB], site_id=site_id)))
+    return ok("Site", wire.SiteOut().dump(await site_registry.get_site(request.app[DB], site_id=site_id)))
 
 
 @routes.patch("/api/v1/admin/sites/{site_id}")
@@ -126,7 +131,9 @@ async def edit_site(request: web.Request, principal: Principal) -> web.Response:
     """Change a site's name, region, tariffs or auto_cut."""
     site_id = site_in_scope(request, principal)
     changes = wire.SiteEdit().load(await request_inputs(request))
-    site = await inventory.edit_site(request.app[DB], site_id=site_id, changes=changes, now=request.app[CLOCK].now())
+    site = await site_registry.edit_site(
+        request.app[DB], site_id=site_id, changes=changes, now=request.app[CLOCK].now()
+    )
     await record_change(request, "site.edit", site_id=site_id, target=site_id, details=changes)
     return ok("Site updated", wire.SiteOut().dump(site))
 
@@ -140,7 +147,7 @@ async def create_meter(request: web.Request, principal: Principal) -> web.Respon
     """Register a meter on a site; its device token is in this reply only."""
     site_id = site_in_scope(request, principal)
     args = wire.MeterCreate().load(await request_inputs(request))
-    created = await registry.add_meter(request.app[DB], site_id=site_id, **args)
+    created = await meter_registry.add_meter(request.app[DB], site_id=site_id, **args)
     await record_change(request, "meter.create", site_id=site_id, target=created.meter.meter_no, details=args)
     return ok("Meter created", {**wire.MeterOut().dump(created.meter), "token": created.token}, 201)
 
@@ -150,8 +157,8 @@ async def create_meter(request: web.Request, principal: Principal) -> web.Respon
 async def list_meters(request: web.Request, principal: Principal) -> web.Response:
     """Every meter of a site, retired ones included."""
     site_id = site_in_scope(request, principal)
-    await inventory.get_site(request.app[DB], site_id=site_id)  # 404 for an unknown site, not []
-    meters = await inventory.list_meters(request.app[DB], site_id=site_id)
+    await site_registry.get_site(request.app[DB], site_id=site_id)  # 404 for an unknown site, not []
+    meters = await meter_registry.list_meters(request.app[DB], site_id=site_id)
     return ok("Meters", wire.MeterOut(many=True).dump(meters))
 
 
@@ -161,7 +168,7 @@ async def get_meter(request: web.Request, principal: Principal) -> web.Response:
     """One meter, with `days_left` at its recent daily spend (null without charges)."""
     meter = await _meter_in_scope(request, principal)
     db = request.app[DB]
-    site = await inventory.get_site(db, site_id=meter.site_id)
+    site = await site_registry.get_site(db, site_id=meter.site_id)
     left = await policy.meter_days_left(db, meter=meter, timezone=site.timezone, now=request.app[CLOCK].now())
     return ok("Meter", {**wire.MeterOut().dump(meter), "days_left": None if left is None else str(left)})
 
@@ -172,7 +179,7 @@ async def edit_meter(request: web.Request, principal: Principal) -> web.Response
     """Change a meter's consumer details; a new consumer or FIN removes the old resident's portal account."""
     meter = await _meter_in_scope(request, principal)
     changes = wire.MeterEdit().load(await request_inputs(request))
-    meter, unlinked = await inventory.edit_meter(request.app[DB], meter_no=meter.meter_no, changes=changes)
+    meter, unlinked = await meter_registry.edit_meter(request.app[DB], meter_no=meter.meter_no, changes=changes)
     if "legacy_ingest" in changes:
         request.app[LEGACY].clear()  # this process at once; others by NOTIFY (PostgreSQL) or within seconds
     await record_change(request, "meter.edit", site_id=meter.site_id, target=meter.meter_no, details=changes)
@@ -184,7 +191,7 @@ async def edit_meter(request: web.Request, principal: Principal) -> web.Response
 async def retire_meter(request: web.Request, principal: Principal) -> web.Response:
     """Take a meter out of service without a replacement."""
     meter = await _meter_in_scope(request, principal)
-    meter = await inventory.retire_meter(request.app[DB], meter_no=meter.meter_no)
+    meter = await meter_registry.retire_meter(request.app[DB], meter_no=meter.meter_no)
     await record_change(request, "meter.retire", site_id=meter.site_id, target=meter.meter_no)
     return ok("Meter retired", wire.MeterOut().dump(meter))
 
@@ -238,7 +245,7 @@ async def create_dg(request: web.Request, principal: Principal) -> web.Response:
     """Register a diesel generator on a site."""
     site_id = site_in_scope(request, principal)
     args = wire.DgCreate().load(await request_inputs(request))
-    dg = await registry.add_dg(request.app[DB], site_id=site_id, dg_no=args["dg_number"], meter_no=args["meter_no"])
+    dg = await dgs.add_dg(request.app[DB], site_id=site_id, dg_no=args["dg_number"], meter_no=args["meter_no"])
     await record_change(request, "dg.create", site_id=site_id, target=dg.dg_no, details=args)
     return ok("DG created", wire.DgOut().dump(dg), 201)
 
@@ -248,8 +255,8 @@ async def create_dg(request: web.Request, principal: Principal) -> web.Response:
 async def list_dgs(request: web.Request, principal: Principal) -> web.Response:
     """The DGs of a site."""
     site_id = site_in_scope(request, principal)
-    await inventory.get_site(request.app[DB], site_id=site_id)
-    return ok("DGs", wire.DgOut(many=True).dump(await inventory.list_dgs(request.app[DB], site_id=site_id)))
+    await site_registry.get_site(request.app[DB], site_id=site_id)
+    return ok("DGs", wire.DgOut(many=True).dump(await dgs.list_dgs(request.app[DB], site_id=site_id)))
 
 
 @routes.get("/api/v1/admin/sites/{site_id}/dgs/{dg_number}/deliveries")
@@ -289,12 +296,12 @@ async def redeliver_dg_event(request: web.Request, principal: Principal) -> web.
 async def create_key(request: web.Request, principal: Principal) -> web.Response:
     """Create an API key for sites this key covers; the key is in this reply only."""
     args = wire.KeyCreate().load(await request_inputs(request))
-    if registry.ALL_SITES in args["sites"]:
+    if key_registry.ALL_SITES in args["sites"]:
         _require_all_sites(principal, "a key for every site")
     foreign = [site for site in args["sites"] if not principal.sees_site(site)]
     if foreign:  # worded as the store words a site that does not exist
         raise NotFound(f"unknown site {foreign[0]!r}", {"sites": [f"Unknown site {foreign[0]!r}."]})
-    created = await registry.create_key(request.app[DB], **args)
+    created = await key_registry.create_key(request.app[DB], **args)
     await record_change(request, "key.create", site_id=_key_site(args["sites"]), target=args["name"], details=args)
     return ok("Key created", {**wire.KeyOut().dump(created.api_key), "key": created.key}, 201)
 
@@ -303,7 +310,7 @@ async def create_key(request: web.Request, principal: Principal) -> web.Response
 @admin_only
 async def list_keys(request: web.Request, principal: Principal) -> web.Response:
     """The keys whose sites this key covers (never their secrets)."""
-    keys = [k for k in await registry.list_keys(request.app[DB]) if _covers(principal, k.sites)]
+    keys = [k for k in await key_registry.list_keys(request.app[DB]) if _covers(principal, k.sites)]
     return ok("Keys", wire.KeyOut(many=True).dump(keys))
 
 
@@ -312,7 +319,7 @@ async def list_keys(request: web.Request, principal: Principal) -> web.Response:
 async def revoke_key(request: web.Request, principal: Principal) -> web.Response:
     """Revoke a key; it stops working at once in this process (others: within the cache's seconds)."""
     name = await _key_in_scope(request, principal)
-    revoked = await registry.revoke_key(request.app[DB], name=name)
+    revoked = await key_registry.revoke_key(request.app[DB], name=name)
     request.app[KEYS].clear()
     await record_change(request, "key.revoke", site_id=_key_site(revoked.sites), target=name)
     return ok("Key revoked", wire.KeyOut().dump(revoked))
@@ -323,7 +330,7 @@ async def revoke_key(request: web.Request, principal: Principal) -> web.Response
 async def rotate_key(request: web.Request, principal: Principal) -> web.Response:
     """Give a key a new secret, in this reply only; the old secret stops working."""
     name = await _key_in_scope(request, principal)
-    rotated = await registry.rotate_key(request.app[DB], name=name)
+    rotated = await key_registry.rotate_key(request.app[DB], name=name)
     request.app[KEYS].clear()
     await record_change(request, "key.rotate", site_id=_key_site(rotated.api_key.sites), target=name)
     return ok("Key rotated", {**wire.KeyOut().dump(rotated.api_key), "key": rotated.key})

@@ -16,10 +16,11 @@ from gateway.audit import record_change
 from gateway.auth import Principal
 from gateway.keys import CLOCK, DB
 from schemas import admin as wire
-from storage import accounts, portal_users, registry
-from storage.accounts import AccountInfo
 from storage.errors import NotFound
-from storage.passwords import generated_password
+from storage.portal import accounts, portal_users
+from storage.portal.accounts import AccountInfo
+from storage.portal.passwords import generated_password
+from storage.registry import keys
 
 routes = web.RouteTableDef()
 admin_only = authenticated("admin")
@@ -40,7 +41,7 @@ def _out(info: AccountInfo) -> dict[str, object]:
 async def _audit(request: web.Request, action: str, info: AccountInfo) -> None:
     """The account change in the audit trail (an account of one site is filed under it)."""
     site_id = info.site_id
-    if site_id is None and len(info.sites) == 1 and info.sites[0] != registry.ALL_SITES:
+    if site_id is None and len(info.sites) == 1 and info.sites[0] != keys.ALL_SITES:
         site_id = info.sites[0]
     await record_change(request, action, site_id=site_id, target=info.login)
 
@@ -58,7 +59,7 @@ async def list_users(request: web.Request, principal: Principal) -> web.Response
 async def create_staff(request: web.Request, principal: Principal) -> web.Response:
     """A staff account for sites this key covers; a made-up password is in this reply only."""
     args = wire.StaffCreate().load(await request_inputs(request))
-    if registry.ALL_SITES in args["sites"]:
+    if keys.ALL_SITES in args["sites"]:
         _require_all_sites(principal, "a staff account for every site")
     if not _covers(principal, args["sites"]):
         foreign = next(site for site in args["sites"] if not principal.sees_site(site))

@@ -60,13 +60,13 @@ from scheduler.partitions import PartitionJob
 from scheduler.reconcile import ReconcileJob
 from scheduler.rollup import RollupJob
 from scheduler.runner import Job, JobRunner, start_scheduler, stop_scheduler
-from storage import registry
 from storage.clock import Clock
-from storage.engine import Database
-from storage.locks import database_lock
-from storage.migrate import current_revision, head_revision, upgrade
-from storage.notify import credential_changes
-from storage.writer import ReadingWriter
+from storage.db.engine import Database
+from storage.db.migrate import current_revision, head_revision, upgrade
+from storage.ingest.writer import ReadingWriter
+from storage.ops.locks import database_lock
+from storage.ops.notify import credential_changes
+from storage.registry import meters as meter_registry
 
 log = logging.getLogger("gateway")
 
@@ -136,7 +136,7 @@ async def database(app: web.Application) -> AsyncIterator[None]:
 
 async def warn_of_legacy_meters(db: Database) -> None:
     """Say loudly at start that some meters post without a token (anyone can post for them)."""
-    meters = sorted(await registry.legacy_meters(db))
+    meters = sorted(await meter_registry.legacy_meters(db))
     if meters:
         shown = ", ".join(str(m) for m in meters[:20]) + (f" and {len(meters) - 20} more" if len(meters) > 20 else "")
         log.warning(

@@ -20,8 +20,9 @@ from gateway.auth import Principal
 from gateway.keys import ACTOR, CLOCK, DB
 from schemas.admin import AuditQuery
 from schemas.replies import AuditReply
-from storage import audit, registry
+from storage import audit
 from storage.errors import NotFound
+from storage.registry import keys
 
 log = logging.getLogger("gateway.audit")
 routes = web.RouteTableDef()
@@ -65,7 +66,7 @@ async def list_audit(request: web.Request, principal: Principal) -> web.Response
     site_id = args.get("site_id")
     if site_id is not None and not principal.sees_site(site_id):
         raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
-    every_site = registry.ALL_SITES in principal.sites
+    every_site = keys.ALL_SITES in principal.sites
     after_id, after_time = args.get("after", (None, None))
     events = await audit.list_events(
         request.app[DB],

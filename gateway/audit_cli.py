@@ -16,10 +16,11 @@ from marshmallow import ValidationError
 from gateway.settings import Settings
 from schemas.admin import AuditQuery
 from schemas.replies import AuditEventOut
-from storage import audit, inventory
+from storage import audit
 from storage.clock import Clock
-from storage.engine import Database
+from storage.db.engine import Database
 from storage.errors import InvalidInput
+from storage.registry import meters
 
 
 def _event_json(event: Any) -> dict[str, Any]:
@@ -35,7 +36,7 @@ async def cmd_meter_legacy_ingest(args: argparse.Namespace, settings: Settings, 
     if not args.meter_no.isdigit() or int(args.meter_no) <= 0:
         raise InvalidInput(f"meter number must be a positive whole number, got {args.meter_no!r}")
     allowed = args.state == "on"
-    meter, _unlinked = await inventory.edit_meter(db, meter_no=int(args.meter_no), changes={"legacy_ingest": allowed})
+    meter, _unlinked = await meters.edit_meter(db, meter_no=int(args.meter_no), changes={"legacy_ingest": allowed})
     return {"meter_no": str(meter.meter_no), "site_id": meter.site_id, "legacy_ingest": meter.legacy_ingest}
 
 

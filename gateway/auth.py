@@ -18,9 +18,9 @@ from typing import Generic, TypeVar
 
 from aiohttp import web
 
-from storage import registry
-from storage.engine import Database
+from storage.db.engine import Database
 from storage.errors import Forbidden, NotFound, Unauthorized
+from storage.registry import keys, meters
 
 API_KEY_HEADER = "X-API-Key"
 ROLE_RANK = {"read": 1, "operate": 2, "admin": 3}
@@ -44,7 +44,7 @@ class Principal:
 
     def sees_site(self, site_id: str) -> bool:
         """True if the key covers this site."""
-        return registry.ALL_SITES in self.sites or site_id in self.sites
+        return keys.ALL_SITES in self.sites or site_id in self.sites
 
     def check_site(self, site_id: str, message: str = "Not Found") -> None:
         """NotFound unless the key covers this site (foreign objects look unknown)."""
@@ -80,7 +80,7 @@ class CredentialCache(Generic[T]):
 
     async def lookup(self, secret: str) -> T | None:
         """What this secret identifies, or None."""
-        secret_hash = registry.hash_secret(secret)
+        secret_hash = keys.hash_secret(secret)
         now = time.monotonic()
         hit = self._known.get(secret_hash)
         if hit is not None and hit[0] > now:
@@ -130,7 +130,7 @@ class KeyCache(CredentialCache[Principal]):
 
     def __init__(self, db: Database, ttl: float = CACHE_SECONDS) -> None:
         async def load(key_hash: str) -> Principal | None:
-            api_key = await registry.find_key(db, key_hash=key_hash)
+            api_key = await keys.find_key(db, key_hash=key_hash)
             if api_key is None:
                 return None
             return Principal(name=api_key.name, role=api_key.role, sites=frozenset(api_key.sites))
@@ -143,7 +143,7 @@ class DeviceTokenCache(CredentialCache[int]):
 
     def __init__(self, db: Database, ttl: float = CACHE_SECONDS) -> None:
         async def load(token_hash: str) -> int | None:
-            return await registry.find_meter_by_token(db, token_hash=token_hash)
+            return await meters.find_meter_by_token(db, token_hash=token_hash)
 
         super().__init__(load, ttl)
 
@@ -169,7 +169,7 @@ class LegacyMeters:
         if self._expires > time.monotonic():
             return self._meters
         if self._loading is None:
-            self._loading = asyncio.ensure_future(registry.legacy_meters(self._db))
+            self._loading = asyncio.ensure_future(meters.legacy_meters(self._db))
             self._loading.add_done_callback(functools.partial(self._loaded, self._generation))
         return await asyncio.shield(self._loading)
 

@@ -40,11 +40,11 @@ from gateway.user_commands import (
 )
 from schemas.admin import MeterChangeCreate, MeterChangeOut, SiteOut
 from schemas.fields import EXPONENT_FORM, describe_errors
-from storage import meter_changes, registry
-from storage.engine import Database
+from storage.db.engine import Database
+from storage.db.migrate import upgrade
 from storage.errors import Conflict, DomainError, InvalidInput
-from storage.locks import database_lock
-from storage.migrate import upgrade
+from storage.ops.locks import database_lock
+from storage.registry import dgs, keys, meter_changes, meters, sites
 
 Command = Callable[[argparse.Namespace, Settings, Database], Awaitable[dict[str, Any] | None]]
 
@@ -59,7 +59,7 @@ def _amount(text: str, flag: str, *, places: int = 2, minimum: Decimal | None = 
     """A money or kWh flag: a plain decimal, as the API takes it (no exponent: schemas.fields)."""
     if EXPONENT_FORM.fullmatch(text.strip()):
         raise InvalidInput(f"{flag}: exponents are not accepted, write a plain decimal such as 100 or 100.50")
-    return registry.parse_amount(text, flag, places=places, minimum=minimum)
+    return sites.parse_amount(text, flag, places=places, minimum=minimum)
 
 
 def _key_json(api_key: Any) -> dict[str, Any]:
@@ -75,14 +75,14 @@ def _key_json(api_key: Any) -> dict[str, Any]:
 async def cmd_db_upgrade(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """Apply every pending migration."""
     await upgrade(db)
-    from storage.migrate import current_revision
+    from storage.db.migrate import current_revision
 
     return {"revision": await current_revision(db)}
 
 
 async def cmd_site_add(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """Register a site."""
-    site = await registry.add_site(
+    site = await sites.add_site(
         db,
         site_id=args.site_id,
         name=args.name,
@@ -97,7 +97,7 @@ async def cmd_site_add(args: argparse.Namespace, settings: Settings, db: Databas
 
 async def cmd_meter_add(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """Register a meter; its device token is printed once."""
-    created = await registry.add_meter(
+    created = await meters.add_meter(
         db,
         meter_no=_meter_no(args.meter_no),
         site_id=args.site,
@@ -139,29 +139,29 @@ async def cmd_meter_replace(args: argparse.Namespace, settings: Settings, db: Da
 
 async def cmd_dg_add(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """Register a diesel generator."""
-    dg = await registry.add_dg(db, site_id=args.site, dg_no=args.dg_no, meter_no=args.meter or "")
+    dg = await dgs.add_dg(db, site_id=args.site, dg_no=args.dg_no, meter_no=args.meter or "")
     return {"site_id": dg.site_id, "dg_no": dg.dg_no, "meter_no": dg.meter_no, "status": dg.status}
 
 
 async def cmd_key_create(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """Create an API key; the key is printed once."""
-    created = await registry.create_key(db, name=args.name, role=args.role, sites=args.site)
+    created = await keys.create_key(db, name=args.name, role=args.role, sites=args.site)
     return {**_key_json(created.api_key), "key": created.key}
 
 
 async def cmd_key_list(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """List every key (never the secrets)."""
-    return {"keys": [_key_json(k) for k in await registry.list_keys(db)]}
+    return {"keys": [_key_json(k) for k in await keys.list_keys(db)]}
 
 
 async def cmd_key_revoke(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """Revoke a key by name."""
-    return _key_json(await registry.revoke_key(db, name=args.name))
+    return _key_json(await keys.revoke_key(db, name=args.name))
 
 
 async def cmd_key_rotate(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """Give a key a new secret, printed once."""
-    rotated = await registry.rotate_key(db, name=args.name)
+    rotated = await keys.rotate_key(db, name=args.name)
     return {**_key_json(rotated.api_key), "key": rotated.key}
 
 
@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     key = sub.add_parser("key", help="API keys").add_subparsers(dest="key_command", required=True)
     key_create = key.add_parser("create", parents=[common], help="create a key (prints it once)")
     key_create.add_argument("--name", required=True)
-    key_create.add_argument("--role", required=True, choices=registry.ROLES)
+    key_create.add_argument("--role", required=True, choices=keys.ROLES)
     key_create.add_argument("--site", required=True, action="append", help="site id, repeatable; '*' for all")
     key_create.set_defaults(func=cmd_key_create, audit="key.create")
     key.add_parser("list", parents=[common], help="list keys").set_defaults(func=cmd_key_list)

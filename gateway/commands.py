@@ -18,8 +18,8 @@ from gateway.auth import Principal
 from gateway.factech import factech_call
 from gateway.keys import CLOCK, DB, DISPATCHER, FAULTS, HEADEND, SETTINGS
 from schemas.factech import LoadRequest, RechargeRequest, RechargeStatusQuery, SiteMeterQuery, idempotency_key
-from storage import commands, recharge
 from storage.errors import Conflict, HeadEndFailed, HeadEndUnreachable, Refused
+from storage.money import command_log, recharge
 
 routes = web.RouteTableDef()
 
@@ -84,7 +84,7 @@ async def _command(
     principal.check_site(args["site_id"], METER_NOT_FOUND)
     params = {"load_dg": str(args["load_dg"]), "load_grid": str(args["load_grid"])} if action == "load" else {}
     db, clock = request.app[DB], request.app[CLOCK]
-    opened = await commands.open_command(
+    opened = await command_log.open_command(
         db,
         site_id=args["site_id"],
         meter_no=args["meter_no"],
@@ -95,9 +95,9 @@ async def _command(
     )
     _sent, result = await operations.send_command(db, request.app[HEADEND], opened.command, clock)
     raise_unless_applied(result, refused)
-    if action in commands.RELAY_ACTIONS and result.changed is False:
+    if action in command_log.RELAY_ACTIONS and result.changed is False:
         # The head-end knew better than our record: it already was so (the record now agrees).
-        raise Conflict(commands.ALREADY[commands.RELAY_ACTIONS[action]])
+        raise Conflict(command_log.ALREADY[command_log.RELAY_ACTIONS[action]])
     await record_change(request, f"meter.{action}", site_id=args["site_id"], target=args["meter_no"], details=params)
     return factech.meter_command(call, unit_no=opened.unit_no, meter_no=args["meter_no"])
 
@@ -130,11 +130,11 @@ async def meter_status(request: web.Request, principal: Principal) -> factech.Re
     args = SiteMeterQuery().load(request.query)
     principal.check_site(args["site_id"], METER_NOT_FOUND)
     db = request.app[DB]
-    meter = await commands.site_meter(db, site_id=args["site_id"], meter_no=args["meter_no"])
+    meter = await command_log.site_meter(db, site_id=args["site_id"], meter_no=args["meter_no"])
     result = await request.app[HEADEND].meter_status(meter.meter_no)
     raise_unless_applied(result, NOT_ACCESSIBLE)
     assert result.relay_on is not None
-    await commands.record_status(
+    await command_log.record_status(
         db, meter_no=meter.meter_no, relay_on=result.relay_on, load_dg=result.load_dg, load_grid=result.load_grid
     )
     return factech.meter_status(unit_no=meter.unit_no, meter_no=meter.meter_no, relay_on=result.relay_on)

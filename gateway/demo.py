@@ -30,9 +30,9 @@ from aiohttp import web
 from gateway import demo_seed
 from gateway.demo_text import Banner, banner
 from gateway.settings import Settings
-from storage.engine import Database
+from storage.db.engine import Database
+from storage.db.migrate import upgrade
 from storage.errors import DomainError
-from storage.migrate import upgrade
 
 HOST = "127.0.0.1"
 STOP_SECONDS = 10.0  # a child that ignores SIGTERM this long is killed

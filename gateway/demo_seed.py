@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from storage import inventory, meter_changes, registry
-from storage.engine import Database
+from storage.db.engine import Database
 from storage.errors import Conflict, DomainError
+from storage.registry import dgs, meter_changes
+from storage.registry import keys as key_registry
+from storage.registry import meters as meter_registry
+from storage.registry import sites as site_registry
 
 STATE_VERSION = 1
 TIMEZONE = "Asia/Kolkata"
@@ -116,7 +119,7 @@ def layout(total_meters: int) -> tuple[list[DemoSite], MeterSwap]:
 
 def key_specs(sites: list[DemoSite]) -> dict[str, tuple[str, list[str]]]:
     """Key name -> (role, sites): read/operate/admin for every site, an ingest key per site."""
-    specs = {f"demo-{role}": (role, [registry.ALL_SITES]) for role in ("read", "operate", "admin")}
+    specs = {f"demo-{role}": (role, [key_registry.ALL_SITES]) for role in ("read", "operate", "admin")}
     specs.update({f"demo-ingest-{site.site_id}": ("ingest", [site.site_id]) for site in sites})
     return specs
 
@@ -154,11 +157,13 @@ async def _created(create: Any) -> bool:
 
 async def ensure_site(db: Database, site: DemoSite) -> int:
     """Create the site, its meters and its DG where missing; returns how many meters were new."""
-    await _created(registry.add_site(db, site_id=site.site_id, name=site.name, region=site.region, timezone=TIMEZONE))
+    await _created(
+        site_registry.add_site(db, site_id=site.site_id, name=site.name, region=site.region, timezone=TIMEZONE)
+    )
     created = 0
     for m in site.meters:
         created += await _created(
-            registry.add_meter(
+            meter_registry.add_meter(
                 db,
                 meter_no=m.meter_no,
                 site_id=site.site_id,
@@ -168,7 +173,7 @@ async def ensure_site(db: Database, site: DemoSite) -> int:
                 balance=m.balance,
             )
         )
-    await _created(registry.add_dg(db, site_id=site.site_id, dg_no=site.dg_no))
+    await _created(dgs.add_dg(db, site_id=site.site_id, dg_no=site.dg_no))
     return created
 
 
@@ -191,15 +196,15 @@ async def ensure_swap(db: Database, swap: MeterSwap, recorded: str | None) -> st
 async def ensure_key(db: Database, *, name: str, role: str, sites: list[str], known: str | None) -> str:
     """The key for this name: the known one if it still works, else a new or rotated secret."""
     if known is not None:
-        live = await registry.find_key(db, key_hash=registry.hash_secret(known))
+        live = await key_registry.find_key(db, key_hash=key_registry.hash_secret(known))
         if live is not None and live.name == name:
             return known
     try:
-        return (await registry.create_key(db, name=name, role=role, sites=sites)).key
+        return (await key_registry.create_key(db, name=name, role=role, sites=sites)).key
     except Conflict:
         pass  # the key exists but its secret was lost (state file deleted): give it a new one
     try:
-        return (await registry.rotate_key(db, name=name)).key
+        return (await key_registry.rotate_key(db, name=name)).key
     except Conflict:
         raise DomainError(f"demo key {name!r} was revoked; delete the data directory to reset the demo") from None
 
@@ -233,12 +238,12 @@ async def ensure_demo(
 
 async def active_meters(db: Database, *, site_id: str) -> list[int]:
     """The site's meters that take readings (a replaced meter is retired)."""
-    return [m.meter_no for m in await inventory.list_meters(db, site_id=site_id) if m.active]
+    return [m.meter_no for m in await meter_registry.list_meters(db, site_id=site_id) if m.active]
 
 
 async def dg_register(db: Database, *, site_id: str, dg_no: str) -> Decimal:
     """The DG's stored energy register (0 before its first post)."""
-    for dg in await inventory.list_dgs(db, site_id=site_id):
+    for dg in await dgs.list_dgs(db, site_id=site_id):
         if dg.dg_no == dg_no and dg.reading_kwh is not None:
             return dg.reading_kwh
     return Decimal(0)

@@ -21,8 +21,10 @@ from gateway.auth import Principal
 from gateway.keys import CLOCK, DB, SETTINGS
 from schemas.dg_callback import new_secret
 from schemas.factech import DgQuery, DgSensingInput, MeterChangesQuery, MeterQuery, SiteQuery
-from storage import dg_events, latest, meter_changes
+from storage.dg import dg_events
 from storage.errors import DomainError
+from storage.reads import latest
+from storage.registry import meter_changes
 
 routes = web.RouteTableDef()
 

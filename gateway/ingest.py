@@ -1,7 +1,7 @@
 """`POST /meter` (meters, concentrators) and `POST /dg` (DG controllers).
 
 Thin handlers: authenticate, validate (schemas.packets), hand the readings to the group-commit
-writer (storage.writer), and answer only after the commit. DESIGN.md "Ingest" is the contract.
+writer (storage.ingest.writer), and answer only after the commit. DESIGN.md "Ingest" is the contract.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from prometheus_client import Counter, Histogram
 from gateway.auth import Principal, credential_header
 from gateway.keys import CLOCK, DB, DELIVERIES, DEVICES, KEYS, LEGACY, SETTINGS, WRITER
 from schemas.packets import DgPacket, Packet, load_meter_packet, load_meter_packets
-from storage import dg_events
-from storage.dg import DgUpdate, record_dg_state
+from storage.calendar import interval_of
+from storage.dg import dg_events
+from storage.dg.posts import DgUpdate, record_dg_state
 from storage.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge, Unauthorized
-from storage.ingest import STORED, NewReading, Outcome, ReadingResult, interval_of, wh_of
+from storage.ingest.readings import STORED, NewReading, Outcome, ReadingResult, wh_of
 
 routes = web.RouteTableDef()
 

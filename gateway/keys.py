@@ -18,8 +18,8 @@ from scheduler.reconcile import ReconcileJob
 from scheduler.rollup import RollupJob
 from scheduler.runner import JobRunner
 from storage.clock import Clock
-from storage.engine import Database
-from storage.writer import ReadingWriter
+from storage.db.engine import Database
+from storage.ingest.writer import ReadingWriter
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", Database)

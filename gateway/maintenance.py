@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.settings import Settings
-from storage import backup, days, legacy, legacy_import
+from storage import days
 from storage.clock import Clock
-from storage.engine import Database, create_private_file
+from storage.db.engine import Database, create_private_file
 from storage.errors import InvalidInput
-from storage.restore import restore_database
+from storage.legacy import legacy_import, seed_files
+from storage.ops import backup
+from storage.ops.restore import restore_database
 
 PROGRESS_MIN_ITEMS = 5000  # import-legacy prints progress only for files at least this big
 BACKUP_PROGRESS_MIN_PAGES = 25_600  # backup prints progress only for databases this big (100 MiB at 4 KiB pages)
@@ -58,8 +60,8 @@ def _write_whole(target: Path, text: str) -> None:
 
 async def cmd_export_legacy(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any] | None:
     """Write the seed's master database JSON to standard output or --output FILE."""
-    document = await legacy.export_master(db, site_id=args.site)
-    text = legacy.master_json(document)
+    document = await seed_files.export_master(db, site_id=args.site)
+    text = seed_files.master_json(document)
     if args.output is None:
         sys.stdout.write(text)
         return None

@@ -17,7 +17,7 @@ from aiohttp import web
 from gateway import __version__, metrics
 from gateway.keys import DB, WRITER
 from schemas.replies import Alive, Health
-from storage.migrate import current_revision, head_revision
+from storage.db.migrate import current_revision, head_revision
 
 routes = web.RouteTableDef()
 

@@ -19,8 +19,9 @@ from gateway.keys import CLOCK, DB, SETTINGS
 from schemas import policy as wire
 from schemas.dg_callback import new_secret
 from schemas.fields import Day
-from storage import inventory, policy, site_events, tariffs
 from storage.errors import InvalidInput
+from storage.money import policy, site_events, tariffs
+from storage.registry import sites
 
 routes = web.RouteTableDef()
 
@@ -99,7 +100,7 @@ async def set_webhook(request: web.Request, principal: Principal) -> web.Respons
     site_id = site_in_scope(request, principal)
     args = wire.WebhookSet().load(await request_inputs(request))
     db = request.app[DB]
-    await inventory.get_site(db, site_id=site_id)  # 404 for an unknown site before any DNS lookup
+    await sites.get_site(db, site_id=site_id)  # 404 for an unknown site before any DNS lookup
     await check_target(args["url"], allow_private=request.app[SETTINGS].callback_allow_private)
     secret = new_secret()
     hook = await site_events.set_webhook(

@@ -12,10 +12,11 @@ from gateway.settings import Settings
 from schemas.admin import SiteEdit, SiteOut
 from schemas.fields import describe_errors
 from schemas.policy import HolidayCreate, HolidayOut, TariffCreate, TariffOut
-from storage import inventory, policy, tariffs
 from storage.clock import Clock
-from storage.engine import Database
+from storage.db.engine import Database
 from storage.errors import InvalidInput
+from storage.money import policy, tariffs
+from storage.registry import sites
 
 
 def _load(schema: Schema, given: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +50,7 @@ async def cmd_site_set(args: argparse.Namespace, settings: Settings, db: Databas
         "no_cut_weekdays": args.no_cut_weekdays,
         "auto_cut": args.auto_cut,
     }
-    site = await inventory.edit_site(db, site_id=args.site_id, changes=_load(SiteEdit(), given), now=Clock().now())
+    site = await sites.edit_site(db, site_id=args.site_id, changes=_load(SiteEdit(), given), now=Clock().now())
     return dict(SiteOut().dump(site))
 
 

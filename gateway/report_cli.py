@@ -17,9 +17,9 @@ from marshmallow import ValidationError
 from gateway.settings import Settings
 from schemas import statements as wire
 from storage.clock import Clock
-from storage.engine import Database
+from storage.db.engine import Database
 from storage.errors import InvalidInput
-from storage.site_report import MeterMonth, ReportHeader, SiteTotals, stream_site_report
+from storage.reads.site_report import MeterMonth, ReportHeader, SiteTotals, stream_site_report
 
 BATCH = 500  # rows per write
 ROW_COLUMNS = ("meter_no", "unit_no", "consumer_name")

@@ -15,8 +15,9 @@ from gateway.auth import authenticate
 from gateway.keys import CLOCK, DB, KEYS
 from schemas.fields import printable
 from schemas.replies import GapsReport
-from storage import days, legacy
+from storage import days
 from storage.errors import InvalidInput
+from storage.legacy import seed_files
 
 routes = web.RouteTableDef()
 
@@ -44,10 +45,10 @@ async def _admin_site(request: web.Request) -> str:
 async def today(request: web.Request) -> web.Response:
     """Today's readings of every active meter of the site, keyed by the seed's labels."""
     site_id = await _admin_site(request)
-    readings = await legacy.today_readings(request.app[DB], site_id=site_id, now=request.app[CLOCK].now())
+    readings = await seed_files.today_readings(request.app[DB], site_id=site_id, now=request.app[CLOCK].now())
     return web.json_response(
         {
-            meter: {label: legacy.kwh_number(kwh) for label, kwh in by_label.items()}
+            meter: {label: seed_files.kwh_number(kwh) for label, kwh in by_label.items()}
             for meter, by_label in readings.items()
         }
     )

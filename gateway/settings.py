@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from adapters.faults import parse_fault_points
 from storage.days import CATCH_UP_DAYS
-from storage.engine import missing_driver
+from storage.db.engine import missing_driver
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/gateway.db"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     headend_deadline_seconds: float = Field(default=15.0, gt=0)  # one call, retries included
     commands_every_seconds: int = Field(default=10, ge=1, le=3600)  # the command dispatcher job
     alerts_every_seconds: int = Field(default=30, ge=1, le=3600)  # the balance alert job
-    # Data-quality flags (storage/quality.py): a spike is above this × the half hour's 14-day median;
+    # Data-quality flags (storage/reads/quality.py): a spike is above this × the half hour's 14-day median;
     # a zero run this many half hours long; a late reading this many minutes after its interval.
     quality_spike_factor: Decimal = Field(default=Decimal(4), gt=0)
     quality_zero_run: int = Field(default=8, ge=1, le=48)

@@ -4,7 +4,7 @@ site-day's data-quality flags (`GET /api/v1/admin/sites/{site_id}/quality?day=`,
 
 `GET /api/v1/admin/sites/{site_id}/report?month=YYYY-MM[&format=csv]` (its CSV and the CLI's,
 `gateway report`, are written by `gateway.report_cli`). Rows are written as the store
-yields them (storage/site_report.py), a few hundred at a time, so a 10,000-meter site is never
+yields them (storage/reads/site_report.py), a few hundred at a time, so a 10,000-meter site is never
 built in memory; the JSON reply is the `SiteReport` envelope written piece by piece.
 """
 
@@ -21,8 +21,8 @@ from gateway.auth import Principal
 from gateway.keys import CLOCK, DB, SETTINGS
 from gateway.report_cli import BATCH, csv_chunks
 from schemas import statements as wire
-from storage import quality
-from storage.site_report import MeterMonth, ReportHeader, SiteTotals, stream_site_report
+from storage.reads import quality
+from storage.reads.site_report import MeterMonth, ReportHeader, SiteTotals, stream_site_report
 
 routes = web.RouteTableDef()
 

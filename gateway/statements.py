@@ -17,7 +17,7 @@ from gateway.admin import _meter_in_scope, admin_only, ok
 from gateway.auth import Principal
 from gateway.keys import CLOCK, DB
 from schemas import statements as wire
-from storage.statements import Statement, meter_statement
+from storage.reads.statements import Statement, meter_statement
 
 routes = web.RouteTableDef()
 

@@ -12,11 +12,11 @@ import sys
 from typing import Any
 
 from gateway.settings import Settings
-from storage import accounts, portal_users
-from storage.accounts import AccountInfo
 from storage.clock import Clock
-from storage.engine import Database
+from storage.db.engine import Database
 from storage.errors import InvalidInput
+from storage.portal import accounts, portal_users
+from storage.portal.accounts import AccountInfo
 
 
 def account_json(info: AccountInfo) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Runs every `GATEWAY_ALERTS_EVERY_SECONDS` (30 s by default) rather than inside ingest, so the
 hot path never pays for it; a warning half a minute late is still a warning before the cut
-(storage/policy.py says which thresholds alert and when they re-arm).
+(storage/money/policy.py says which thresholds alert and when they re-arm).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import asyncio
 import datetime as dt
 import logging
 
-from storage import policy
 from storage.clock import Clock
-from storage.engine import Database
+from storage.db.engine import Database
+from storage.money import policy
 
 log = logging.getLogger("gateway.alerts")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from prometheus_client import Gauge
 
-from storage import backup
 from storage.clock import Clock
-from storage.engine import Database
+from storage.db.engine import Database
+from storage.ops import backup
 
 log = logging.getLogger("gateway.backup")
 

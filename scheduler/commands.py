@@ -1,7 +1,7 @@
 """The command dispatcher job: carries out queued commands, re-sends unanswered ones, and
 retries those the head-end could not carry out yet.
 
-Each run claims what is due in the command log (`storage.commands.claim_due`): commands the
+Each run claims what is due in the command log (`storage.money.command_log.claim_due`): commands the
 gateway queued itself (ingest's zero-balance cuts, restores after a recharge), their retries,
 and commands sent by a process that died before recording the answer (re-sent under the same
 `command_id`, so the head-end acts at most once), then sends each and records the answer.
@@ -24,10 +24,10 @@ from prometheus_client import Counter
 from adapters.headend import HeadEnd
 from adapters.operations import send_command
 from scheduler.backoff import RECONCILE, delay
-from storage import commands
 from storage.clock import Clock
-from storage.engine import Database
-from storage.models import Command
+from storage.db.engine import Database
+from storage.db.models import Command
+from storage.money import command_log
 
 log = logging.getLogger("gateway.commands")
 
@@ -92,7 +92,7 @@ class CommandDispatcher:
             if self._stopping:
                 return finished
             now = self._clock.now()
-            claimed = await commands.claim_due(
+            claimed = await command_log.claim_due(
                 self._db, now=now, stale_before=now - self.stale, deadline_before=now - self.deadline
             )
             for command in claimed:
@@ -121,7 +121,7 @@ class CommandDispatcher:
         """
         if command.action not in RETRIED_ACTIONS:
             return None
-        deadline = commands.deadline_start(command) + self.deadline
+        deadline = command_log.deadline_start(command) + self.deadline
         return min(self._clock.now() + delay(RECONCILE, command.attempts), deadline)
 
     async def stop(self) -> None:

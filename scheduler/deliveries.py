@@ -30,10 +30,11 @@ from yarl import URL
 
 from adapters.webhooks import WebhookSender
 from scheduler.backoff import delay
-from storage import dg_events, site_events
 from storage.clock import Clock
-from storage.engine import Database
-from storage.models import DgDeliveryAttempt, SiteEventAttempt
+from storage.db.engine import Database
+from storage.db.models import DgDeliveryAttempt, SiteEventAttempt
+from storage.dg import dg_events
+from storage.money import site_events
 
 log = logging.getLogger("gateway.callbacks")
 

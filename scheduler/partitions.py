@@ -1,6 +1,6 @@
 """The partition and retention job: months of readings created ahead, old ones removed.
 
-Hourly: on PostgreSQL it keeps the monthly partitions of `reading` ready (storage/partitions.py),
+Hourly: on PostgreSQL it keeps the monthly partitions of `reading` ready (storage/ops/partitions.py),
 so the turn of a month never lands in the default partition; with `GATEWAY_RETENTION_DAYS` set
 it removes readings older than that (whole partitions on PostgreSQL, batches on SQLite). Both
 steps are idempotent and safe to race, so the job is correct even if two processes run it.
@@ -12,9 +12,9 @@ import asyncio
 import datetime as dt
 import logging
 
-from storage import partitions
 from storage.clock import Clock
-from storage.engine import Database
+from storage.db.engine import Database
+from storage.ops import partitions
 
 log = logging.getLogger("gateway.partitions")
 

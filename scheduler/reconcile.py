@@ -8,7 +8,7 @@ than `grace`, so a request still in flight is left to its handler) and, for each
 1. asks the head-end for the credit by transaction id (`credit_status`);
 2. if the head-end never heard of it, sends the credit again under the same transaction id
    (the head-end is idempotent by it, so a credit is applied at most once);
-3. settles it with the answer (storage/recharge.py: balance, token, ledger credit and state in
+3. settles it with the answer (storage/money/recharge.py: balance, token, ledger credit and state in
    one transaction): applied → success, refused → error with the reason;
 4. otherwise, past its expiry (counted from the request) it ends as an error with remarks
    "expired: ..."; before that it stays waiting with its next check stored in the row
@@ -30,10 +30,10 @@ from prometheus_client import Counter
 
 from adapters.headend import HeadEnd, Outcome, Result
 from scheduler.backoff import RECONCILE, delay
-from storage import recharge as recharges
 from storage.clock import Clock
-from storage.engine import Database
-from storage.models import Recharge
+from storage.db.engine import Database
+from storage.db.models import Recharge
+from storage.money import recharge as recharges
 
 log = logging.getLogger("gateway.reconcile")
 

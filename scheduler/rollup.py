@@ -13,7 +13,7 @@ import logging
 
 from storage import days
 from storage.clock import Clock
-from storage.engine import Database
+from storage.db.engine import Database
 
 log = logging.getLogger("gateway.rollup")
 

@@ -7,7 +7,7 @@ that is skipped, the next one doing the same work, since every job is idempotent
 "now" from the injected clock. Every job's first run is at start: the catch-up.
 
 Every run goes through `JobRunner.run`, which gives each job one runner among the gateway
-processes sharing a PostgreSQL database (storage/locks.py: an advisory lock per job id, kept by
+processes sharing a PostgreSQL database (storage/ops/locks.py: an advisory lock per job id, kept by
 the process that got it; the others skip), counts the outcome, and logs a failure with its
 traceback without letting it reach the scheduler. On SQLite there is no lock.
 """
@@ -24,8 +24,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import Counter, Histogram
 
-from storage.engine import Database
-from storage.locks import JobLeases
+from storage.db.engine import Database
+from storage.ops.locks import JobLeases
 
 log = logging.getLogger("gateway.jobs")
 

@@ -1,6 +1,6 @@
 """Statement and report wire formats: the query of a month and a resident's monthly statement.
 
-Records dump the dataclasses of `storage.statements` (by attribute), so the admin API, the
+Records dump the dataclasses of `storage.reads.statements` (by attribute), so the admin API, the
 portal and the tests read one shape; money and kWh are decimal strings, times UTC ISO 8601.
 """
 

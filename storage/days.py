@@ -12,7 +12,6 @@ arrivals have already been looked at, so a run only reads what arrived since the
 from __future__ import annotations
 
 import datetime as dt
-import zoneinfo
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,13 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage import energy
-from storage.engine import Database
+from storage.calendar import day_bounds, day_intervals, local_day
+from storage.db.engine import Database
+from storage.db.models import DailyTotal, Meter, Reading, RolledDay, RollupMark, Site
+from storage.db.types import UtcTime
 from storage.errors import InvalidInput, NotFound
-from storage.ledger import debit_fixed_charges
-from storage.models import DailyTotal, Meter, Reading, RolledDay, RollupMark, Site, UtcTime
+from storage.money.ledger import debit_fixed_charges
+from storage.reads import energy
 
-HALF_HOUR = dt.timedelta(minutes=30)
 # Days are rolled this long after local midnight, so the last interval's packet is in.
 ROLL_DELAY = dt.timedelta(minutes=15)
 # A reading received this long ago is surely committed (ingest commits within seconds), so a
@@ -35,37 +35,6 @@ ROLL_DELAY = dt.timedelta(minutes=15)
 COMMIT_MARGIN = dt.timedelta(minutes=2)
 # How far back a run looks for ended days never rolled (longer than the 35-day packet age).
 CATCH_UP_DAYS = 40
-
-
-# --- Local days -------------------------------------------------------------------------------
-
-
-def zone(timezone: str) -> zoneinfo.ZoneInfo:
-    """The IANA timezone object."""
-    return zoneinfo.ZoneInfo(timezone)
-
-
-def day_bounds(timezone: str, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    """The UTC instants where a local day starts and the next one starts."""
-    tz = zone(timezone)
-    start = dt.datetime.combine(day, dt.time(0), tzinfo=tz)
-    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=tz)
-    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
-
-
-def day_intervals(timezone: str, day: dt.date) -> list[dt.datetime]:
-    """UTC starts of the day's half hours: 48, or 46/50 on DST change days."""
-    start, end = day_bounds(timezone, day)
-    # Intervals sit on UTC half hours; in a zone offset by :15 or :45 the first one starts
-    # after local midnight (the interval across midnight belongs to the day it starts in).
-    first = start + (-(start - dt.datetime(2000, 1, 1, tzinfo=dt.UTC))) % HALF_HOUR
-    count = -(-(end - first) // HALF_HOUR)  # ceiling division of timedeltas
-    return [first + i * HALF_HOUR for i in range(count)]
-
-
-def local_day(timezone: str, instant: dt.datetime) -> dt.date:
-    """The local calendar day an instant falls in."""
-    return instant.astimezone(zone(timezone)).date()
 
 
 def last_due_day(timezone: str, now: dt.datetime) -> dt.date:

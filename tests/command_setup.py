@@ -19,10 +19,12 @@ from sqlalchemy import update
 from gateway.app import create_app
 from gateway.settings import Settings
 from mock_meter_server.app import create_app as create_mock
-from storage import registry
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.models import Meter
+from storage.db.engine import Database
+from storage.db.models import Meter
+from storage.registry import keys as key_registry
+from storage.registry import meters
+from storage.registry import sites as site_registry
 
 MOCK_TOKEN = "t0k"
 NOW = dt.datetime(2025, 2, 8, 6, 0, tzinfo=dt.UTC)  # 11:30 in Asia/Kolkata
@@ -124,8 +126,8 @@ async def world(db: Database) -> World:
 
     Keys: operate/read/admin/ingest for S1, operate for S2, operate for every site.
     """
-    await registry.add_site(db, site_id="S1", name="Society S1", region="North", tariff_grid=Decimal("10.00"))
-    await registry.add_site(db, site_id="S2", name="Society S2", region="South")
+    await site_registry.add_site(db, site_id="S1", name="Society S1", region="North", tariff_grid=Decimal("10.00"))
+    await site_registry.add_site(db, site_id="S2", name="Society S2", region="South")
     tokens = {}
     for meter_no, site, unit, balance in (
         (101, "S1", "A-101", "100.00"),
@@ -133,7 +135,7 @@ async def world(db: Database) -> World:
         (103, "S1", "A-103", "0.00"),
         (201, "S2", "B-201", "10.00"),
     ):
-        created = await registry.add_meter(db, meter_no=meter_no, site_id=site, unit_no=unit, balance=Decimal(balance))
+        created = await meters.add_meter(db, meter_no=meter_no, site_id=site, unit_no=unit, balance=Decimal(balance))
         tokens[meter_no] = created.token
     async with db.transaction() as session:
         await session.execute(update(Meter).where(Meter.meter_no == 102).values(relay_on=False))  # type: ignore[arg-type]
@@ -147,5 +149,5 @@ async def world(db: Database) -> World:
         ("operate-s2", "operate", ["S2"]),
         ("operate-all", "operate", ["*"]),
     ):
-        keys[name] = (await registry.create_key(db, name=name, role=role, sites=sites)).key
+        keys[name] = (await key_registry.create_key(db, name=name, role=role, sites=sites)).key
     return World(keys, tokens)

@@ -21,8 +21,8 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from storage.engine import Database
-from storage.migrate import upgrade
+from storage.db.engine import Database
+from storage.db.migrate import upgrade
 from tests.contract.options import add_contract_options
 
 pytest_plugins = ["tests.command_setup"]

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 from sqlalchemy import insert, select
 
-from storage.days import day_intervals
-from storage.engine import Database
-from storage.models import DailyTotal, Meter, Reading, Site
-from storage.tariffs import first_tariff
+from storage.calendar import day_intervals
+from storage.db.engine import Database
+from storage.db.models import DailyTotal, Meter, Reading, Site
+from storage.money.tariffs import first_tariff
 
 UTC = dt.UTC
 

@@ -1,8 +1,8 @@
 """The reference model of ingest: the old careful path, reading by reading in Python, on a plain
 `sqlite3` connection. Production records every group with the set-based statements built from
-`storage.rules`; `tests/test_ingest_paths.py` holds each dialect's statements to this model.
+`storage.ingest.rules`; `tests/test_ingest_paths.py` holds each dialect's statements to this model.
 
-It is written independently of `storage.rules` on purpose (its own Python, its own SQL): a
+It is written independently of `storage.ingest.rules` on purpose (its own Python, its own SQL): a
 mistake in a rule then shows as a difference, not as the same mistake twice.
 """
 
@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from storage.ingest import DUPLICATE, HALF_HOUR, RETIRED, STORED, UNKNOWN, NewReading, Outcome, ReadingResult
+from storage.calendar import HALF_HOUR
+from storage.ingest.readings import DUPLICATE, RETIRED, STORED, UNKNOWN, NewReading, Outcome, ReadingResult
 
 CUT_REASON = "zero balance"
 

@@ -11,10 +11,11 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import update
 
 from gateway.settings import Settings
-from storage import days, passwords
-from storage.engine import Database
-from storage.models import Meter, PortalUser, Site
-from storage.tariffs import first_tariff
+from storage import days
+from storage.db.engine import Database
+from storage.db.models import Meter, PortalUser, Site
+from storage.money.tariffs import first_tariff
+from storage.portal import passwords
 from tests.daydata import add_readings, at, whole_day
 
 KOLKATA = "Asia/Kolkata"

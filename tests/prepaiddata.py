@@ -8,8 +8,8 @@ from decimal import Decimal
 
 from sqlalchemy import update
 
-from storage.engine import Database
-from storage.models import Command, DgStatusChange, DieselGenerator, LedgerEntry, Meter, Recharge
+from storage.db.engine import Database
+from storage.db.models import Command, DgStatusChange, DieselGenerator, LedgerEntry, Meter, Recharge
 from tests.daydata import at
 from tests.portaldata import CUT, KOLKATA, NEIGHBOUR, RESIDENT
 

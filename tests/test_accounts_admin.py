@@ -11,9 +11,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.cli import main
-from storage import portal_users
-from storage.engine import Database
+from storage.db.engine import Database
 from storage.errors import Unauthorized
+from storage.portal import portal_users
 from tests.api_setup import add_key, headers
 from tests.portaldata import NOW, PASSWORD, RESIDENT, STAFF, add_accounts, make_world
 

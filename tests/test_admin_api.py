@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import TestClient
 
-from storage.engine import Database
-from storage.models import Meter, Site
+from storage.db.engine import Database
+from storage.db.models import Meter, Site
 from tests.api_setup import add_key, add_meter, add_site, headers
 
 

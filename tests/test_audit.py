@@ -15,9 +15,10 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import delete, func, select, update
 
 from gateway.cli import main
-from storage import audit, registry
-from storage.engine import Database
-from storage.models import AuditEvent
+from storage import audit
+from storage.db.engine import Database
+from storage.db.models import AuditEvent
+from storage.registry import keys
 from tests.command_setup import NOW, World
 
 AUDIT = "/api/v1/admin/audit"
@@ -98,8 +99,8 @@ async def test_refused_requests_write_nothing(simulated: TestClient, world: Worl
 async def test_a_key_sees_the_trail_of_its_own_sites_only(simulated: TestClient, world: World, db: Database) -> None:
     body = {"site_id": "S2", "meter_no": "201", "amount": "5"}
     assert (await simulated.post("/api/v1/meter/recharge", json=body, headers=world.headers("operate-s2"))).status
-    admin_s2 = (await registry.create_key(db, name="admin-s2", role="admin", sites=["S2"])).key
-    root = (await registry.create_key(db, name="root", role="admin", sites=["*"])).key
+    admin_s2 = (await keys.create_key(db, name="admin-s2", role="admin", sites=["S2"])).key
+    root = (await keys.create_key(db, name="root", role="admin", sites=["*"])).key
     assert (await listing(simulated, world.keys["admin"]))[1]["data"] == []
     status, reply = await listing(simulated, world.keys["admin"], site_id="S2")
     assert status == 404 and "S2" not in json.dumps(reply.get("data"))

@@ -18,11 +18,11 @@ from gateway.app import create_app
 from gateway.keys import SCHEDULER
 from gateway.settings import Settings
 from scheduler.backup import BackupJob
-from storage import backup
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.locks import SqliteFileLock
-from storage.migrate import head_revision
+from storage.db.engine import Database
+from storage.db.migrate import head_revision
+from storage.ops import backup
+from storage.ops.locks import SqliteFileLock
 from tests.daydata import add_readings, make_site
 
 NOW = dt.datetime(2025, 2, 8, 6, 0, tzinfo=dt.UTC)

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from storage import commands
-from storage.engine import Database
-from storage.models import Meter
+from storage.db.engine import Database
+from storage.db.models import Meter
+from storage.money import command_log
 from tests.command_setup import NOW, MockHeadEnd, World
 
 S1_101 = {"site_id": "S1", "meter_no": "101"}
@@ -63,7 +63,7 @@ async def test_start_connects_a_stopped_meter_and_logs_the_command(
     )
     assert (await meter(db, 102)).relay_on is True
     assert (await mock.state())["meters"]["102"]["relay"] == "on"
-    [logged] = await commands.list_commands(db, meter_no=102)
+    [logged] = await command_log.list_commands(db, meter_no=102)
     assert (logged.action, logged.state, logged.reason) == ("start", "done", "call 6 by operate")
     assert logged.command_id and logged.command_id.startswith("gw-")
     assert logged.created_at == logged.sent_at == logged.finished_at == NOW
@@ -96,7 +96,7 @@ async def test_a_meter_already_in_that_state_is_409_without_asking_the_head_end(
 ) -> None:
     assert await post(gateway, path, data, world.headers("operate")) == (409, remarks_error(remarks))
     assert (await mock.state())["commands"] == 0
-    assert await commands.list_commands(db) == []
+    assert await command_log.list_commands(db) == []
 
 
 async def test_the_head_end_saying_already_started_is_409_and_corrects_the_record(
@@ -106,7 +106,7 @@ async def test_the_head_end_saying_already_started_is_409_and_corrects_the_recor
     status, body = await post(gateway, "/api/v1/meter/start", S1_102, world.headers("operate"))
     assert (status, body) == (409, remarks_error("Meter was already STARTED"))
     assert (await meter(db, 102)).relay_on is True
-    [logged] = await commands.list_commands(db, meter_no=102)
+    [logged] = await command_log.list_commands(db, meter_no=102)
     assert logged.state == "done" and logged.answer is not None and logged.answer["changed"] is False
 
 
@@ -126,7 +126,7 @@ async def test_a_head_end_failure_is_meter_not_accessible(
         remarks_error("Meter not Accessible"),
     )
     assert (await meter(db, 101)).relay_on is True
-    [logged] = await commands.list_commands(db)
+    [logged] = await command_log.list_commands(db)
     assert logged.state == "failed"
     assert logged.result == result or logged.result.startswith("failed: gave up retrying")
 
@@ -137,7 +137,7 @@ async def test_a_refused_start_is_422(gateway: TestClient, world: World, mock: M
         422,
         remarks_error("Meter was not STOPPED"),
     )
-    [logged] = await commands.list_commands(db)
+    [logged] = await command_log.list_commands(db)
     assert (logged.state, logged.result) == ("failed", "refused: meter rejected the command")
 
 
@@ -169,7 +169,7 @@ async def test_load_update_sets_both_loads(gateway: TestClient, world: World, mo
         "load_grid": "6.00",
         "credited": None,
     }
-    [logged] = await commands.list_commands(db)
+    [logged] = await command_log.list_commands(db)
     assert logged.params == {"load_dg": "2.50", "load_grid": "6"}
 
 

@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from storage import consumption, fleet
-from storage.engine import Database
+from storage.db.engine import Database
 from storage.errors import NotFound
+from storage.reads import consumption, fleet
 from tests.daydata import add_readings, at, whole_day
 from tests.portaldata import CUT, KOLKATA, NEIGHBOUR, NOW, RESIDENT, make_world
 

@@ -13,8 +13,8 @@ from sqlalchemy import update
 
 from gateway.app import create_app
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.models import DieselGenerator, Recharge
+from storage.db.engine import Database
+from storage.db.models import DieselGenerator, Recharge
 from tests.daydata import at
 from tests.portaldata import KOLKATA, NOW, STAFF, add_accounts, log_in, make_world, portal_settings
 from tests.prepaiddata import add_prepaid_story
@@ -56,7 +56,7 @@ async def test_money_lists_tell_cuts_from_staff_stops(staff: TestClient) -> None
     assert table_rows(html, "zero-cut") == [["111-111-111", "S2", "U111", "−₹5.00", "zero balance"]]
     assert table_rows(html, "stopped") == [["555-555-555", "S1", "U555", "₹80.00", "staff: unpaid dues"]]
     assert table_rows(html, "negative") == [["111-111-111", "S2", "U111", "−₹5.00", "Cut (zero balance)"]]
-    # Days left is the one rule of the admin API and the resident's page (storage.policy.days_left_of):
+    # Days left is the one rule of the admin API and the resident's page (storage.money.policy.days_left_of):
     # the last 7 ended local days, 5-11 February IST, charged ₹384 of energy and a ₹5 fixed
     # charge: ₹150 lasts 150 ÷ (389 ÷ 7) = 2.7 days, so they are low.
     assert table_rows(html, "low") == [["999-999-999", "S1", "U999", "₹150.00", "2.7"]]

@@ -8,11 +8,11 @@ from decimal import Decimal
 
 import pytest
 
-from storage import days
+from storage import calendar, days
 from storage.clock import FixedClock
-from storage.engine import Database
+from storage.db.engine import Database
 from storage.errors import InvalidInput, NotFound
-from storage.legacy import interval_label, label_starts
+from storage.legacy.seed_files import interval_label, label_starts
 from tests.daydata import add_readings, at, make_site, totals, whole_day
 
 KOLKATA = "Asia/Kolkata"
@@ -57,7 +57,7 @@ async def test_kolkata_day_rolls_only_after_local_0015(db: Database) -> None:
     await add_readings(db, 1, day[40:], received_at=received, kwh="1.250", source="dg")
     await add_readings(db, 2, day[:10], received_at=received, kwh="2.000")
     # Neighbours in UTC that belong to other local days: the next day's first interval.
-    await add_readings(db, 2, [day[-1] + days.HALF_HOUR], received_at=received, kwh="9.000")
+    await add_readings(db, 2, [day[-1] + calendar.HALF_HOUR], received_at=received, kwh="9.000")
 
     clock = FixedClock(at(KOLKATA, "2025-02-09 00:14"))
     assert rolled_days(await days.roll_up_due(db, now=clock.now())) == []

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from storage.days import local_day
-from storage.engine import Database
+from storage.calendar import local_day
+from storage.db.engine import Database
 from tests.daydata import add_readings, make_site, totals, whole_day
 from tests.test_legacy import SEED_MASTER, counts
 

@@ -23,8 +23,8 @@ import pytest
 
 from gateway import demo_seed
 from gateway.demo_text import Banner, factech_calls
-from storage.engine import Database
-from storage.migrate import upgrade
+from storage.db.engine import Database
+from storage.db.migrate import upgrade
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds child processes in /proc")
 

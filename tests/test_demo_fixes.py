@@ -13,7 +13,7 @@ import aiohttp
 from gateway.demo_text import Banner, banner, factech_calls
 from mock_meter_server.faults import FaultInjector, Faults
 from mock_meter_server.headend import HeadEnd
-from storage.days import HALF_HOUR
+from storage.calendar import HALF_HOUR
 from tests.test_mock_cli import start_server, wait_healthy  # noqa: F401 (start_server is a fixture)
 
 BANNER = Banner(

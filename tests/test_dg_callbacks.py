@@ -23,10 +23,10 @@ from gateway.keys import CALLBACKS, DELIVERIES
 from gateway.settings import Settings
 from scheduler.deliveries import DeliveryJob
 from schemas.dg_callback import new_secret, verify
-from storage import dg_events
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.models import DgDeliveryAttempt, DgEvent
+from storage.db.engine import Database
+from storage.db.models import DgDeliveryAttempt, DgEvent
+from storage.dg import dg_events
 from tests.api_setup import add_dg, add_key, add_site, headers
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)

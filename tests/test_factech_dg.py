@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from aiohttp.test_utils import TestClient
 
-from storage.engine import Database
+from storage.db.engine import Database
 from tests.api_setup import add_dg, add_key, add_site, headers
 
 NOT_FOUND = {"status": "Error", "message": "Not Found", "data": None}

@@ -14,11 +14,11 @@ from sqlalchemy import func, select, update
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from storage import registry
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.ingest import wh_of
-from storage.models import Command, DgStatusChange, DieselGenerator, Meter, Reading, ReadingConflict
+from storage.db.engine import Database
+from storage.db.models import Command, DgStatusChange, DieselGenerator, Meter, Reading, ReadingConflict
+from storage.ingest.readings import wh_of
+from storage.registry import dgs, keys, meters, sites
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 M1, M2, M3 = 100000001, 100000002, 100000003
@@ -45,7 +45,7 @@ class Env:
 
 async def make_env(aiohttp_client: Any, database_url: str, **overrides: Any) -> Env:
     db = Database(database_url)
-    await registry.add_site(
+    await sites.add_site(
         db,
         site_id="S1",
         name="Green Park",
@@ -54,17 +54,17 @@ async def make_env(aiohttp_client: Any, database_url: str, **overrides: Any) -> 
         tariff_dg=Decimal("20.00"),
         auto_cut=True,
     )
-    await registry.add_site(db, site_id="S2", name="Blue Hills", region="South", auto_cut=False)
+    await sites.add_site(db, site_id="S2", name="Blue Hills", region="South", auto_cut=False)
     tokens = {}
     for meter_no, site in ((M1, "S1"), (M2, "S1"), (M3, "S1"), (FOREIGN, "S2")):
-        created = await registry.add_meter(
+        created = await meters.add_meter(
             db, meter_no=meter_no, site_id=site, unit_no=f"U{meter_no % 100}", balance=Decimal("100.00")
         )
         tokens[meter_no] = created.token
-    await registry.add_dg(db, site_id="S1", dg_no="DG1")
-    ingest = await registry.create_key(db, name="ingest-s1", role="ingest", sites=["S1"])
-    read = await registry.create_key(db, name="read-all", role="read", sites=["*"])
-    foreign = await registry.create_key(db, name="ingest-s2", role="ingest", sites=["S2"])
+    await dgs.add_dg(db, site_id="S1", dg_no="DG1")
+    ingest = await keys.create_key(db, name="ingest-s1", role="ingest", sites=["S1"])
+    read = await keys.create_key(db, name="read-all", role="read", sites=["*"])
+    foreign = await keys.create_key(db, name="ingest-s2", role="ingest", sites=["S2"])
     clock = FixedClock(NOW)
     # No background jobs: the dispatcher would carry out (and so change) the cuts these tests inspect.
     settings = Settings(database_url=database_url, **{"scheduler": False, **overrides})
@@ -260,7 +260,7 @@ async def test_key_without_ingest_role_is_403_and_foreign_site_is_404(env: Env) 
 
 async def test_revoked_ingest_key_stops_working(env: Env) -> None:
     assert (await env.post(packet()))[0] == 200
-    await registry.revoke_key(env.db, name="ingest-s1")
+    await keys.revoke_key(env.db, name="ingest-s1")
     env.client.app[__import__("gateway.keys", fromlist=["KEYS"]).KEYS].clear()  # what the admin API does
     status, _ = await env.post(packet(at="2026-11-20T01:01:00Z"))
     assert status == 401

@@ -1,4 +1,4 @@
-"""Every group is recorded by one set-based path built from `storage.rules`; the old careful
+"""Every group is recorded by one set-based path built from `storage.ingest.rules`; the old careful
 path, reading by reading in Python, is the reference model (`tests/ingest_reference.py`). This
 test feeds the same random groups (DG sites with ON/OFF history, two changes at one instant,
 explicit sources, auto-cut sites, low balances, a disconnected meter, retired and unknown meters,
@@ -28,13 +28,16 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.dialects import sqlite
 
-from storage import registry
-from storage.engine import Database
-from storage.ingest import HALF_HOUR, NewReading, Outcome
-from storage.ingest_run import prepare_postgres, prepare_sqlite, record_on_postgres, record_on_sqlite, time_to_driver
-from storage.ingest_sql import IngestStatements
-from storage.inventory import retire_meter
-from storage.models import Command, DgStatusChange, Meter, Reading, ReadingConflict, Site, Tariff
+from storage.calendar import HALF_HOUR
+from storage.db.engine import Database
+from storage.db.models import Command, DgStatusChange, Meter, Reading, ReadingConflict, Site, Tariff
+from storage.ingest.readings import NewReading, Outcome
+from storage.ingest.run import prepare_postgres, prepare_sqlite, record_on_postgres, record_on_sqlite, time_to_driver
+from storage.ingest.statements import IngestStatements
+from storage.registry import dgs
+from storage.registry import meters as meter_registry
+from storage.registry import sites as site_registry
+from storage.registry.meters import retire_meter
 from tests.conftest import _truncate_all
 from tests.ingest_reference import record_reference
 
@@ -94,15 +97,19 @@ ORM_TABLES = {
 async def build_world(url: str, rng: random.Random) -> None:
     db = Database(url)
     try:
-        await registry.add_site(
+        await site_registry.add_site(
             db, site_id="DGS", name="With DG", region="R", tariff_grid=Decimal("8.00"), tariff_dg=Decimal("21.35")
         )
-        await registry.add_site(db, site_id="CUT", name="Cuts", region="R", tariff_grid=Decimal("9.99"), auto_cut=True)
-        await registry.add_site(db, site_id="PLAIN", name="Plain", region="R", tariff_grid=Decimal("7.13"))
+        await site_registry.add_site(
+            db, site_id="CUT", name="Cuts", region="R", tariff_grid=Decimal("9.99"), auto_cut=True
+        )
+        await site_registry.add_site(db, site_id="PLAIN", name="Plain", region="R", tariff_grid=Decimal("7.13"))
         for site, meters in METERS.items():
             for meter_no in meters:
                 balance = Decimal(OPENING.get(meter_no) or rng.choice(["0.00", "0.40", "3.00", "250.00"]))
-                await registry.add_meter(db, meter_no=meter_no, site_id=site, unit_no=f"U{meter_no}", balance=balance)
+                await meter_registry.add_meter(
+                    db, meter_no=meter_no, site_id=site, unit_no=f"U{meter_no}", balance=balance
+                )
         await retire_meter(db, meter_no=RETIRED)
         async with db.transaction() as session:
             await session.execute(update(Meter).where(Meter.meter_no == SUPPLY_OFF).values(relay_on=False))
@@ -113,7 +120,7 @@ async def build_world(url: str, rng: random.Random) -> None:
                 )
             session.add(Command(meter_no=CUT_SENT, action="cut", reason="zero balance", state="sent"))
         for dg_no in ("DG1", "DG2"):
-            await registry.add_dg(db, site_id="DGS", dg_no=dg_no)
+            await dgs.add_dg(db, site_id="DGS", dg_no=dg_no)
         changes = []
         for dg_no in ("DG1", "DG2"):
             # Changes on interval starts (and before the day), within intervals, and two at one instant.

@@ -20,10 +20,11 @@ from sqlalchemy import update
 from adapters.operations import send_command
 from gateway.app import create_app
 from gateway.keys import CLOCK, DISPATCHER, HEADEND
-from storage import commands, ledger, meter_changes
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.models import Command, Meter
+from storage.db.engine import Database
+from storage.db.models import Command, Meter
+from storage.money import command_log, ledger
+from storage.registry import meter_changes
 from tests.command_setup import MOCK_TOKEN, NOW, MockHeadEnd, World, gateway_settings
 
 # The ledger
@@ -140,7 +141,7 @@ async def test_an_adjustment_lifting_a_cut_meter_above_zero_restores_it(
         )
         await session.execute(update(Meter).where(Meter.meter_no == 101).values(relay_on=False))  # type: ignore[arg-type]
     await ledger.adjust_balance(db, meter_no=101, amount=Decimal("1"), reason="goodwill", created_by="t", now=NOW)
-    assert [(c.action, c.state) for c in await commands.list_commands(db)] == [
+    assert [(c.action, c.state) for c in await command_log.list_commands(db)] == [
         ("cut", "done"),
         ("restore", "requested"),
     ]
@@ -177,7 +178,9 @@ async def test_a_command_orphaned_after_sending_is_sent_again_and_acts_once(
     gateway: TestClient, world: World, mock: MockHeadEnd, db: Database, clock: FixedClock
 ) -> None:
     # A process wrote and sent a stop, the head-end did it, and the process died before recording it.
-    opened = await commands.open_command(db, site_id="S1", meter_no=101, action="stop", params={}, reason="t", now=NOW)
+    opened = await command_log.open_command(
+        db, site_id="S1", meter_no=101, action="stop", params={}, reason="t", now=NOW
+    )
     assert opened.command.command_id is not None
     await mock.faults(drop_next=1)  # the answer is lost
     dispatcher = gateway.app[DISPATCHER]
@@ -193,7 +196,7 @@ async def test_a_queued_cut_is_cancelled_once_money_came_in(gateway: TestClient,
     async with db.transaction() as session:
         session.add(Command(meter_no=101, action="cut", reason="zero balance", created_at=NOW, updated_at=NOW))
     assert await gateway.app[DISPATCHER].run() == []
-    [cut] = await commands.list_commands(db)
+    [cut] = await command_log.list_commands(db)
     assert (cut.state, cut.result) == ("cancelled", "balance above the cut threshold again before the cut was sent")
 
 
@@ -216,7 +219,7 @@ async def test_a_cut_the_head_end_cannot_do_now_is_retried_with_backoff_until_do
     await mock.faults(unreachable=[])
     clock.advance(seconds=10)
     [cut] = await dispatcher.run()
-    assert (cut.state, cut.attempts, cut.command_id) == ("done", 3, (await commands.list_commands(db))[0].command_id)
+    assert (cut.state, cut.attempts, cut.command_id) == ("done", 3, (await command_log.list_commands(db))[0].command_id)
     assert (await mock.state())["meters"]["101"]["relay"] == "off"
 
 
@@ -232,7 +235,7 @@ async def test_a_queued_cut_not_done_by_its_deadline_ends_failed_with_the_reason
     assert cut.state == "requested" and cut.result.startswith("failed: ")
     clock.advance(days=1, seconds=1)  # the gateway was down past the default 24 h deadline
     assert await dispatcher.run() == []
-    [cut] = await commands.list_commands(db)
+    [cut] = await command_log.list_commands(db)
     assert cut.state == "failed" and cut.finished_at == clock.now()
     assert cut.result.startswith("deadline passed after 1 attempt(s) (last: failed: ")
 
@@ -252,7 +255,7 @@ async def test_a_refused_cut_and_a_failed_api_command_are_not_retried(
         "/api/v1/meter/start", json={"site_id": "S1", "meter_no": "102"}, headers=world.headers("operate")
     )
     assert response.status == 504
-    start = (await commands.list_commands(db, meter_no=102))[0]
+    start = (await command_log.list_commands(db, meter_no=102))[0]
     assert (start.state, start.next_attempt_at) == ("failed", None)
 
 
@@ -303,11 +306,11 @@ async def test_money_arriving_while_a_cut_is_in_flight_restores_once_the_cut_is_
     async with db.transaction() as session:
         await session.execute(update(Meter).where(Meter.meter_no == 101).values(balance=Decimal("-1.00")))  # type: ignore[arg-type]
         session.add(Command(meter_no=101, action="cut", reason="zero balance", created_at=NOW, updated_at=NOW))
-    [cut] = await commands.claim_due(db, now=NOW, stale_before=NOW)  # sent, answer not yet recorded
+    [cut] = await command_log.claim_due(db, now=NOW, stale_before=NOW)  # sent, answer not yet recorded
     await ledger.adjust_balance(db, meter_no=101, amount=Decimal("5"), reason="cash", created_by="t", now=NOW)
-    assert [c.action for c in await commands.list_commands(db)] == ["cut"]  # nothing to restore yet
+    assert [c.action for c in await command_log.list_commands(db)] == ["cut"]  # nothing to restore yet
     await send_command(db, gateway.app[HEADEND], cut, gateway.app[CLOCK])
-    assert [(c.action, c.state) for c in await commands.list_commands(db)] == [
+    assert [(c.action, c.state) for c in await command_log.list_commands(db)] == [
         ("cut", "done"),
         ("restore", "requested"),
     ]

@@ -9,10 +9,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import delete, func, select
 
-from storage import days, legacy, legacy_import
-from storage.engine import Database
+from storage import days
+from storage.db.engine import Database
+from storage.db.models import DailyTotal, Meter, Reading, RolledDay, RollupMark
 from storage.errors import InvalidInput
-from storage.models import DailyTotal, Meter, Reading, RolledDay, RollupMark
+from storage.legacy import legacy_import, seed_files
 from tests.daydata import add_readings, at, make_site, totals, whole_day
 
 KOLKATA = "Asia/Kolkata"
@@ -87,8 +88,8 @@ async def test_export_import_export_gives_the_same_document(db: Database) -> Non
         await add_readings(db, 999999999, starts, received_at=at(KOLKATA, f"{day} 23:59"), kwh=kwh)
         await add_readings(db, 555555555, starts[::3], received_at=at(KOLKATA, f"{day} 23:59"), kwh="2.5")
     await days.roll_up_due(db, now=NOW)
-    first = await legacy.export_master(db)
-    text = legacy.master_json(first)
+    first = await seed_files.export_master(db)
+    text = seed_files.master_json(first)
     document = json.loads(text)
     assert list(document) == ["7", "555555555", "999999999"]
     assert document["7"] == {"name": "Consumer 7", "fin_no": "F7", "previous_day": {}}
@@ -99,7 +100,7 @@ async def test_export_import_export_gives_the_same_document(db: Database) -> Non
     assert list(aashima["previous_day"])[-2:] == ["23:31", "00:01"]
     assert set(aashima["previous_day"].values()) == {1.125}
     assert document["555555555"]["previous_day"] == {
-        legacy.interval_label(KOLKATA, s): 2.5 for s in whole_day(KOLKATA, "2025-02-11")[::3]
+        seed_files.interval_label(KOLKATA, s): 2.5 for s in whole_day(KOLKATA, "2025-02-11")[::3]
     }
 
     async with db.transaction() as session:  # an empty database but for the site
@@ -107,8 +108,8 @@ async def test_export_import_export_gives_the_same_document(db: Database) -> Non
             await session.execute(delete(table))
     report = await import_text(db, text)
     assert (report.meters_created, report.daily_totals, report.readings) == (3, 4, 48 + 16)
-    assert legacy.master_json(await legacy.export_master(db)) == text
-    assert legacy.master_json(await legacy.export_master(db, site_id="S1")) == text
+    assert seed_files.master_json(await seed_files.export_master(db)) == text
+    assert seed_files.master_json(await seed_files.export_master(db, site_id="S1")) == text
 
 
 async def test_importing_twice_writes_nothing_new(db: Database) -> None:
@@ -245,7 +246,7 @@ async def test_today_is_the_seeds_daily_structure(db: Database) -> None:
     await add_readings(db, 1, yesterday[-1:], received_at=NOW, kwh="9")
     await add_readings(db, 1, today[:2], received_at=NOW, kwh="4.5")
     await add_readings(db, 1, today[2:3], received_at=NOW, kwh="4.35", source="dg")
-    structure = await legacy.today_readings(db, site_id="S1", now=NOW)
+    structure = await seed_files.today_readings(db, site_id="S1", now=NOW)
     assert structure == {
         "1": {"00:31": Decimal("4.500"), "01:01": Decimal("4.500"), "01:31": Decimal("4.350")},
         "2": {},

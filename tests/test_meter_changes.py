@@ -12,11 +12,11 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import update
 
 from gateway.cli import main
-from storage import registry
-from storage.engine import Database
+from storage.db.engine import Database
+from storage.db.models import Meter
 from storage.errors import Conflict
-from storage.meter_changes import list_meter_changes, replace_meter
-from storage.models import Meter
+from storage.registry import keys, meters
+from storage.registry.meter_changes import list_meter_changes, replace_meter
 from tests.api_setup import add_key, add_meter, add_site, headers
 
 NOT_DETAILS = {"status": "Error", "message": "Not Details", "count": "0", "data": None}
@@ -27,7 +27,7 @@ async def admin_key(db: Database) -> str:
     """S1 with meter 101 (unit A-101, registers advanced, balance 250.75, consumer details); S2 with 201."""
     await add_site(db, "S1")
     await add_site(db, "S2")
-    await registry.add_meter(
+    await meters.add_meter(
         db,
         meter_no=101,
         site_id="S1",
@@ -101,7 +101,7 @@ async def test_replacement_moves_unit_balance_and_consumer_to_the_new_meter(
         Decimal("1.500"),
         Decimal("2.250"),
     )
-    assert new.token_hash == registry.hash_secret(token)
+    assert new.token_hash == keys.hash_secret(token)
     # The device token is for POST /meter only: it opens nothing on the API.
     response = await client.get("/api/v1/meter/reading?meter_no=111", headers=headers(token))
     assert response.status == 401
@@ -335,7 +335,7 @@ async def test_store_refuses_to_replace_twice_concurrently_leaving_one_change(db
 
 
 async def test_replacement_moves_the_residents_portal_account(db: Database, admin_key: str) -> None:
-    from storage import portal_users
+    from storage.portal import portal_users
 
     async with db.transaction() as session:
         await session.execute(update(Meter).where(Meter.meter_no == 101).values(fin_no="A3389127I"))  # type: ignore[arg-type]

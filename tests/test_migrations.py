@@ -7,9 +7,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
-from storage.engine import Database
-from storage.migrate import current_revision, head_revision, upgrade
-from storage.partitions import include_name
+from storage.db.engine import Database
+from storage.db.migrate import current_revision, head_revision, upgrade
+from storage.ops.partitions import include_name
 
 
 async def test_migrated_database_matches_the_models(db: Database) -> None:

@@ -26,9 +26,9 @@ from gateway import ops
 from gateway.app import create_app
 from gateway.keys import DB, WRITER
 from gateway.settings import Settings
-from storage.engine import Database
-from storage.migrate import alembic_config, head_revision
-from storage.writer import ReadingWriter
+from storage.db.engine import Database
+from storage.db.migrate import alembic_config, head_revision
+from storage.ingest.writer import ReadingWriter
 
 GZIP = {"Accept-Encoding": "gzip"}
 IDENTITY = {"Accept-Encoding": "identity"}

@@ -14,7 +14,7 @@ from gateway.app import create_app
 from gateway.auth import CredentialCache
 from gateway.errors import error_middleware
 from gateway.settings import Settings
-from storage import registry
+from storage.registry import keys, meters
 
 
 class SlowLoader:
@@ -100,7 +100,7 @@ class Store:
     """Credentials by hash: one good secret; counts the loads of each hash."""
 
     def __init__(self, good: str) -> None:
-        self.good = registry.hash_secret(good)
+        self.good = keys.hash_secret(good)
         self.loads: collections.Counter[str] = collections.Counter()
 
     async def __call__(self, secret_hash: str) -> str | None:
@@ -118,7 +118,7 @@ async def test_a_flood_of_unknown_tokens_never_evicts_a_good_entry() -> None:
     assert await cache.lookup("mtr_good") == "meter-1"
     assert store.loads[store.good] == 1
     assert await cache.lookup("mtr_random-999") is None  # a repeated bad token costs nothing
-    assert store.loads[registry.hash_secret("mtr_random-999")] == 1
+    assert store.loads[keys.hash_secret("mtr_random-999")] == 1
 
 
 async def test_a_random_bearer_token_costs_one_lookup_and_a_repeat_none(
@@ -126,14 +126,14 @@ async def test_a_random_bearer_token_costs_one_lookup_and_a_repeat_none(
 ) -> None:
     client = await aiohttp_client(create_app(Settings(database_url=database_url, scheduler=False)))
     lookups: list[str] = []
-    for name in ("find_key", "find_meter_by_token"):
-        real = getattr(registry, name)
+    for module, name in ((keys, "find_key"), (meters, "find_meter_by_token")):
+        real = getattr(module, name)
 
         async def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
             lookups.append(_name)
             return await _real(*args, **kwargs)
 
-        monkeypatch.setattr(registry, name, counted)
+        monkeypatch.setattr(module, name, counted)
     packet = {"id": 1, "timestamp": "2026-11-20T00:31:00Z", "reading_kWh": 1}
     for token in ("random-token", "random-token", "mgk_random-key", "mgk_random-key"):
         response = await client.post("/meter", json=packet, headers={"Authorization": f"Bearer {token}"})

@@ -13,11 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler.partitions import PartitionJob
-from storage import partitions
+from storage import calendar
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.migrate import current_revision, head_revision, upgrade
-from storage.models import Meter, Reading, Site
+from storage.db.engine import Database
+from storage.db.migrate import current_revision, head_revision, upgrade
+from storage.db.models import Meter, Reading, Site
+from storage.ops import partitions
 from tests.conftest import PG_ADMIN_URL
 from tests.daydata import add_readings, make_site
 
@@ -29,7 +30,7 @@ def revision_before_partitions() -> str:
     """The migration `0007_partitions` follows (whatever the chain is re-ordered to)."""
     from alembic.script import ScriptDirectory
 
-    from storage.migrate import alembic_config
+    from storage.db.migrate import alembic_config
 
     return str(ScriptDirectory.from_config(alembic_config()).get_revision("0007_partitions").down_revision)
 
@@ -65,10 +66,10 @@ async def pg(database_url: str) -> AsyncIterator[Database]:
 
 
 def test_partition_names_follow_postgresqls_documentation() -> None:
-    month = partitions.month_start(dt.datetime(2026, 12, 31, 23, 59, tzinfo=UTC))
+    month = calendar.month_start(dt.datetime(2026, 12, 31, 23, 59, tzinfo=UTC))
     assert partitions.partition_name(month) == "reading_y2026m12"
-    assert partitions.add_months(month, 1) == dt.datetime(2027, 1, 1, tzinfo=UTC)
-    assert partitions.add_months(month, -12) == dt.datetime(2025, 12, 1, tzinfo=UTC)
+    assert calendar.add_months(month, 1) == dt.datetime(2027, 1, 1, tzinfo=UTC)
+    assert calendar.add_months(month, -12) == dt.datetime(2025, 12, 1, tzinfo=UTC)
     assert partitions.month_of("reading_y2026m12") == month
     assert partitions.is_partition("reading_default") and not partitions.is_partition("reading_conflict")
 
@@ -267,11 +268,11 @@ async def add_old_readings(db: Database, meter_no: int, starts: list[dt.datetime
 
 
 async def upgrade_to(db: Database, revision: str, *, down: bool) -> None:
-    """Alembic's downgrade on the store's connection (storage.migrate only goes up)."""
+    """Alembic's downgrade on the store's connection (storage.db.migrate only goes up)."""
     from alembic import command
     from sqlalchemy import Connection
 
-    from storage.migrate import alembic_config
+    from storage.db.migrate import alembic_config
 
     def run(connection: Connection) -> None:
         config = alembic_config()

@@ -21,10 +21,11 @@ from gateway.portal.access import ADDRESSES
 from gateway.portal.ratelimit import AddressLimiter
 from gateway.proxies import came_over_https, client_address
 from gateway.settings import Settings
-from storage import accounts, inventory, portal_users
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.models import PortalUser
+from storage.db.engine import Database
+from storage.db.models import PortalUser
+from storage.portal import accounts, portal_users
+from storage.registry import meters
 from tests.portaldata import (
     CUT,
     NEIGHBOUR,
@@ -156,14 +157,14 @@ async def test_wrong_and_right_fin_on_a_claimed_meter_answer_the_same(portal: Te
 async def test_a_new_fin_unlinks_the_old_resident(portal: TestClient, database_url: str) -> None:
     await log_in(portal)
     meter, unlinked = await run_store(
-        database_url, lambda db: inventory.edit_meter(db, meter_no=RESIDENT, changes={"fin_no": "NEW-FIN-1"})
+        database_url, lambda db: meters.edit_meter(db, meter_no=RESIDENT, changes={"fin_no": "NEW-FIN-1"})
     )
     assert unlinked and meter.fin_no == "NEW-FIN-1"
     assert not await logged_in(portal)  # the old resident no longer sees the meter
     data = {"meter_no": str(RESIDENT), "fin_no": "NEW-FIN-1", "password": PASSWORD, "password_again": PASSWORD}
     assert (await submit(portal, "/register", data)).status == 303  # the new one can claim it
     _, unchanged = await run_store(
-        database_url, lambda db: inventory.edit_meter(db, meter_no=RESIDENT, changes={"fin_no": "NEW-FIN-1"})
+        database_url, lambda db: meters.edit_meter(db, meter_no=RESIDENT, changes={"fin_no": "NEW-FIN-1"})
     )
     assert not unchanged  # the same FIN again is no change of resident
 

@@ -14,7 +14,7 @@ from gateway.app import create_app
 from gateway.portal.secret import KEY_FILE_NAME, secret_key
 from gateway.settings import Settings
 from storage.clock import FixedClock
-from storage.engine import Database
+from storage.db.engine import Database
 from tests.portaldata import (
     CUT,
     NEIGHBOUR,

@@ -10,9 +10,9 @@ import json
 import pytest
 
 from gateway.cli import main
-from storage import portal_users
-from storage.engine import Database
+from storage.db.engine import Database
 from storage.errors import Unauthorized
+from storage.portal import portal_users
 
 
 def add_user(monkeypatch: pytest.MonkeyPatch, url: str, stdin: str, *argv: str) -> int:

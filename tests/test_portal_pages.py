@@ -15,9 +15,9 @@ from sqlalchemy import update
 
 from gateway.app import create_app
 from storage.clock import FixedClock
-from storage.consumption import PERIODS
-from storage.engine import Database
-from storage.models import Command, Meter, Site
+from storage.db.engine import Database
+from storage.db.models import Command, Meter, Site
+from storage.reads.consumption import PERIODS
 from tests.portaldata import NOW, RESIDENT, STAFF, add_accounts, log_in, make_world, portal_settings
 
 CONSUMPTION = f"/profile/{RESIDENT}/consumption"

@@ -15,12 +15,12 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select, update
 
 from gateway.app import create_app
+from storage.calendar import local_day
 from storage.clock import FixedClock
-from storage.days import local_day
-from storage.engine import Database
-from storage.meter_views import pair_runs
-from storage.models import LedgerEntry, Reading, Site
-from storage.policy import restore_amount
+from storage.db.engine import Database
+from storage.db.models import LedgerEntry, Reading, Site
+from storage.money.policy import restore_amount
+from storage.reads.meter_views import pair_runs
 from tests.portaldata import (
     CUT,
     KOLKATA,

@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 
 from gateway.app import create_app
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.migrate import upgrade
-from storage.models import LedgerEntry, Reading
+from storage.db.engine import Database
+from storage.db.migrate import upgrade
+from storage.db.models import LedgerEntry, Reading
 from tests.daydata import at
 from tests.portaldata import (
     KOLKATA,

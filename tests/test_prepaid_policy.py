@@ -23,11 +23,13 @@ from sqlalchemy import update
 from gateway.app import create_app
 from gateway.keys import ALERTS, CLOCK, DELIVERIES, DISPATCHER
 from schemas.dg_callback import verify
-from storage import commands, days, ledger, registry, tariffs
+from storage import days
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.models import Meter
-from storage.policy import NoCutWindows, alert_step
+from storage.db.engine import Database
+from storage.db.models import Meter
+from storage.money import command_log, ledger, tariffs
+from storage.money.policy import NoCutWindows, alert_step
+from storage.registry import dgs
 from tests.command_setup import NOW, MockHeadEnd, World, gateway_settings
 from tests.daydata import make_site
 
@@ -163,7 +165,7 @@ def test_windows_chain_weekdays_holidays_and_hours() -> None:
 
 
 async def cut_commands(db: Database) -> list[tuple[str, str]]:
-    return [(c.action, c.state) for c in await commands.list_commands(db)]
+    return [(c.action, c.state) for c in await command_log.list_commands(db)]
 
 
 async def test_a_cut_due_inside_the_night_window_is_deferred_to_its_end_and_then_carried_out(
@@ -438,7 +440,7 @@ async def test_a_private_webhook_url_is_refused(gateway: TestClient, world: Worl
 async def test_a_dg_change_after_its_half_hour_was_billed_is_an_event_not_a_rebill(
     gateway: TestClient, world: World, db: Database
 ) -> None:
-    await registry.add_dg(db, site_id="S1", dg_no="DG1")
+    await dgs.add_dg(db, site_id="S1", dg_no="DG1")
     counted = await late_changes_counted(gateway)
     gateway.app[CLOCK].set(ist("2025-02-08 12:40"))  # type: ignore[attr-defined]
     await reading(gateway, world, 1)  # 12:00-12:30 IST, billed on the grid: 10.00

@@ -17,10 +17,10 @@ from sqlalchemy import insert
 
 from gateway.keys import CLOCK
 from schemas.admin_replies import SiteQuality
-from storage import registry
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.models import Reading, ReadingConflict
+from storage.db.engine import Database
+from storage.db.models import Reading, ReadingConflict
+from storage.registry import keys
 from tests.daydata import add_readings, at, make_site, whole_day
 
 TZ = "Asia/Kolkata"
@@ -54,7 +54,7 @@ async def quality_world(db: Database) -> str:
     async with db.transaction() as session:
         conflict = {"stored_kwh": 1, "offered_kwh": 2, "received_at": starts[4]}
         session.add(ReadingConflict(meter_no=1, interval_start=starts[3], **conflict))
-    return (await registry.create_key(db, name="admin", role="admin", sites=["S1"])).key
+    return (await keys.create_key(db, name="admin", role="admin", sites=["S1"])).key
 
 
 async def get(client: TestClient, key: str, query: str, site: str = "S1") -> tuple[int, Any]:

@@ -15,11 +15,11 @@ from sqlalchemy import select
 
 from gateway.app import create_app
 from gateway.keys import DISPATCHER
-from storage import commands, ledger
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.models import Meter, Recharge
-from storage.recharge import settle_recharge
+from storage.db.engine import Database
+from storage.db.models import Meter, Recharge
+from storage.money import command_log, ledger
+from storage.money.recharge import settle_recharge
 from tests.command_setup import NOW, MockHeadEnd, World, gateway_settings
 
 RECHARGE = "/api/v1/meter/recharge"
@@ -383,17 +383,17 @@ async def test_a_recharge_restores_a_zero_balance_cut(
 ) -> None:
     await post_reading(gateway, world, 101, 10.5)  # 105.00 against 100.00: a cut is queued
     assert await balance(db) == Decimal("-5.00")
-    [cut] = await commands.list_commands(db)
+    [cut] = await command_log.list_commands(db)
     assert (cut.action, cut.state, cut.reason) == ("cut", "requested", "zero balance")
     [sent] = await gateway.app[DISPATCHER].run()
     assert (sent.action, sent.state) == ("cut", "done")
     assert (await mock.state())["meters"]["101"]["relay"] == "off"
 
     assert (await recharge(gateway, world, {**ORDER, "amount": "4.00"}))[0] == 200  # still below zero: stays cut
-    assert [c.action for c in await commands.list_commands(db)] == ["cut"]
+    assert [c.action for c in await command_log.list_commands(db)] == ["cut"]
     assert (await recharge(gateway, world, {**ORDER, "amount": "20.00"}))[0] == 200
     await gateway.app[DISPATCHER].settle()  # the recharge sent the restore at once, without the scheduler
-    restore = (await commands.list_commands(db))[-1]
+    restore = (await command_log.list_commands(db))[-1]
     assert (restore.action, restore.state, restore.reason) == ("restore", "done", "balance above the cut threshold")
     assert (await mock.state())["meters"]["101"]["relay"] == "on"
     async with db.reader() as session:
@@ -405,7 +405,7 @@ async def test_a_recharge_restores_a_zero_balance_cut(
 async def test_a_cut_still_queued_is_cancelled_by_a_recharge(gateway: TestClient, world: World, db: Database) -> None:
     await post_reading(gateway, world, 101, 10.5)
     await recharge(gateway, world)
-    [cut] = await commands.list_commands(db)
+    [cut] = await command_log.list_commands(db)
     assert (cut.state, cut.result) == ("cancelled", "balance above the cut threshold")
     assert await gateway.app[DISPATCHER].run() == []
 
@@ -416,7 +416,7 @@ async def test_a_meter_stopped_by_staff_stays_stopped_after_a_recharge(
     response = await gateway.post("/api/v1/meter/stop", json=ORDER, headers=world.headers("operate"))
     assert response.status == 200
     await recharge(gateway, world)
-    assert [c.action for c in await commands.list_commands(db)] == ["stop"]
+    assert [c.action for c in await command_log.list_commands(db)] == ["stop"]
 
 
 # Concurrency: the balance equation holds exactly, on SQLite and PostgreSQL

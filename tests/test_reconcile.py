@@ -18,10 +18,10 @@ from gateway.app import create_app
 from gateway.keys import RECONCILER, RUNNER, SCHEDULER
 from gateway.settings import Settings
 from mock_meter_server.app import create_app as create_mock
-from storage import ledger, recharge
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.models import Recharge
+from storage.db.engine import Database
+from storage.db.models import Recharge
+from storage.money import ledger, recharge
 from tests.command_setup import MOCK_TOKEN, NOW, MockHeadEnd, StepClock, World, gateway_settings
 
 ORDER = {"site_id": "S1", "meter_no": "101", "amount": "250.50"}

@@ -10,9 +10,9 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from storage import registry
 from storage.clock import FixedClock
-from storage.engine import Database
+from storage.db.engine import Database
+from storage.registry import keys as key_registry
 from tests.daydata import add_readings, at, make_site, totals, whole_day
 
 KOLKATA = "Asia/Kolkata"
@@ -35,10 +35,10 @@ async def keys(db: Database) -> dict[str, str]:
     await make_site(db, "S1", meters=(1, 2, 3), created=at(KOLKATA, "2025-02-11 00:00"))
     await make_site(db, "S2", meters=(), created=at(KOLKATA, "2025-02-11 00:00"))
     made = {
-        "read": await registry.create_key(db, name="read", role="read", sites=["S1"]),
-        "other": await registry.create_key(db, name="other", role="admin", sites=["S2"]),
-        "admin": await registry.create_key(db, name="admin", role="admin", sites=["S1"]),
-        "all": await registry.create_key(db, name="all", role="admin", sites=["*"]),
+        "read": await key_registry.create_key(db, name="read", role="read", sites=["S1"]),
+        "other": await key_registry.create_key(db, name="other", role="admin", sites=["S2"]),
+        "admin": await key_registry.create_key(db, name="admin", role="admin", sites=["S1"]),
+        "all": await key_registry.create_key(db, name="all", role="admin", sites=["*"]),
     }
     return {name: created.key for name, created in made.items()}
 

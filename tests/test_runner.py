@@ -16,8 +16,8 @@ from gateway.keys import RUNNER
 from gateway.settings import Settings
 from scheduler.runner import JobRunner, start_scheduler, stop_scheduler
 from storage.clock import Clock, FixedClock
-from storage.engine import Database
-from storage.locks import job_key
+from storage.db.engine import Database
+from storage.ops.locks import job_key
 from tests.conftest import PG_ADMIN_URL
 
 NOW = dt.datetime(2025, 2, 8, 6, 0, tzinfo=dt.UTC)

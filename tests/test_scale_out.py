@@ -26,10 +26,12 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth import CACHE_SECONDS
-from storage import partitions, registry
-from storage.engine import Database
-from storage.models import Meter, Reading
-from storage.notify import credential_changes
+from storage import calendar
+from storage.db.engine import Database
+from storage.db.models import Meter, Reading
+from storage.ops import partitions
+from storage.ops.notify import credential_changes
+from storage.registry import keys, meters, sites
 
 postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 METERS = (700_000_001, 700_000_002)
@@ -112,15 +114,15 @@ async def fleet(database_url: str) -> AsyncIterator[dict[str, str]]:
     """A site with two meters (their device tokens), an admin key and a read key."""
     db = Database(database_url)
     try:
-        await registry.add_site(db, site_id="S1", name="Towers", region="North", auto_cut=False)
+        await sites.add_site(db, site_id="S1", name="Towers", region="North", auto_cut=False)
         secrets = {}
         for meter_no in METERS:
-            created = await registry.add_meter(
+            created = await meters.add_meter(
                 db, meter_no=meter_no, site_id="S1", unit_no=f"U{meter_no}", balance=Decimal("1000.00")
             )
             secrets[str(meter_no)] = created.token
-        secrets["admin"] = (await registry.create_key(db, name="ops", role="admin", sites=["*"])).key
-        secrets["read"] = (await registry.create_key(db, name="portal", role="read", sites=["S1"])).key
+        secrets["admin"] = (await keys.create_key(db, name="ops", role="admin", sites=["*"])).key
+        secrets["read"] = (await keys.create_key(db, name="portal", role="read", sites=["S1"])).key
         yield secrets
     finally:
         await db.dispose()
@@ -204,7 +206,7 @@ async def test_two_processes_store_packets_once_refuse_a_key_revoked_through_eit
         assert balances == {METERS[0]: Decimal("840.00"), METERS[1]: Decimal("952.00")}
         # Both processes ran the partition job at start, racing: each month exists once.
         names = await partitions.list_partitions(db)
-        this_month = partitions.partition_name(partitions.month_start(dt.datetime.now(dt.UTC)))
+        this_month = partitions.partition_name(calendar.month_start(dt.datetime.now(dt.UTC)))
         assert this_month in names and len(names) == len(set(names))
     finally:
         await db.dispose()
@@ -218,10 +220,10 @@ async def test_a_credential_change_committed_anywhere_is_heard_at_once(
     heard = asyncio.Event()
     try:
         async with credential_changes(listening, heard.set):
-            await registry.revoke_key(changing, name="portal")  # as `gateway key revoke` does
+            await keys.revoke_key(changing, name="portal")  # as `gateway key revoke` does
             await asyncio.wait_for(heard.wait(), timeout=2)
             heard.clear()
-            await registry.set_meter_token(changing, meter_no=METERS[0])
+            await meters.set_meter_token(changing, meter_no=METERS[0])
             await asyncio.wait_for(heard.wait(), timeout=2)
             heard.clear()
             async with changing.transaction() as session:  # ingest's kind of update: not a credential

@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient
 
 from gateway import cli
 from schemas.admin_replies import SiteReport
-from storage.engine import Database
-from storage.models import Command
+from storage.db.engine import Database
+from storage.db.models import Command
 from tests.command_setup import MockHeadEnd
 from tests.test_statements import ADMIN, february, ist
 

@@ -13,8 +13,8 @@ import pytest
 
 from gateway.app import create_app
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.migrate import upgrade
+from storage.db.engine import Database
+from storage.db.migrate import upgrade
 from tests.portaldata import NOW, PASSWORD, RESIDENT, add_accounts, make_world, portal_settings
 from tests.test_portal_browser import ServerThread, _require_chromium, browser, console_errors, fill, shot, submit
 

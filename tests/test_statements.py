@@ -37,11 +37,14 @@ from sqlalchemy import update
 from gateway.app import create_app
 from gateway.keys import CLOCK, DISPATCHER
 from schemas.admin_replies import StatementReply
-from storage import days, ledger, registry
+from storage import days
 from storage.clock import FixedClock
-from storage.engine import Database
-from storage.models import LedgerEntry, Meter, Site
-from storage.statements import Month, Statement, StatementDay
+from storage.db.engine import Database
+from storage.db.models import LedgerEntry, Meter, Site
+from storage.money import ledger
+from storage.reads.statements import Month, Statement, StatementDay
+from storage.registry import keys as key_registry
+from storage.registry import meters, sites
 from tests.command_setup import MockHeadEnd
 from tests.portaldata import NOW as PORTAL_NOW
 from tests.portaldata import RESIDENT, add_accounts, log_in, make_world, portal_settings
@@ -94,14 +97,15 @@ async def february(gateway: TestClient, db: Database) -> Unit:
     """Play the month of the module docstring; returns the unit with its two meters' tokens."""
     clock: FixedClock = gateway.app[CLOCK]  # type: ignore[assignment]
     clock.set(ist("2025-01-20 09:00"))
-    await registry.add_site(db, site_id="S1", name="Society S1", region="North")  # grid 8.00, DG 20.00
-    created = await registry.add_meter(db, meter_no=1, site_id="S1", unit_no="A-1", consumer_name="Asha")
+    await sites.add_site(db, site_id="S1", name="Society S1", region="North")  # grid 8.00, DG 20.00
+    created = await meters.add_meter(db, meter_no=1, site_id="S1", unit_no="A-1", consumer_name="Asha")
     async with db.transaction() as session:  # registered on the injected clock's day, not today
         await session.execute(update(Meter).where(Meter.meter_no == 1).values(created_at=clock.now()))  # type: ignore[arg-type]
         await session.execute(update(LedgerEntry).values(created_at=clock.now()))
         await session.execute(update(Site).values(created_at=clock.now()))
     keys = {
-        role: (await registry.create_key(db, name=role, role=role, sites=["S1"])).key for role in ("admin", "operate")
+        role: (await key_registry.create_key(db, name=role, role=role, sites=["S1"])).key
+        for role in ("admin", "operate")
     }
     unit = Unit(gateway, keys, {1: created.token})
     clock.set(ist("2025-01-25 10:00"))
@@ -222,11 +226,11 @@ async def test_the_statement_as_csv_ends_with_its_check_line(
 
 
 async def test_bad_months_and_other_sites_meters_are_refused(gateway: TestClient, db: Database) -> None:
-    await registry.add_site(db, site_id="S1", name="S1", region="North")
-    await registry.add_site(db, site_id="S2", name="S2", region="North")
-    await registry.add_meter(db, meter_no=7, site_id="S2", unit_no="B-7")
-    await registry.add_meter(db, meter_no=1, site_id="S1", unit_no="A-1")
-    key = (await registry.create_key(db, name="admin", role="admin", sites=["S1"])).key
+    await sites.add_site(db, site_id="S1", name="S1", region="North")
+    await sites.add_site(db, site_id="S2", name="S2", region="North")
+    await meters.add_meter(db, meter_no=7, site_id="S2", unit_no="B-7")
+    await meters.add_meter(db, meter_no=1, site_id="S1", unit_no="A-1")
+    key = (await key_registry.create_key(db, name="admin", role="admin", sites=["S1"])).key
     for query, field in (("month=2025-13", "month"), ("month=25-01", "month"), ("", "month"),
                          ("month=2025-01&format=pdf", "format"), ("month=2025-03", "month")):  # fmt: skip
         response = await gateway.get(f"{ADMIN}/meters/1/statement?{query}", headers={"X-API-Key": key})

@@ -7,15 +7,15 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from storage import inventory, registry
-from storage.engine import Database
+from storage.db.engine import Database
+from storage.db.models import ApiKey, Meter, Site
 from storage.errors import Conflict, InvalidInput, NotFound
-from storage.models import ApiKey, Meter, Site
+from storage.registry import dgs, keys, meters, sites
 
 
 async def test_site_and_meter_round_trip_keeps_decimals_exact(db: Database) -> None:
-    await registry.add_site(db, site_id="S1", name="Green Park", region="North", tariff_grid=Decimal("7.35"))
-    created = await registry.add_meter(
+    await sites.add_site(db, site_id="S1", name="Green Park", region="North", tariff_grid=Decimal("7.35"))
+    created = await meters.add_meter(
         db,
         meter_no=999999999,
         site_id="S1",
@@ -31,30 +31,30 @@ async def test_site_and_meter_round_trip_keeps_decimals_exact(db: Database) -> N
     assert meter.balance == Decimal("0.10") and isinstance(meter.balance, Decimal)
     assert meter.grid_kwh == Decimal("12.345") and meter.start_grid == Decimal("12.345")
     assert meter.relay_on is True and meter.active is True
-    assert meter.token_hash == registry.hash_secret(created.token)
+    assert meter.token_hash == keys.hash_secret(created.token)
     assert site.timezone == "Asia/Kolkata"
-    assert (await inventory.get_site(db, site_id="S1")).tariff_grid == Decimal("7.35")
+    assert (await sites.get_site(db, site_id="S1")).tariff_grid == Decimal("7.35")
 
 
 async def test_money_sums_exactly_in_sql(db: Database) -> None:
-    await registry.add_site(db, site_id="S1", name="n", region="r")
+    await sites.add_site(db, site_id="S1", name="n", region="r")
     for n in range(1, 11):
-        await registry.add_meter(db, meter_no=n, site_id="S1", unit_no=f"U{n}", balance=Decimal("0.10"))
+        await meters.add_meter(db, meter_no=n, site_id="S1", unit_no=f"U{n}", balance=Decimal("0.10"))
     async with db.reader() as session:
         total = (await session.execute(select(func.sum(Meter.balance)))).scalar_one()
     assert Decimal(total) == Decimal("1.00")
 
 
 async def test_duplicate_site_meter_and_dg_are_conflicts_and_change_nothing(db: Database) -> None:
-    await registry.add_site(db, site_id="S1", name="first", region="r")
+    await sites.add_site(db, site_id="S1", name="first", region="r")
     with pytest.raises(Conflict, match="already exists"):
-        await registry.add_site(db, site_id="S1", name="second", region="r")
-    await registry.add_meter(db, meter_no=1, site_id="S1", unit_no="U1")
+        await sites.add_site(db, site_id="S1", name="second", region="r")
+    await meters.add_meter(db, meter_no=1, site_id="S1", unit_no="U1")
     with pytest.raises(Conflict, match="never reused"):
-        await registry.add_meter(db, meter_no=1, site_id="S1", unit_no="U2")
-    await registry.add_dg(db, site_id="S1", dg_no="DG1")
+        await meters.add_meter(db, meter_no=1, site_id="S1", unit_no="U2")
+    await dgs.add_dg(db, site_id="S1", dg_no="DG1")
     with pytest.raises(Conflict):
-        await registry.add_dg(db, site_id="S1", dg_no="DG1")
+        await dgs.add_dg(db, site_id="S1", dg_no="DG1")
     async with db.reader() as session:
         assert (await session.get(Site, "S1")).name == "first"  # type: ignore[union-attr]
         assert (await session.get(Meter, 1)).unit_no == "U1"  # type: ignore[union-attr]
@@ -71,32 +71,32 @@ async def test_duplicate_site_meter_and_dg_are_conflicts_and_change_nothing(db: 
 )
 async def test_bad_site_input_is_refused(db: Database, kwargs: dict, error: type, text: str) -> None:
     with pytest.raises(error, match=text):
-        await registry.add_site(db, **{"site_id": "S1", "name": "n", "region": "r", **kwargs})
+        await sites.add_site(db, **{"site_id": "S1", "name": "n", "region": "r", **kwargs})
     async with db.reader() as session:
         assert (await session.execute(select(func.count()).select_from(Site))).scalar_one() == 0
 
 
 async def test_meter_and_dg_on_unknown_site_are_not_found(db: Database) -> None:
     with pytest.raises(NotFound, match="unknown site 'NOPE'"):
-        await registry.add_meter(db, meter_no=1, site_id="NOPE", unit_no="U1")
+        await meters.add_meter(db, meter_no=1, site_id="NOPE", unit_no="U1")
     with pytest.raises(NotFound, match="unknown site 'NOPE'"):
-        await registry.add_dg(db, site_id="NOPE", dg_no="DG1")
+        await dgs.add_dg(db, site_id="NOPE", dg_no="DG1")
 
 
 async def test_key_lifecycle_create_find_rotate_revoke(db: Database) -> None:
-    await registry.add_site(db, site_id="S1", name="n", region="r")
-    created = await registry.create_key(db, name="ism", role="read", sites=["S1"])
-    found = await registry.find_key(db, key_hash=registry.hash_secret(created.key))
+    await sites.add_site(db, site_id="S1", name="n", region="r")
+    created = await keys.create_key(db, name="ism", role="read", sites=["S1"])
+    found = await keys.find_key(db, key_hash=keys.hash_secret(created.key))
     assert found is not None and found.role == "read" and found.sites == ["S1"]
-    rotated = await registry.rotate_key(db, name="ism")
-    assert await registry.find_key(db, key_hash=registry.hash_secret(created.key)) is None
-    assert await registry.find_key(db, key_hash=registry.hash_secret(rotated.key)) is not None
-    await registry.revoke_key(db, name="ism")
-    assert await registry.find_key(db, key_hash=registry.hash_secret(rotated.key)) is None
+    rotated = await keys.rotate_key(db, name="ism")
+    assert await keys.find_key(db, key_hash=keys.hash_secret(created.key)) is None
+    assert await keys.find_key(db, key_hash=keys.hash_secret(rotated.key)) is not None
+    await keys.revoke_key(db, name="ism")
+    assert await keys.find_key(db, key_hash=keys.hash_secret(rotated.key)) is None
     with pytest.raises(Conflict, match="already revoked"):
-        await registry.revoke_key(db, name="ism")
+        await keys.revoke_key(db, name="ism")
     with pytest.raises(Conflict, match="revoked"):
-        await registry.rotate_key(db, name="ism")
+        await keys.rotate_key(db, name="ism")
     async with db.reader() as session:
         stored = (await session.execute(select(ApiKey))).scalars().all()
     assert all(created.key not in k.key_hash and rotated.key not in k.key_hash for k in stored)
@@ -113,12 +113,12 @@ async def test_key_lifecycle_create_find_rotate_revoke(db: Database) -> None:
 )
 async def test_bad_key_input_is_refused(db: Database, kwargs: dict, text: str) -> None:
     with pytest.raises((InvalidInput, NotFound), match=text):
-        await registry.create_key(db, **{"name": "k", "role": "read", "sites": ["*"], **kwargs})
-    assert await registry.list_keys(db) == []
+        await keys.create_key(db, **{"name": "k", "role": "read", "sites": ["*"], **kwargs})
+    assert await keys.list_keys(db) == []
 
 
 async def test_unknown_key_cannot_be_revoked_or_rotated(db: Database) -> None:
     with pytest.raises(NotFound):
-        await registry.revoke_key(db, name="ghost")
+        await keys.revoke_key(db, name="ghost")
     with pytest.raises(NotFound):
-        await registry.rotate_key(db, name="ghost")
+        await keys.rotate_key(db, name="ghost")

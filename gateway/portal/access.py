@@ -13,9 +13,9 @@ from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses, UnknownLogins
 from gateway.portal.render import render
 from gateway.portal.sessions import current_account, end_session, posted_form, start_session
 from gateway.proxies import client_address
-from storage import accounts, portal_users
 from storage.errors import DomainError, InvalidInput
-from storage.portal_users import ClaimRefused, LoginDelayed, UnknownLogin
+from storage.portal import accounts, portal_users
+from storage.portal.portal_users import ClaimRefused, LoginDelayed, UnknownLogin
 
 routes = web.RouteTableDef()
 ADDRESSES = web.AppKey("portal_address_limiter", AddressLimiter)

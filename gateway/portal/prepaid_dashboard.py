@@ -16,10 +16,10 @@ from gateway.keys import CLOCK, DB
 from gateway.portal.charts import stacked_bars
 from gateway.portal.render import error_page, render
 from gateway.portal.sessions import current_account
-from storage import prepaid_fleet
-from storage.days import local_day
-from storage.portal_users import Account
-from storage.trend import monthly_trend
+from storage.calendar import local_day
+from storage.portal.portal_users import Account
+from storage.reads import prepaid_fleet
+from storage.reads.trend import monthly_trend
 
 routes = web.RouteTableDef()
 MISSING = "/management-dashboard/missing"

@@ -6,7 +6,7 @@
   of live entries a new address is not tracked (and a warning logged) rather than evicting
   another's counter: cheap requests cannot flush anyone's count.
 - Per account: a growing delay after wrong passwords, kept in the database with the account
-  (`storage.portal_users.failure_delay`): the same in every process, and the right password
+  (`storage.portal.portal_users.failure_delay`): the same in every process, and the right password
   gets in once the delay is over, so nobody can lock an owner out.
 - Logins naming no account get the same delays as decoys (`UnknownLogins`), so a 429 does not
   tell that an account exists.
@@ -23,7 +23,7 @@ import ipaddress
 import logging
 from collections import OrderedDict
 
-from storage.portal_users import FORGET_FAILURES_AFTER, wait_left
+from storage.portal.portal_users import FORGET_FAILURES_AFTER, wait_left
 
 ADDRESS_ATTEMPTS = 300
 WINDOW = dt.timedelta(minutes=15)

@@ -11,8 +11,8 @@ import jinja2
 from aiohttp import web
 
 from gateway.portal.sessions import CSRF_FIELD, csrf_token, current_account
-from storage.consumption import PERIODS
-from storage.days import zone
+from storage.calendar import zone
+from storage.reads.consumption import PERIODS
 
 PERIOD_NAMES = {
     "prev-hr": "Last hour",

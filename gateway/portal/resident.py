@@ -17,12 +17,14 @@ from gateway.portal import access
 from gateway.portal.charts import stacked_bars
 from gateway.portal.render import PERIOD_NAMES, error_page, render
 from gateway.portal.sessions import current_account
-from storage import consumption, meter_views, policy, portal_users
-from storage.consumption import PERIODS, Consumption
-from storage.days import HALF_HOUR, zone
+from storage.calendar import HALF_HOUR, zone
+from storage.money import policy
+from storage.portal import portal_users
+from storage.reads import consumption, meter_views
+from storage.reads.consumption import PERIODS, Consumption
 
 routes = web.RouteTableDef()
-# A recharge's state as a resident reads it (storage/recharge.py: requested → success | waiting | error).
+# A recharge's state as a resident reads it (storage/money/recharge.py: requested → success | waiting | error).
 RECHARGE_STATES = {"success": "Credited", "waiting": "Pending", "requested": "Pending", "error": "Failed"}
 DEFAULT_PERIOD = "current-day"
 # The seed implementation's path words (/profile/{id}/consumption/today) → our period names.

@@ -24,9 +24,9 @@ from gateway.keys import DB, SETTINGS
 from gateway.portal.secret import fernet_key, secret_key
 from gateway.proxies import came_over_https
 from gateway.settings import Settings
-from storage import accounts, portal_users
 from storage.errors import NotFound
-from storage.portal_users import Account
+from storage.portal import accounts, portal_users
+from storage.portal.portal_users import Account
 
 COOKIE_NAME = "gateway_portal"
 SECURE_COOKIE_NAME = "__Host-" + COOKIE_NAME

@@ -15,10 +15,10 @@ from gateway.portal.render import error_page, render
 from gateway.portal.resident import viewable_meter
 from gateway.statements import csv_response
 from schemas.statements import Month
-from storage import inventory
-from storage.days import zone
+from storage.calendar import zone
 from storage.errors import InvalidInput
-from storage.statements import meter_statement
+from storage.reads.statements import meter_statement
+from storage.registry import meters, sites
 
 routes = web.RouteTableDef()
 
@@ -33,7 +33,7 @@ async def statement_page(request: web.Request) -> web.StreamResponse:
         return await error_page(request, 400, "The format can be html or csv.")
     text = request.query.get("month")
     if text is None:  # the site's current month
-        site = await inventory.get_site(db, site_id=(await inventory.get_meter(db, meter_no=meter_no)).site_id)
+        site = await sites.get_site(db, site_id=(await meters.get_meter(db, meter_no=meter_no)).site_id)
         text = now.astimezone(zone(site.timezone)).strftime("%Y-%m")
     try:
         year, month = Month().deserialize(text)

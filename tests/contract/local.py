@@ -24,9 +24,11 @@ from pathlib import Path
 
 import requests
 
-from storage import registry
-from storage.engine import Database
-from storage.migrate import upgrade
+from storage.db.engine import Database
+from storage.db.migrate import upgrade
+from storage.registry import dgs, sites
+from storage.registry import keys as key_registry
+from storage.registry import meters as meter_registry
 
 HOST = "127.0.0.1"
 SITE_ID = "QA1"
@@ -63,22 +65,22 @@ async def seed(database_url: str) -> tuple[dict[str, str], list[int]]:
     db = Database(database_url)
     try:
         await upgrade(db)
-        await registry.add_site(db, site_id=SITE_ID, name="QA Residency", region="North", auto_cut=False)
+        await sites.add_site(db, site_id=SITE_ID, name="QA Residency", region="North", auto_cut=False)
         meters = [FIRST_METER + i for i in range(METERS)]
         for i, meter_no in enumerate(meters):
-            await registry.add_meter(
+            await meter_registry.add_meter(
                 db, meter_no=meter_no, site_id=SITE_ID, unit_no=f"Q-{101 + i}", balance=Decimal("1000.00")
             )
         for dg_no in (DG_NUMBER, FLEET_DG):
-            await registry.add_dg(db, site_id=SITE_ID, dg_no=dg_no, meter_no=f"{dg_no}-EM")
+            await dgs.add_dg(db, site_id=SITE_ID, dg_no=dg_no, meter_no=f"{dg_no}-EM")
         keys = {
-            "admin": (await registry.create_key(db, name="qa-admin", role="admin", sites=["*"])).key,
-            "operate": (await registry.create_key(db, name="qa-operate", role="operate", sites=[SITE_ID])).key,
-            "read": (await registry.create_key(db, name="qa-read", role="read", sites=[SITE_ID])).key,
-            "ingest": (await registry.create_key(db, name="qa-ingest", role="ingest", sites=[SITE_ID])).key,
+            "admin": (await key_registry.create_key(db, name="qa-admin", role="admin", sites=["*"])).key,
+            "operate": (await key_registry.create_key(db, name="qa-operate", role="operate", sites=[SITE_ID])).key,
+            "read": (await key_registry.create_key(db, name="qa-read", role="read", sites=[SITE_ID])).key,
+            "ingest": (await key_registry.create_key(db, name="qa-ingest", role="ingest", sites=[SITE_ID])).key,
         }
         # For schemathesis to revoke and rotate (it would otherwise find and revoke its own key).
-        await registry.create_key(db, name=VICTIM_KEY, role="read", sites=[SITE_ID])
+        await key_registry.create_key(db, name=VICTIM_KEY, role="read", sites=[SITE_ID])
         return keys, meters
     finally:
         await db.dispose()

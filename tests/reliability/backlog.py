@@ -22,8 +22,8 @@ from pathlib import Path
 import aiohttp
 from sqlalchemy import func, select
 
-from storage.engine import Database
-from storage.models import Meter, Reading
+from storage.db.engine import Database
+from storage.db.models import Meter, Reading
 from tests.reliability.gatewayproc import FIRST_METER, SITE, GatewayProcess, prepare_site
 
 OPENING = Decimal("100000.00")

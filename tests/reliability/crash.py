@@ -29,8 +29,8 @@ from pathlib import Path
 import aiohttp
 from sqlalchemy import func, select, text
 
-from storage.engine import Database
-from storage.models import Meter, Reading
+from storage.db.engine import Database
+from storage.db.models import Meter, Reading
 from tests.reliability.gatewayproc import FIRST_METER, SITE, GatewayProcess, prepare_site
 
 TARIFF = Decimal("8.00")

@@ -23,10 +23,10 @@ from typing import Any
 import aiohttp
 from sqlalchemy import insert
 
-from storage import registry
-from storage.engine import Database
-from storage.migrate import upgrade
-from storage.models import LedgerEntry, Meter
+from storage.db.engine import Database
+from storage.db.migrate import upgrade
+from storage.db.models import LedgerEntry, Meter
+from storage.registry import keys, sites
 
 SITE = "PROOF"
 FIRST_METER = 400_000_001
@@ -47,7 +47,7 @@ async def prepare_site(url: str, *, meters: int, opening_balance: Decimal, tarif
     try:
         await upgrade(db)
         # No auto-cut: a cut would put rows in the command log, which these runs do not look at.
-        await registry.add_site(
+        await sites.add_site(
             db, site_id=SITE, name="Proof", region="Proof", tariff_grid=tariff, tariff_dg=tariff, auto_cut=False
         )
         async with db.transaction() as session:
@@ -70,7 +70,7 @@ async def prepare_site(url: str, *, meters: int, opening_balance: Decimal, tarif
             for start in range(0, len(rows), 5000):
                 await session.execute(insert(Meter), rows[start : start + 5000])
                 await session.execute(insert(LedgerEntry), openings[start : start + 5000])
-        return (await registry.create_key(db, name=f"proof-{os.getpid()}", role="ingest", sites=[SITE])).key
+        return (await keys.create_key(db, name=f"proof-{os.getpid()}", role="ingest", sites=[SITE])).key
     finally:
         await db.dispose()
 

@@ -42,9 +42,9 @@ import aiohttp
 from sqlalchemy import func, select
 
 from adapters.faults import AFTER_COMMIT, AFTER_CREDIT, BEFORE_CREDIT
-from storage import registry
-from storage.engine import Database
-from storage.models import Recharge
+from storage.db.engine import Database
+from storage.db.models import Recharge
+from storage.registry import keys
 from tests.reliability.crash import CrashClient, CrashConfig
 from tests.reliability.gatewayproc import FIRST_METER, SITE, GatewayProcess, HeadEndProcess, prepare_site
 from tests.reliability.money_check import MoneyReport, Order, check_money
@@ -266,7 +266,7 @@ async def run_money(config: MoneyConfig, progress: Callable[[str], None] = print
     started = time.monotonic()
     ingest_key = await prepare_site(config.database_url, meters=config.meters, opening_balance=config.opening)
     db = Database(config.database_url)
-    operate = await registry.create_key(db, name="money-operate", role="operate", sites=[SITE])
+    operate = await keys.create_key(db, name="money-operate", role="operate", sites=[SITE])
     headend = HeadEndProcess(config.workdir, seed=config.seed, cpu=config.server_cpu)
     await headend.start()
     gateway = GatewayProcess(

@@ -9,7 +9,7 @@ gateway's database and the head-end's books must tell the same story.
   followed to its end was answered `success` with the transaction id, token and balance the
   database and the head-end hold ("reply mismatches").
 - For every meter: stored balance = opening + credits + adjustments − Σ reading charges
-  (`storage.ledger.check_ledger`), and the head-end's credited total = the ledger's credits
+  (`storage.money.ledger.check_ledger`), and the head-end's credited total = the ledger's credits
   ("ledger mismatches").
 """
 
@@ -22,9 +22,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from storage.engine import Database
-from storage.ledger import check_ledger
-from storage.models import LedgerEntry, Recharge
+from storage.db.engine import Database
+from storage.db.models import LedgerEntry, Recharge
+from storage.money.ledger import check_ledger
 from tests.reliability.gatewayproc import FIRST_METER
 
 

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from gateway.app import create_app
 from gateway.settings import Settings
 from storage.clock import FixedClock
-from storage.engine import Database
+from storage.db.engine import Database
 from tests.reliability.world import NOW, World, build_world
 
 EXAMPLES = 150  # per route group: about 1-2 s each on the 2-core CI machine

@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from gateway.settings import Settings
 from storage.clock import FixedClock
-from storage.engine import Database
+from storage.db.engine import Database
 from tests.reliability.world import NOW, World, build_world, describe_change, dump_tables
 
 BIG = 3 * 1024 * 1024  # over the default 2 MiB body limit

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from gateway.settings import Settings
 from storage.clock import FixedClock
-from storage.engine import Database
+from storage.db.engine import Database
 from tests.reliability.calls import CALLS, NOT_API_KEY_ROUTES, PENDING, ROLES_BELOW, ApiCall
 from tests.reliability.world import NOW, World, build_world, describe_change, dump_tables
 

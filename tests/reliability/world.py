@@ -17,11 +17,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import SQLModel
 
-import storage.models  # noqa: F401  (registers every table on SQLModel.metadata)
-from storage import dg_events, passwords, policy, registry, site_events
-from storage.engine import Database
-from storage.meter_changes import replace_meter
-from storage.models import PortalUser
+import storage.db.models  # noqa: F401  (registers every table on SQLModel.metadata)
+from storage.db.engine import Database
+from storage.db.models import PortalUser
+from storage.dg import dg_events
+from storage.money import policy, site_events
+from storage.portal import passwords
+from storage.registry import dgs, meters, sites
+from storage.registry import keys as key_registry
+from storage.registry.meter_changes import replace_meter
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 CHANGE_DAY = dt.date(2026, 11, 10)
@@ -83,9 +87,9 @@ async def build_world(db: Database) -> World:
         ours=_side("OURS", 500000001, "DG-OURS"), theirs=_side("THEIRS", 900000001, "DG-THEIRS"), star_admin=""
     )
     for side in (world.ours, world.theirs):
-        await registry.add_site(db, site_id=side.site_id, name=f"Society {side.site_id}", region="North")
+        await sites.add_site(db, site_id=side.site_id, name=f"Society {side.site_id}", region="North")
         for offset, meter_no in enumerate((side.meter_no, side.spare_meter, side.change_meter, side.replaced_meter)):
-            created = await registry.add_meter(
+            created = await meters.add_meter(
                 db, meter_no=meter_no, site_id=side.site_id, unit_no=f"U{offset}", balance=Decimal("500.00")
             )
             if meter_no == side.meter_no:
@@ -98,7 +102,7 @@ async def build_world(db: Database) -> World:
             meter_change_date=CHANGE_DAY,
             now=NOW,
         )
-        await registry.add_dg(db, site_id=side.site_id, dg_no=side.dg_number)
+        await dgs.add_dg(db, site_id=side.site_id, dg_no=side.dg_number)
         side.holiday = "2026-12-25" if side is world.ours else "2026-12-26"
         await policy.add_holiday(db, site_id=side.site_id, day=dt.date.fromisoformat(side.holiday), name="matrix")
         await site_events.set_webhook(
@@ -115,11 +119,11 @@ async def build_world(db: Database) -> World:
             side.event_id = event.event_id
         for role in ("read", "operate", "admin", "ingest"):
             side.keys[role] = (
-                await registry.create_key(db, name=f"{role}-{side.site_id}", role=role, sites=[side.site_id])
+                await key_registry.create_key(db, name=f"{role}-{side.site_id}", role=role, sites=[side.site_id])
             ).key
         side.victim_keys = (f"victim-a-{side.site_id}", f"victim-b-{side.site_id}")
         for name in side.victim_keys:
-            await registry.create_key(db, name=name, role="read", sites=[side.site_id])
+            await key_registry.create_key(db, name=name, role="read", sites=[side.site_id])
         side.staff = f"staff-{side.site_id}"
         async with db.transaction() as session:
             # Portal accounts: a resident on the meter that replaced `replaced_meter` (no other call
@@ -129,7 +133,7 @@ async def build_world(db: Database) -> World:
             session.add(
                 PortalUser(is_staff=True, username=side.staff, sites=[side.site_id], password_hash=_password_hash())
             )
-    world.star_admin = (await registry.create_key(db, name="admin-all", role="admin", sites=["*"])).key
+    world.star_admin = (await key_registry.create_key(db, name="admin-all", role="admin", sites=["*"])).key
     return world
 
 

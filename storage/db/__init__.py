@@ -1,0 +1,1 @@
+"""The database: the engine, the tables and their column types, and the Alembic migrations."""

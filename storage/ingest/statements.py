@@ -1,0 +1,350 @@
+"""Ingest's statements: one set-based path for every group, built from `storage.ingest.rules` with
+SQLAlchemy Core and compiled for the connection's dialect once, at start-up.
+
+A group (every reading of the requests one group commit takes) is loaded into the temp table
+`ingest_incoming`, then these statements run in order, in one transaction, with no Python per
+reading and no parameters (the group's receive time is the one row of `ingest_group`):
+
+1. `lock` (PostgreSQL): the group's meters FOR UPDATE in meter order, so several gateway
+   processes never deadlock and each judges the other's committed readings. (SQLite's writer
+   excludes other writers with BEGIN IMMEDIATE.)
+2. `classify`: each reading's outcome (`Classification`), DG part (`DgShare`) and charge
+   (`Charge`), into `ingest_work`; the DG time and tariffs once per (site, half hour).
+   Repeats, conflicts, unknown, foreign and retired meters and DG changes within the group are
+   ordinary rows here: there is no other path.
+3. `insert_readings`, `insert_conflicts`: the stored readings, the conflicts.
+4. `sum_charged`, `update_meters`: per meter, the registers and balance (`Registers`).
+5. `queue_cuts`: a cut for each meter the group took to zero or below (`CutDecision`).
+6. `results`: the readings that were not simply stored (none, in the usual case).
+
+Loading the group is the one thing spelled per dialect (`storage.ingest.run`): a JSON array read
+by `json_each` on SQLite (measured: cheaper than reading the JSON in `classify` itself, which
+extracts each field wherever the statement refers to it), typed arrays read by `unnest` on
+PostgreSQL. Parameterless statements let PostgreSQL take steps 1–5 as one script, BEGIN to COMMIT, in one
+round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy import Dialect
+from sqlalchemy.schema import CreateTable
+
+from storage.db.models import Command, Meter, Reading, ReadingConflict, Site
+from storage.db.types import Energy, Money, UtcTime
+from storage.ingest.rules import CUT, RULES, OutcomeCode, Rules, SlotColumns, from_units, in_units, table_of
+from storage.money.command_log import CUT_REASON
+
+# The working tables, in each writer connection's own temp schema. SQLite empties them before
+# its commit (`clear`); PostgreSQL as it loads the next group (`storage.ingest.run`), so that the
+# results can be read after the commit.
+WORK = sa.MetaData()
+_TEMP = {"prefixes": ["TEMPORARY"]}
+group = sa.Table("ingest_group", WORK, sa.Column("received_at", UtcTime, nullable=False), **_TEMP)
+scope = sa.Table(
+    "ingest_scope",
+    WORK,
+    # No key: PostgreSQL replaces the previous group's rows in the statement that adds these.
+    sa.Column("scope", sa.Integer, nullable=False),
+    sa.Column("site_id", sa.String, nullable=False),
+    **_TEMP,
+)
+incoming = sa.Table(
+    "ingest_incoming",
+    WORK,
+    sa.Column("idx", sa.Integer, nullable=False),  # the reading's place in the group
+    sa.Column("meter_no", sa.BigInteger, nullable=False),
+    sa.Column("interval_start", UtcTime, nullable=False),
+    sa.Column("interval_end", UtcTime, nullable=False),
+    sa.Column("wh", sa.BigInteger, nullable=False),
+    sa.Column("source", sa.String),  # as the packet gave it
+    sa.Column("scope", sa.Integer, nullable=False),  # 0: any site; n: the sites of ingest_scope n
+    **_TEMP,
+)
+work = sa.Table(
+    "ingest_work",
+    WORK,
+    sa.Column("idx", sa.Integer, nullable=False),
+    sa.Column("meter_no", sa.BigInteger, nullable=False),
+    sa.Column("interval_start", UtcTime, nullable=False),
+    sa.Column("interval_end", UtcTime, nullable=False),
+    sa.Column("wh", sa.BigInteger, nullable=False),
+    sa.Column("dg_wh", sa.BigInteger),  # the DG part of wh
+    sa.Column("source", sa.String),
+    sa.Column("charge", sa.BigInteger),  # paise, both parts
+    sa.Column("dg_charge", sa.BigInteger),  # paise, the DG part
+    sa.Column("outcome", sa.Integer, nullable=False),  # an OutcomeCode
+    sa.Column("kept_wh", sa.BigInteger),  # what a duplicate or conflict was compared with
+    **_TEMP,
+)
+charged = sa.Table(
+    "ingest_charged",
+    WORK,
+    sa.Column("meter_no", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("grid_wh", sa.BigInteger, nullable=False),
+    sa.Column("dg_wh", sa.BigInteger, nullable=False),
+    sa.Column("charge", sa.BigInteger, nullable=False),
+    sa.Column("last_end", UtcTime, nullable=False),
+    **_TEMP,
+)
+
+meter = table_of(Meter)
+site = table_of(Site)
+reading = table_of(Reading)
+conflict = table_of(ReadingConflict)
+command = table_of(Command)
+
+
+def _received_at() -> sa.ScalarSelect[object]:
+    return sa.select(group.c.received_at).scalar_subquery()
+
+
+def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
+    """Every reading of the group judged, with the DG share, source and charge it would be
+    stored with.
+
+    `repeats=False` is the same statement for a group known to hold each (meter, interval) once
+    (the usual case): every reading is then the first of its interval in the group, and the
+    window that finds the first (a sort of the whole group, a sixth of the statement) is left out.
+    """
+    i = incoming
+    in_scope = sa.or_(
+        i.c.scope == 0,
+        sa.select(scope.c.site_id).where(scope.c.scope == i.c.scope, scope.c.site_id == meter.c.site_id).exists(),
+    )
+    standing = rules.classification.standing(
+        visible=sa.and_(meter.c.meter_no.is_not(None), in_scope), active=meter.c.active
+    )
+    # The DG time and the tariffs of each (site, half hour) of the group, once each: a group is
+    # mostly many meters of a few sites in one half hour.
+    distinct_slots = (
+        sa.select(meter.c.site_id, i.c.interval_start, i.c.interval_end)
+        .distinct()
+        .select_from(i.join(meter, meter.c.meter_no == i.c.meter_no))
+        .subquery("distinct_slots")
+    )
+    slot = SlotColumns(distinct_slots.c.site_id, distinct_slots.c.interval_start, distinct_slots.c.interval_end)
+    slots = (
+        sa.select(
+            slot.site_id,
+            slot.interval_start,
+            rules.dg_share.on_seconds(slot).label("dg_seconds"),
+            rules.charge.tariff(slot, "grid").label("grid_paise"),
+            rules.charge.tariff(slot, "dg").label("dg_paise"),
+        )
+        .cte("slots")
+        .prefix_with("MATERIALIZED")
+    )
+    # A subquery per reading, not a join: PostgreSQL then looks each one up in its month's
+    # partition instead of hashing every stored reading (its temp tables' sizes are guesses).
+    stored_wh = (
+        sa.select(in_units(reading.c.kwh))
+        .where(reading.c.meter_no == i.c.meter_no, reading.c.interval_start == i.c.interval_start)
+        .scalar_subquery()
+    )
+    dg_wh = rules.dg_share.dg_wh(i.c.wh, i.c.source, slots.c.dg_seconds)
+    judged = (
+        sa.select(
+            i.c.idx,
+            i.c.meter_no,
+            i.c.interval_start,
+            i.c.interval_end,
+            i.c.wh,
+            dg_wh.label("dg_wh"),
+            i.c.source.label("given_source"),
+            slots.c.grid_paise,
+            slots.c.dg_paise,
+            standing.label("standing"),
+            stored_wh.label("stored_wh"),
+        )
+        .select_from(
+            i.outerjoin(meter, meter.c.meter_no == i.c.meter_no).outerjoin(
+                slots, sa.and_(slots.c.site_id == meter.c.site_id, slots.c.interval_start == i.c.interval_start)
+            )
+        )
+        # MATERIALIZED keeps both databases from inlining it into the next level, where each
+        # reference to `dg_wh` or `stored_wh` would run its subquery again.
+        .cte("judged")
+        .prefix_with("MATERIALIZED")
+    )
+    j = judged.c
+    same_interval = {
+        "partition_by": [j.meter_no, j.interval_start, j.standing]
+    }  # among OPEN ones: first come first kept
+    first_wh = sa.func.first_value(j.wh).over(order_by=j.idx, **same_interval) if repeats else j.wh
+    first_in_group = sa.func.min(j.idx).over(**same_interval) == j.idx if repeats else sa.true()
+    grid_charge = rules.charge.paise(j.wh - j.dg_wh, j.grid_paise)
+    dg_charge = rules.charge.paise(j.dg_wh, j.dg_paise)
+    outcome = rules.classification.outcome(
+        standing=j.standing,
+        wh=j.wh,
+        stored_wh=j.stored_wh,
+        first_in_group=first_in_group,
+        first_wh_in_group=first_wh,
+    )
+    columns = [
+        "idx", "meter_no", "interval_start", "interval_end", "wh", "dg_wh", "source", "charge", "dg_charge",
+        "outcome", "kept_wh",
+    ]  # fmt: skip
+    return sa.insert(work).from_select(
+        columns,
+        sa.select(
+            j.idx,
+            j.meter_no,
+            j.interval_start,
+            j.interval_end,
+            j.wh,
+            j.dg_wh,
+            rules.dg_share.label(j.wh, j.given_source, j.dg_wh),
+            grid_charge + dg_charge,
+            dg_charge,
+            outcome,
+            rules.classification.kept_wh(j.stored_wh, first_wh),
+        ),
+    )
+
+
+def insert_readings() -> sa.Insert:
+    """The stored readings, with their source, charge and DG parts."""
+    w = work.c
+    return sa.insert(reading).from_select(
+        ["meter_no", "interval_start", "kwh", "source", "charge", "dg_kwh", "dg_charge", "received_at"],
+        sa.select(
+            w.meter_no,
+            w.interval_start,
+            from_units(w.wh, Energy),
+            w.source,
+            from_units(w.charge, Money),
+            from_units(w.dg_wh, Energy),
+            from_units(w.dg_charge, Money),
+            _received_at(),
+        ).where(w.outcome == OutcomeCode.STORED),
+    )
+
+
+def insert_conflicts() -> sa.Insert:
+    """A `reading_conflict` row per conflict, in the group's order."""
+    w = work.c
+    return sa.insert(conflict).from_select(
+        ["meter_no", "interval_start", "stored_kwh", "offered_kwh", "received_at"],
+        sa.select(w.meter_no, w.interval_start, from_units(w.kept_wh, Energy), from_units(w.wh, Energy), _received_at())
+        .where(w.outcome == OutcomeCode.CONFLICT)
+        .order_by(w.idx),
+    )
+
+
+def sum_charged(rules: Rules) -> sa.Insert:
+    """Per meter with stored readings: what they add to its registers and take from its balance."""
+    w = work.c
+    sums = rules.registers.sums(w.wh, w.dg_wh, w.charge, w.interval_end)
+    return sa.insert(charged).from_select(
+        ["meter_no", *sums],
+        sa.select(w.meter_no, *sums.values()).where(w.outcome == OutcomeCode.STORED).group_by(w.meter_no),
+    )
+
+
+def update_meters(rules: Rules) -> sa.Update:
+    """The registers, balances and last reading times of the charged meters."""
+    # The meters by the IN, their sums by subqueries, not a join: both databases then start from
+    # the few charged meters (with a join, each planner chose to scan every meter: the temp
+    # tables' sizes are guesses).
+    sums = {
+        name: sa.select(column).where(charged.c.meter_no == meter.c.meter_no).scalar_subquery()
+        for name, column in charged.c.items()
+        if name != "meter_no"
+    }
+    return (
+        sa.update(meter)
+        .where(meter.c.meter_no.in_(sa.select(charged.c.meter_no)))
+        .values(rules.registers.meter_values(meter, sums))
+    )
+
+
+def queue_cuts(rules: Rules) -> sa.Insert:
+    """A requested cut for each charged meter the cut decision says is due."""
+    received = _received_at()
+    charge = sa.select(charged.c.charge).where(charged.c.meter_no == meter.c.meter_no).scalar_subquery()
+    return sa.insert(command).from_select(
+        ["meter_no", "action", "reason", "params", "state", "result", "attempts", "created_at", "updated_at"],
+        sa.select(
+            meter.c.meter_no,
+            sa.literal(CUT),
+            sa.literal(CUT_REASON),
+            sa.literal("{}"),
+            sa.literal("requested"),
+            sa.literal(""),
+            sa.literal(0),
+            received,
+            received,
+        )
+        .select_from(meter.join(site, site.c.id == meter.c.site_id))
+        # Meters looked up by the IN (a join made SQLite scan every meter: its temp tables have
+        # no statistics).
+        .where(
+            meter.c.meter_no.in_(sa.select(charged.c.meter_no)),
+            rules.cut.due(meter=meter, site=site, charged_paise=charge),
+        )
+        .order_by(meter.c.meter_no),
+        include_defaults=False,
+    )
+
+
+def lock_meters() -> sa.Select[tuple[int]]:
+    """The group's meters, locked in meter order until commit (PostgreSQL)."""
+    return (
+        sa.select(meter.c.meter_no)
+        .where(meter.c.meter_no.in_(sa.select(incoming.c.meter_no)))
+        .order_by(meter.c.meter_no)
+        .with_for_update()
+    )
+
+
+def results() -> sa.Select[tuple[int, int, int | None]]:
+    """(place in the group, outcome, kept Wh) of every reading not simply stored."""
+    return sa.select(work.c.idx, work.c.outcome, work.c.kept_wh).where(work.c.outcome != OutcomeCode.STORED)
+
+
+@dataclass(frozen=True)
+class IngestStatements:
+    """The statements as SQL text for one dialect (see the module docstring for their order)."""
+
+    create_tables: tuple[str, ...]
+    lock: str | None  # None on SQLite
+    classify: str
+    classify_once_each: str  # the same for a group without repeated (meter, interval)
+    record: tuple[str, ...]  # insert_readings … queue_cuts
+    results: str
+    clear: tuple[str, ...]
+    analyze: str  # the working tables' statistics (PostgreSQL)
+    vacuum: str  # the working tables' dead rows (PostgreSQL: no autovacuum for temp tables)
+
+    @classmethod
+    def compile(cls, dialect: Dialect, rules: Rules = RULES) -> IngestStatements:
+        """Build and compile the statements from `rules` for this dialect."""
+
+        def sql(statement: sa.Executable) -> str:
+            return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+        postgres = dialect.name == "postgresql"
+        return cls(
+            create_tables=tuple(sql(CreateTable(table, if_not_exists=True)) for table in WORK.sorted_tables),
+            lock=sql(lock_meters()) if postgres else None,
+            classify=sql(classify(rules)),
+            classify_once_each=sql(classify(rules, repeats=False)),
+            record=tuple(
+                sql(statement)
+                for statement in (
+                    insert_readings(),
+                    insert_conflicts(),
+                    sum_charged(rules),
+                    update_meters(rules),
+                    queue_cuts(rules),
+                )
+            ),
+            results=sql(results()),
+            clear=tuple(sql(sa.delete(table)) for table in WORK.sorted_tables),
+            analyze="ANALYZE " + ", ".join(table.name for table in WORK.sorted_tables),
+            vacuum="VACUUM " + ", ".join(table.name for table in WORK.sorted_tables),
+        )

@@ -1,0 +1,1 @@
+"""The seed's legacy files: today's readings and the master database file, and its importer."""

@@ -1,0 +1,1 @@
+"""Operations: backups and restores, partitions and retention, locks, notifications, the WAL."""

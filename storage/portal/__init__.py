@@ -1,0 +1,1 @@
+"""Web portal accounts: residents and staff, their passwords and their life cycle."""

@@ -1,0 +1,1 @@
+"""Read-only views: what iSocietyManager polls, what the portal shows, statements and reports."""

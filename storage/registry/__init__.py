@@ -1,0 +1,1 @@
+"""What staff register: sites, meters, DGs and API keys, one module per entity; meter changes."""
