@@ -15,9 +15,9 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from gateway.api import authenticated, json_reply, request_inputs
+from gateway.app_keys import CLOCK, DB, DELIVERIES, KEYS, LEGACY, SETTINGS
 from gateway.audit import record_change
 from gateway.auth import Principal
-from gateway.keys import CLOCK, DB, DELIVERIES, KEYS, LEGACY, SETTINGS
 from schemas import admin as wire
 from schemas.fields import printable
 from storage.db.models import Meter

@@ -12,9 +12,9 @@ from aiohttp import web
 
 from gateway.admin import _covers, _meter_in_scope, _path, _require_all_sites, ok
 from gateway.api import authenticated, request_inputs
+from gateway.app_keys import CLOCK, DB
 from gateway.audit import record_change
 from gateway.auth import Principal
-from gateway.keys import CLOCK, DB
 from schemas import admin as wire
 from storage.errors import NotFound
 from storage.portal import accounts, portal_users

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.app_keys import ACTOR, KEYS
 from gateway.auth import Principal, authenticate
-from gateway.keys import ACTOR, KEYS
 from storage.errors import InvalidInput
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")

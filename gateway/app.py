@@ -16,9 +16,9 @@ from gateway import (
     admin,
     admin_users,
     audit,
-    commands,
     docs,
-    factech,
+    factech_actions,
+    factech_reads,
     ingest,
     ops,
     portal,
@@ -27,10 +27,7 @@ from gateway import (
     site_reports,
 )
 from gateway import statements as statement_routes
-from gateway.auth import DeviceTokenCache, KeyCache, LegacyMeters
-from gateway.compression import compress_json
-from gateway.errors import error_middleware
-from gateway.keys import (
+from gateway.app_keys import (
     ALERTS,
     CALLBACKS,
     CLOCK,
@@ -50,12 +47,15 @@ from gateway.keys import (
     SETTINGS,
     WRITER,
 )
+from gateway.auth import DeviceTokenCache, KeyCache, LegacyMeters
+from gateway.compression import compress_json
+from gateway.errors import error_middleware
 from gateway.metrics import request_metrics
 from gateway.settings import Settings
 from scheduler.alerts import BalanceAlertJob
 from scheduler.backup import BackupJob
-from scheduler.commands import CommandDispatcher
 from scheduler.deliveries import DeliveryJob
+from scheduler.dispatcher import CommandDispatcher
 from scheduler.partitions import PartitionJob
 from scheduler.reconcile import ReconcileJob
 from scheduler.rollup import RollupJob
@@ -92,8 +92,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.add_routes(ops.routes)
     app.add_routes(ingest.routes)
     app.add_routes(reports.routes)
-    app.add_routes(factech.routes)
-    app.add_routes(commands.routes)
+    app.add_routes(factech_reads.routes)
+    app.add_routes(factech_actions.routes)
     app.add_routes(admin.routes)
     app.add_routes(prepaid.routes)
     app.add_routes(statement_routes.routes)

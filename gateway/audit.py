@@ -16,8 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api import authenticated, json_reply
+from gateway.app_keys import ACTOR, CLOCK, DB
 from gateway.auth import Principal
-from gateway.keys import ACTOR, CLOCK, DB
 from schemas.admin import AuditQuery
 from schemas.replies import AuditReply
 from storage import audit

@@ -16,8 +16,8 @@ from aiohttp import web
 from marshmallow import ValidationError
 from prometheus_client import Counter, Histogram
 
+from gateway.app_keys import CLOCK, DB, DELIVERIES, DEVICES, KEYS, LEGACY, SETTINGS, WRITER
 from gateway.auth import Principal, credential_header
-from gateway.keys import CLOCK, DB, DELIVERIES, DEVICES, KEYS, LEGACY, SETTINGS, WRITER
 from schemas.packets import DgPacket, Packet, load_meter_packet, load_meter_packets
 from storage.calendar import interval_of
 from storage.dg import dg_events

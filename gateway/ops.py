@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__, metrics
-from gateway.keys import DB, WRITER
+from gateway.app_keys import DB, WRITER
 from schemas.replies import Alive, Health
 from storage.db.migrate import current_revision, head_revision
 

@@ -13,9 +13,9 @@ from marshmallow import ValidationError
 from adapters.webhooks import check_target
 from gateway.admin import admin_only, ok, site_in_scope
 from gateway.api import request_inputs
+from gateway.app_keys import CLOCK, DB, SETTINGS
 from gateway.audit import record_change
 from gateway.auth import Principal
-from gateway.keys import CLOCK, DB, SETTINGS
 from schemas import policy as wire
 from schemas.dg_callback import new_secret
 from schemas.fields import Day

@@ -14,7 +14,7 @@ import ipaddress
 
 from aiohttp import web
 
-from gateway.keys import SETTINGS
+from gateway.app_keys import SETTINGS
 from gateway.settings import IPNetwork
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -11,8 +11,8 @@ from __future__ import annotations
 from aiohttp import web
 from marshmallow import ValidationError
 
+from gateway.app_keys import CLOCK, DB, KEYS
 from gateway.auth import authenticate
-from gateway.keys import CLOCK, DB, KEYS
 from schemas.fields import printable
 from schemas.replies import GapsReport
 from storage import days

@@ -17,8 +17,8 @@ from aiohttp import web
 from prometheus_client import Gauge
 
 from gateway.admin import admin_only, ok, site_in_scope
+from gateway.app_keys import CLOCK, DB, SETTINGS
 from gateway.auth import Principal
-from gateway.keys import CLOCK, DB, SETTINGS
 from gateway.report_cli import BATCH, csv_chunks
 from schemas import statements as wire
 from storage.reads import quality

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from gateway.admin import _meter_in_scope, admin_only, ok
+from gateway.app_keys import CLOCK, DB
 from gateway.auth import Principal
-from gateway.keys import CLOCK, DB
 from schemas import statements as wire
 from storage.reads.statements import Statement, meter_statement
 

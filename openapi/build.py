@@ -1,7 +1,7 @@
 """Build the OpenAPI document from the app's routes: `build_spec()` → dict, `render()` → YAML text.
 
 Every route of `create_app` is documented or refused: a Factech call from the `Call` its handler
-carries (`FACTECH_CALL`, `API_ROLE`, set by `gateway.factech.factech_call`), any other route from
+carries (`FACTECH_CALL`, `API_ROLE`, set by `gateway.factech_reads.factech_call`), any other route from
 `openapi.other_ops`. A route with neither raises `MissingSpec`, so a new route cannot ship
 undocumented. The portal's HTML pages are left out on purpose: they are a browser UI with
 cookie sessions and CSRF-protected forms, not an API (listed in the spec's description).
@@ -18,16 +18,16 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
-from adapters import factech
 from gateway import __version__
 from gateway.app import create_app
 from gateway.portal import is_portal_path
 from gateway.settings import Settings
-from openapi import factech_doc, other_ops
+from openapi import factech_ops, other_ops
 from openapi.account_ops import account_ops
 from openapi.fields import PRINTABLE, PRINTABLE_NOT_BLANK, custom_field
 from openapi.prepaid_ops import prepaid_ops
 from openapi.statement_ops import statement_ops
+from schemas import factech_envelopes
 
 JSON = "application/json"
 DESCRIPTION = """\
@@ -130,29 +130,29 @@ class _Builder:
 
     def factech_operation(self, method: str, handler: Any) -> dict[str, Any]:
         """A Factech call's operation, from the `Call` its handler carries."""
-        call: factech.Call = handler.FACTECH_CALL
-        doc = factech_doc.CALL_DOCS.get(call.number)
+        call: factech_envelopes.Call = handler.FACTECH_CALL
+        doc = factech_ops.CALL_DOCS.get(call.number)
         if doc is None:
-            raise MissingSpec(f"Factech call {call.number} has no entry in openapi.factech_doc.CALL_DOCS")
+            raise MissingSpec(f"Factech call {call.number} has no entry in openapi.factech_ops.CALL_DOCS")
         inputs = doc.inputs()
         record = self.ref(doc.record)
-        ok = factech_doc.success_schema(call, doc, record)
-        example = factech.success(call, [doc.example] if doc.many else doc.example).body
+        ok = factech_ops.success_schema(call, doc, record)
+        example = factech_envelopes.success(call, [doc.example] if doc.many else doc.example).body
         if doc.error_on_ok:
-            ok = {"oneOf": [ok, factech_doc.call4_failure_schema(call)]}
+            ok = {"oneOf": [ok, factech_ops.call4_failure_schema(call)]}
         responses: dict[str, Any] = {
             "200": {"description": call.success, "content": {JSON: {"schema": ok, "example": example}}}
         }
         if call.waiting:
-            waiting = factech_doc.waiting_schema(call, record)
+            waiting = factech_ops.waiting_schema(call, record)
             responses["202"] = {"description": call.waiting, "content": {JSON: {"schema": waiting}}}
         for status in doc.errors:
             responses[str(status)] = {
-                "description": factech_doc.error_body(call, status)["message"],
+                "description": factech_ops.error_body(call, status)["message"],
                 "content": {
                     JSON: {
-                        "schema": factech_doc.error_schema(call, status),
-                        "example": factech_doc.error_body(call, status),
+                        "schema": factech_ops.error_schema(call, status),
+                        "example": factech_ops.error_body(call, status),
                     }
                 },
             }
@@ -160,7 +160,7 @@ class _Builder:
             "tags": ["factech"],
             "operationId": f"call{call.number}",
             "summary": f"{call.number}. {doc.title}",
-            "description": factech_doc.describe(call, doc, handler.API_ROLE),
+            "description": factech_ops.describe(call, doc, handler.API_ROLE),
             "security": [{"ApiKey": []}],
             "responses": responses,
         }

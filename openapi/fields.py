@@ -16,7 +16,7 @@ from marshmallow import fields, validate
 from schemas import fields as shared
 from schemas import packets
 from schemas.admin import AdminBody
-from schemas.factech import FactechQuery
+from schemas.factech_requests import FactechQuery
 
 REQUEST_SCHEMAS = (AdminBody, FactechQuery)  # bodies that may come as forms (gateway.api.request_inputs)
 MAX_METER_NO = packets.MAX_METER_NO - 1

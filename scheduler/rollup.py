@@ -1,4 +1,4 @@
-"""The rollup job and the scheduler that runs it inside the gateway's event loop.
+"""The rollup job: rolls every due site-day up into daily totals, as the scheduler (scheduler/runner.py) runs it.
 
 Every few minutes the job rolls every due site-day (storage/days.py): each site's days after
 its local 00:15, days missed while the gateway was down, and days a late packet landed in.

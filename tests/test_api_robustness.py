@@ -9,8 +9,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
 
 from gateway.app import create_app
+from gateway.app_keys import DB
 from gateway.errors import error_middleware
-from gateway.keys import DB
 from gateway.settings import Settings
 from tests.api_setup import add_key, add_site, headers
 

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway import cli, maintenance
 from gateway.app import create_app
-from gateway.keys import SCHEDULER
+from gateway.app_keys import SCHEDULER
 from gateway.settings import Settings
 from scheduler.backup import BackupJob
 from storage.clock import FixedClock

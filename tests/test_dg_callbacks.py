@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
 from gateway.app import create_app
-from gateway.keys import CALLBACKS, DELIVERIES
+from gateway.app_keys import CALLBACKS, DELIVERIES
 from gateway.settings import Settings
 from scheduler.deliveries import DeliveryJob
 from schemas.dg_callback import new_secret, verify

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from adapters import factech
 from gateway.api import request_inputs
 from gateway.errors import error_middleware
+from schemas import factech_envelopes
 
 # The document's error envelope of each call: (status word, message, has count, has data, remarks key).
 DOCUMENTED_ERRORS = {
@@ -38,10 +39,10 @@ DOCUMENTED_ERRORS = {
 @pytest.mark.parametrize("number", sorted(DOCUMENTED_ERRORS))
 def test_each_calls_document_error_shape(number: int) -> None:
     word, message, has_count, has_data, remarks_key = DOCUMENTED_ERRORS[number]
-    call = factech.CALLS[number]
+    call = factech_envelopes.CALLS[number]
     # The document's own error case: not found for most calls, a failed operation for 3, 6-9, 11.
     kind = "conflict" if number in (3, 6, 7, 8, 9, 11) else "not_found"
-    reply = factech.error_reply(call, kind=kind, status=409, reason="Meter was already STARTED")
+    reply = factech_envelopes.error_reply(call, kind=kind, status=409, reason="Meter was already STARTED")
     expected: dict = {"status": word, "message": message}
     if has_count:
         expected["count"] = "0"
@@ -56,7 +57,7 @@ def test_each_calls_document_error_shape(number: int) -> None:
 
 def test_invalid_input_names_every_parameter_in_remarks() -> None:
     errors = {"meter_no": ["Not a valid meter number."], "site_id": ["Missing data for required field."]}
-    reply = factech.error_reply(factech.START_METER, kind="invalid", status=400, errors=errors)
+    reply = factech_envelopes.error_reply(factech_envelopes.START_METER, kind="invalid", status=400, errors=errors)
     assert reply.body == {
         "status": "Error",
         "message": "Invalid input",
@@ -65,18 +66,18 @@ def test_invalid_input_names_every_parameter_in_remarks() -> None:
 
 
 def test_success_envelopes_count_lists_as_strings_and_waiting_is_202() -> None:
-    assert factech.success(factech.SITE_READINGS, []).body == {
+    assert factech_envelopes.success(factech_envelopes.SITE_READINGS, []).body == {
         "status": "success",
         "message": "Meter Readings and Balances",
         "count": "0",
         "data": [],
     }
-    assert factech.success(factech.DG_STATUS, {"dg_no": "1"}).body == {
+    assert factech_envelopes.success(factech_envelopes.DG_STATUS, {"dg_no": "1"}).body == {
         "status": "success",
         "message": "DG Status",
         "data": {"dg_no": "1"},
     }
-    waiting = factech.waiting(factech.RECHARGE_STATUS, {"transaction_id": "t1"})
+    waiting = factech_envelopes.waiting(factech_envelopes.RECHARGE_STATUS, {"transaction_id": "t1"})
     assert waiting.status == 202 and waiting.body["message"] == "Recharge request is pending"
 
 

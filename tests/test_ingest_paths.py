@@ -33,7 +33,7 @@ from storage.db.engine import Database
 from storage.db.models import Command, DgStatusChange, Meter, Reading, ReadingConflict, Site, Tariff
 from storage.ingest.readings import NewReading, Outcome
 from storage.ingest.run import prepare_postgres, prepare_sqlite, record_on_postgres, record_on_sqlite, time_to_driver
-from storage.ingest.statements import IngestStatements
+from storage.ingest.sql import IngestStatements
 from storage.registry import dgs
 from storage.registry import meters as meter_registry
 from storage.registry import sites as site_registry

@@ -19,7 +19,7 @@ from sqlalchemy import update
 
 from adapters.operations import send_command
 from gateway.app import create_app
-from gateway.keys import CLOCK, DISPATCHER, HEADEND
+from gateway.app_keys import CLOCK, DISPATCHER, HEADEND
 from storage.clock import FixedClock
 from storage.db.engine import Database
 from storage.db.models import Command, Meter

@@ -7,12 +7,12 @@ import yaml
 from aiohttp import web
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
-from adapters import factech
 from gateway.app import create_app
 from gateway.settings import Settings
-from openapi import factech_doc
+from openapi import factech_ops
 from openapi.__main__ import SPEC_PATH
 from openapi.build import MissingSpec, build_spec, render
+from schemas import factech_envelopes
 
 COMMITTED = SPEC_PATH.read_text("utf-8")
 
@@ -64,19 +64,23 @@ def test_every_factech_call_of_the_app_is_an_operation(spec: dict) -> None:
 
 def test_error_examples_are_the_documents_own(spec: dict) -> None:
     """The Factech document's error envelopes, verbatim, as rendered for the spec."""
-    assert factech_doc.error_body(factech.SITE_READINGS, 404) == {
+    assert factech_ops.error_body(factech_envelopes.SITE_READINGS, 404) == {
         "status": "error",
         "message": "Not Found",
         "count": "0",
         "data": None,
     }
-    assert factech_doc.error_body(factech.METER_CHANGES, 404) == {
+    assert factech_ops.error_body(factech_envelopes.METER_CHANGES, 404) == {
         "status": "Error",
         "message": "Not Details",
         "count": "0",
         "data": None,
     }
-    assert factech_doc.error_body(factech.DG_READING, 404) == {"status": "Error", "message": "Not Found", "data": None}
+    assert factech_ops.error_body(factech_envelopes.DG_READING, 404) == {
+        "status": "Error",
+        "message": "Not Found",
+        "data": None,
+    }
     ok = spec["paths"]["/api/v1/dg/status"]["get"]["responses"]["200"]["content"]["application/json"]
     assert ok["example"]["message"] == "DG Status" and ok["schema"]["properties"]["message"]["const"] == "DG Status"
 

@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from gateway import ops
 from gateway.app import create_app
-from gateway.keys import DB, WRITER
+from gateway.app_keys import DB, WRITER
 from gateway.settings import Settings
 from storage.db.engine import Database
 from storage.db.migrate import alembic_config, head_revision

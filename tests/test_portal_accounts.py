@@ -16,7 +16,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import update
 
 from gateway.app import create_app
-from gateway.keys import SETTINGS
+from gateway.app_keys import SETTINGS
 from gateway.portal.access import ADDRESSES
 from gateway.portal.ratelimit import AddressLimiter
 from gateway.proxies import came_over_https, client_address

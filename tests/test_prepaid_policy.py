@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import update
 
 from gateway.app import create_app
-from gateway.keys import ALERTS, CLOCK, DELIVERIES, DISPATCHER
+from gateway.app_keys import ALERTS, CLOCK, DELIVERIES, DISPATCHER
 from schemas.dg_callback import verify
 from storage import days
 from storage.clock import FixedClock

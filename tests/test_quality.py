@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from sqlalchemy import insert
 
-from gateway.keys import CLOCK
+from gateway.app_keys import CLOCK
 from schemas.admin_replies import SiteQuality
 from storage.clock import FixedClock
 from storage.db.engine import Database

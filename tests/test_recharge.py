@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from gateway.app import create_app
-from gateway.keys import DISPATCHER
+from gateway.app_keys import DISPATCHER
 from storage.clock import FixedClock
 from storage.db.engine import Database
 from storage.db.models import Meter, Recharge

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from gateway.app import create_app
-from gateway.keys import RECONCILER, RUNNER, SCHEDULER
+from gateway.app_keys import RECONCILER, RUNNER, SCHEDULER
 from gateway.settings import Settings
 from mock_meter_server.app import create_app as create_mock
 from storage.clock import FixedClock

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 
 from gateway.app import create_app
-from gateway.keys import RUNNER
+from gateway.app_keys import RUNNER
 from gateway.settings import Settings
 from scheduler.runner import JobRunner, start_scheduler, stop_scheduler
 from storage.clock import Clock, FixedClock

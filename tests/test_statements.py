@@ -35,7 +35,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import update
 
 from gateway.app import create_app
-from gateway.keys import CLOCK, DISPATCHER
+from gateway.app_keys import CLOCK, DISPATCHER
 from schemas.admin_replies import StatementReply
 from storage import days
 from storage.clock import FixedClock

@@ -16,8 +16,8 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import session_middleware
 
+from gateway.app_keys import SETTINGS
 from gateway.compression import StaticAsset
-from gateway.keys import SETTINGS
 from gateway.portal import access, dashboard, prepaid_dashboard, resident
 from gateway.portal import statement as statement_pages
 from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses, UnknownLogins

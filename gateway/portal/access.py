@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.keys import CLOCK, DB
+from gateway.app_keys import CLOCK, DB
 from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses, UnknownLogins
 from gateway.portal.render import render
 from gateway.portal.sessions import current_account, end_session, posted_form, start_session

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.keys import CLOCK, DB
+from gateway.app_keys import CLOCK, DB
 from gateway.portal.access import log_in
 from gateway.portal.charts import stacked_bars
 from gateway.portal.prepaid_dashboard import prepaid_panels

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.keys import CLOCK, DB
+from gateway.app_keys import CLOCK, DB
 from gateway.portal.charts import stacked_bars
 from gateway.portal.render import error_page, render
 from gateway.portal.sessions import current_account

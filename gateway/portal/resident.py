@@ -12,7 +12,7 @@ import io
 
 from aiohttp import web
 
-from gateway.keys import CLOCK, DB
+from gateway.app_keys import CLOCK, DB
 from gateway.portal import access
 from gateway.portal.charts import stacked_bars
 from gateway.portal.render import PERIOD_NAMES, error_page, render

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp_session import AbstractStorage, Session, get_session, new_session
 from cryptography.fernet import Fernet, InvalidToken
 
-from gateway.keys import DB, SETTINGS
+from gateway.app_keys import DB, SETTINGS
 from gateway.portal.secret import fernet_key, secret_key
 from gateway.proxies import came_over_https
 from gateway.settings import Settings

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 from marshmallow import ValidationError
 
-from gateway.keys import CLOCK, DB
+from gateway.app_keys import CLOCK, DB
 from gateway.portal.render import error_page, render
 from gateway.portal.resident import viewable_meter
 from gateway.statements import csv_response

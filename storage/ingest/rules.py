@@ -14,7 +14,7 @@ A reading's effects are decided by five rules, and each has exactly one definiti
 Why SQLAlchemy Core expressions, not SQL text per dialect nor Python: ingest must be set-based
 (a group commit of thousands of readings costs a handful of statements, no Python per reading),
 so the rules must be SQL; written as Core they are composed into statements once
-(`storage.ingest.statements`) and compiled for each dialect at start-up, so SQLite and PostgreSQL run
+(`storage.ingest.sql`) and compiled for each dialect at start-up, so SQLite and PostgreSQL run
 the same rule and a rule change is an edit here. What differs by dialect is only how a value is
 stored, and that is spelled in two small compiled constructs, `in_units` and `from_units`: the
 rules compute in integer units (watt-hours, paise), which is what SQLite stores and what
@@ -22,7 +22,7 @@ PostgreSQL's `numeric` columns convert to exactly. An integer formula also needs
 mode, the one thing the two databases' `round` would not agree on.
 
 Each rule is a small frozen class, so that a later rule is a change to one method, or a
-subclass handed to `storage.ingest.statements.IngestStatements` (which is how the mutation tests seed
+subclass handed to `storage.ingest.sql.IngestStatements` (which is how the mutation tests seed
 mistakes). The DG share and the tariffs depend only on a site's half hour, so the statements
 work them out once per (site, half hour) of a group, not per reading.
 """

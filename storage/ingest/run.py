@@ -1,4 +1,4 @@
-"""Recording a group of readings on each dialect's own connection (`storage.ingest.statements`'s
+"""Recording a group of readings on each dialect's own connection (`storage.ingest.sql`'s
 statements), and the executors that give the group-commit writer one such connection.
 
 Each group runs on the writer's own connection, off the gateway's event loop:
@@ -36,7 +36,7 @@ from storage.db.engine import Database
 from storage.db.models import Reading
 from storage.ingest.readings import DUPLICATE, RETIRED, STORED, UNKNOWN, NewReading, Outcome, ReadingResult
 from storage.ingest.rules import OutcomeCode, table_of
-from storage.ingest.statements import IngestStatements
+from storage.ingest.sql import IngestStatements
 from storage.ops.wal import WalCheckpointer
 
 if TYPE_CHECKING:  # PostgreSQL only (the `postgres` extra): imported where it is used

@@ -8,7 +8,7 @@ during the previous commit goes into the next one), so throughput does not colla
 fsync per request; when idle a lone packet is committed at once, with no added delay.
 
 Each group is recorded by `storage.ingest.run` on the writer's own connection and thread (the
-executor), with the set-based statements of `storage.ingest.statements`; this module only queues.
+executor), with the set-based statements of `storage.ingest.sql`; this module only queues.
 
 The queue is bounded in readings. A request that would overflow it is refused at once with
 `Overloaded` (503 + Retry-After): a packet is never accepted and then dropped. If a commit

@@ -17,11 +17,11 @@ from typing import Any
 
 from marshmallow import Schema
 
-from adapters import factech
 from gateway.errors import STATUS_BY_KIND
 from gateway.settings import Settings
-from schemas import factech as inputs
+from schemas import factech_envelopes
 from schemas import factech_replies as records
+from schemas import factech_requests as inputs
 
 KIND_BY_STATUS = {status: kind for kind, status in STATUS_BY_KIND.items()}
 # Example reasons in `remarks`/`Remarks`, by kind of error (bad input names its parameters instead).
@@ -145,28 +145,28 @@ def _const_schema(body: dict[str, Any], data: dict[str, Any] | None, optional: t
     }
 
 
-def success_schema(call: factech.Call, doc: CallDoc, record_ref: dict[str, Any]) -> dict[str, Any]:
-    """The success envelope, rendered by `factech.success` from the example."""
+def success_schema(call: factech_envelopes.Call, doc: CallDoc, record_ref: dict[str, Any]) -> dict[str, Any]:
+    """The success envelope, rendered by `factech_envelopes.success` from the example."""
     data = [doc.example] if doc.many else doc.example
-    body = factech.success(call, data).body
+    body = factech_envelopes.success(call, data).body
     items = {"type": "array", "items": record_ref} if doc.many else record_ref
     return _const_schema(body, items)
 
 
-def waiting_schema(call: factech.Call, record_ref: dict[str, Any]) -> dict[str, Any]:
+def waiting_schema(call: factech_envelopes.Call, record_ref: dict[str, Any]) -> dict[str, Any]:
     """The optional waiting envelope (HTTP 202)."""
-    return _const_schema(factech.waiting(call, {}).body, record_ref)
+    return _const_schema(factech_envelopes.waiting(call, {}).body, record_ref)
 
 
-def error_body(call: factech.Call, status: int) -> dict[str, Any]:
-    """The call's error envelope for this HTTP status, as `factech.error_reply` renders it."""
+def error_body(call: factech_envelopes.Call, status: int) -> dict[str, Any]:
+    """The call's error envelope for this HTTP status, as `factech_envelopes.error_reply` renders it."""
     kind = KIND_BY_STATUS.get(status, "error")
     errors = {"site_id": ["Missing data for required field."]} if kind == "invalid" else None
     reason = REASONS.get(kind, "Meter not Accessible")
-    return factech.error_reply(call, kind=kind, status=status, reason=reason, errors=errors).body
+    return factech_envelopes.error_reply(call, kind=kind, status=status, reason=reason, errors=errors).body
 
 
-def error_schema(call: factech.Call, status: int) -> dict[str, Any]:
+def error_schema(call: factech_envelopes.Call, status: int) -> dict[str, Any]:
     """The error envelope's schema: `status` and `message` exactly as rendered; a reason is optional
     in a lowercase `remarks` (absent for a plain not-found), required in the document's `Remarks`."""
     body = error_body(call, status)
@@ -178,7 +178,7 @@ def error_schema(call: factech.Call, status: int) -> dict[str, Any]:
     return schema
 
 
-def call4_failure_schema(call: factech.Call) -> dict[str, Any]:
+def call4_failure_schema(call: factech_envelopes.Call) -> dict[str, Any]:
     """Call 4's answer for a known recharge that failed: 200, the error envelope, "... due to <reason>"."""
     return {
         "type": "object",
@@ -192,7 +192,7 @@ def call4_failure_schema(call: factech.Call) -> dict[str, Any]:
     }
 
 
-def describe(call: factech.Call, doc: CallDoc, role: str) -> str:
+def describe(call: factech_envelopes.Call, doc: CallDoc, role: str) -> str:
     """The operation's description: the document's call, its role and its wording."""
     lines = [
         f"Factech call {call.number}: *{doc.title}* (iSocietyManager's Third Party Meter Integration API).",

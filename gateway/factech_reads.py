@@ -16,11 +16,12 @@ from aiohttp import web
 from adapters import factech
 from adapters.webhooks import check_target
 from gateway.api import authenticated, json_reply, request_inputs
+from gateway.app_keys import CLOCK, DB, SETTINGS
 from gateway.audit import record_change
 from gateway.auth import Principal
-from gateway.keys import CLOCK, DB, SETTINGS
+from schemas import factech_envelopes
 from schemas.dg_callback import new_secret
-from schemas.factech import DgQuery, DgSensingInput, MeterChangesQuery, MeterQuery, SiteQuery
+from schemas.factech_requests import DgQuery, DgSensingInput, MeterChangesQuery, MeterQuery, SiteQuery
 from storage.dg import dg_events
 from storage.errors import DomainError
 from storage.reads import latest
@@ -28,18 +29,20 @@ from storage.registry import meter_changes
 
 routes = web.RouteTableDef()
 
-CallHandler = Callable[[web.Request, Principal], Awaitable[factech.Reply]]
+CallHandler = Callable[[web.Request, Principal], Awaitable[factech_envelopes.Reply]]
 
 
-def respond(reply: factech.Reply) -> web.Response:
+def respond(reply: factech_envelopes.Reply) -> web.Response:
     """Send a mapped reply."""
     return json_reply(reply.body, reply.status, reply.headers or None)
 
 
-def render_call_error(call: factech.Call, _request: web.Request, error: DomainError, status: int) -> web.Response:
+def render_call_error(
+    call: factech_envelopes.Call, _request: web.Request, error: DomainError, status: int
+) -> web.Response:
     """The error middleware's hook: a domain error in this call's envelope."""
     retry_after = getattr(error, "retry_after", None)
-    reply = factech.error_reply(
+    reply = factech_envelopes.error_reply(
         call,
         kind=error.kind,
         status=status,
@@ -51,7 +54,7 @@ def render_call_error(call: factech.Call, _request: web.Request, error: DomainEr
 
 
 def factech_call(
-    call: factech.Call, role: str
+    call: factech_envelopes.Call, role: str
 ) -> Callable[[CallHandler], Callable[..., Awaitable[web.StreamResponse]]]:
     """Make a handler a Factech call: API key with `role`, replies and errors in the call's envelope."""
 
@@ -69,8 +72,8 @@ def factech_call(
 
 
 @routes.get("/api/v1/site/readings")
-@factech_call(factech.SITE_READINGS, role="read")
-async def site_readings(request: web.Request, principal: Principal) -> factech.Reply:
+@factech_call(factech_envelopes.SITE_READINGS, role="read")
+async def site_readings(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 1: latest readings and balances of every active meter of a site."""
     args = SiteQuery().load(request.query)
     principal.check_site(args["site_id"])
@@ -78,8 +81,8 @@ async def site_readings(request: web.Request, principal: Principal) -> factech.R
 
 
 @routes.get("/api/v1/meter/reading")
-@factech_call(factech.METER_READING, role="read")
-async def meter_reading(request: web.Request, principal: Principal) -> factech.Reply:
+@factech_call(factech_envelopes.METER_READING, role="read")
+async def meter_reading(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 2: latest reading and balance of one meter."""
     args = MeterQuery().load(request.query)
     meter = await latest.meter_state(request.app[DB], meter_no=args["meter_no"])
@@ -88,8 +91,8 @@ async def meter_reading(request: web.Request, principal: Principal) -> factech.R
 
 
 @routes.get("/api/v1/meter/changes")
-@factech_call(factech.METER_CHANGES, role="read")
-async def changed_meters(request: web.Request, principal: Principal) -> factech.Reply:
+@factech_call(factech_envelopes.METER_CHANGES, role="read")
+async def changed_meters(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 5: meters changed between two dates (inclusive)."""
     args = MeterChangesQuery().load(request.query)
     principal.check_site(args["site_id"])
@@ -106,29 +109,29 @@ async def _dg(request: web.Request, principal: Principal) -> latest.DgState:
 
 
 @routes.get("/api/v1/dg/reading")
-@factech_call(factech.DG_READING, role="read")
-async def dg_reading(request: web.Request, principal: Principal) -> factech.Reply:
+@factech_call(factech_envelopes.DG_READING, role="read")
+async def dg_reading(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 10: the DG energy meter's latest register."""
     return factech.dg_reading(await _dg(request, principal))
 
 
 @routes.get("/api/v1/dg/status")
-@factech_call(factech.DG_STATUS, role="read")
-async def dg_status(request: web.Request, principal: Principal) -> factech.Reply:
+@factech_call(factech_envelopes.DG_STATUS, role="read")
+async def dg_status(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 12: is the DG ON or OFF."""
     return factech.dg_status(await _dg(request, principal))
 
 
 @routes.get("/api/v1/dg/fuel")
-@factech_call(factech.DG_FUEL, role="read")
-async def dg_fuel(request: web.Request, principal: Principal) -> factech.Reply:
+@factech_call(factech_envelopes.DG_FUEL, role="read")
+async def dg_fuel(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 13: fuel left in the DG."""
     return factech.dg_fuel(await _dg(request, principal))
 
 
 @routes.post("/api/v1/dg/sensing")
-@factech_call(factech.DG_SENSING, role="operate")
-async def dg_sensing(request: web.Request, principal: Principal) -> factech.Reply:
+@factech_call(factech_envelopes.DG_SENSING, role="operate")
+async def dg_sensing(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 11: the URL to call back on every ON/OFF change of the DG; a new secret each time."""
     args = DgSensingInput().load(await request_inputs(request))
     principal.check_site(args["site_id"])

@@ -1,6 +1,6 @@
 """Factech calls that act through the head-end: recharge (3, 4), start/stop (6, 7), status (8), load (9).
 
-Thin like the read side (`gateway.factech`): parse, check the key's site, hand over to one
+Thin like the read side (`gateway.factech_reads`): parse, check the key's site, hand over to one
 operation, map the result. Head-end outcomes that are not a success become domain errors here,
 with the document's words: "Meter not Accessible" (504 unreachable, 502 no usable answer), a
 refusal (422), "Meter was already STARTED/STOPPED" (409).
@@ -13,11 +13,12 @@ from aiohttp import web
 from adapters import factech, operations
 from adapters.headend import Outcome, Result
 from gateway.api import request_inputs
+from gateway.app_keys import CLOCK, DB, DISPATCHER, FAULTS, HEADEND, SETTINGS
 from gateway.audit import record_change
 from gateway.auth import Principal
-from gateway.factech import factech_call
-from gateway.keys import CLOCK, DB, DISPATCHER, FAULTS, HEADEND, SETTINGS
-from schemas.factech import LoadRequest, RechargeRequest, RechargeStatusQuery, SiteMeterQuery, idempotency_key
+from gateway.factech_reads import factech_call
+from schemas import factech_envelopes
+from schemas.factech_requests import LoadRequest, RechargeRequest, RechargeStatusQuery, SiteMeterQuery, idempotency_key
 from storage.errors import Conflict, HeadEndFailed, HeadEndUnreachable, Refused
 from storage.money import command_log, recharge
 
@@ -38,8 +39,8 @@ def raise_unless_applied(result: Result, refused: str) -> None:
 
 
 @routes.post("/api/v1/meter/recharge")
-@factech_call(factech.RECHARGE, role="operate")
-async def recharge_meter(request: web.Request, principal: Principal) -> factech.Reply:
+@factech_call(factech_envelopes.RECHARGE, role="operate")
+async def recharge_meter(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 3: credit a prepaid meter; `Idempotency-Key` makes a retry answer the first request."""
     key = idempotency_key(request.headers.get("Idempotency-Key"))
     args = RechargeRequest(maximum=request.app[SETTINGS].recharge_max).load(await request_inputs(request))
@@ -67,8 +68,8 @@ async def recharge_meter(request: web.Request, principal: Principal) -> factech.
 
 
 @routes.get("/api/v1/meter/recharge-status")
-@factech_call(factech.RECHARGE_STATUS, role="read")
-async def recharge_status(request: web.Request, principal: Principal) -> factech.Reply:
+@factech_call(factech_envelopes.RECHARGE_STATUS, role="read")
+async def recharge_status(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 4: a recharge's state by transaction id."""
     args = RechargeStatusQuery().load(request.query)
     principal.check_site(args["site_id"], "No such record found")
@@ -77,8 +78,8 @@ async def recharge_status(request: web.Request, principal: Principal) -> factech
 
 
 async def _command(
-    request: web.Request, principal: Principal, call: factech.Call, action: str, refused: str
-) -> factech.Reply:
+    request: web.Request, principal: Principal, call: factech_envelopes.Call, action: str, refused: str
+) -> factech_envelopes.Reply:
     inputs = await request_inputs(request)
     args = (LoadRequest() if action == "load" else SiteMeterQuery()).load(inputs)
     principal.check_site(args["site_id"], METER_NOT_FOUND)
@@ -103,29 +104,29 @@ async def _command(
 
 
 @routes.post("/api/v1/meter/start")
-@factech_call(factech.START_METER, role="operate")
-async def start_meter(request: web.Request, principal: Principal) -> factech.Reply:
+@factech_call(factech_envelopes.START_METER, role="operate")
+async def start_meter(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 6: connect the meter's supply."""
-    return await _command(request, principal, factech.START_METER, "start", "Meter was not STARTED")
+    return await _command(request, principal, factech_envelopes.START_METER, "start", "Meter was not STARTED")
 
 
 @routes.post("/api/v1/meter/stop")
-@factech_call(factech.STOP_METER, role="operate")
-async def stop_meter(request: web.Request, principal: Principal) -> factech.Reply:
+@factech_call(factech_envelopes.STOP_METER, role="operate")
+async def stop_meter(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 7: cut the meter's supply."""
-    return await _command(request, principal, factech.STOP_METER, "stop", "Meter was not STOPPED")
+    return await _command(request, principal, factech_envelopes.STOP_METER, "stop", "Meter was not STOPPED")
 
 
 @routes.post("/api/v1/meter/load")
-@factech_call(factech.UPDATE_LOAD, role="operate")
-async def update_load(request: web.Request, principal: Principal) -> factech.Reply:
+@factech_call(factech_envelopes.UPDATE_LOAD, role="operate")
+async def update_load(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 9: set the sanctioned DG and grid loads (kW)."""
-    return await _command(request, principal, factech.UPDATE_LOAD, "load", "Meter Load was not updated")
+    return await _command(request, principal, factech_envelopes.UPDATE_LOAD, "load", "Meter Load was not updated")
 
 
 @routes.get("/api/v1/meter/status")
-@factech_call(factech.METER_STATUS, role="read")
-async def meter_status(request: web.Request, principal: Principal) -> factech.Reply:
+@factech_call(factech_envelopes.METER_STATUS, role="read")
+async def meter_status(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 8: ask the head-end for the relay now, and record what it says."""
     args = SiteMeterQuery().load(request.query)
     principal.check_site(args["site_id"], METER_NOT_FOUND)

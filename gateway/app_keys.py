@@ -1,4 +1,8 @@
-"""Typed keys for objects shared on the application. A leaf module: no imports of ours but types."""
+"""Typed keys (`web.AppKey`) for the objects the app factory shares with handlers and jobs.
+
+It imports the classes it names, for their types only, and nothing imports back from handlers:
+every module of `gateway` can use these keys without a cycle.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ from adapters.webhooks import WebhookSender
 from gateway.auth import DeviceTokenCache, KeyCache, LegacyMeters
 from gateway.settings import Settings
 from scheduler.alerts import BalanceAlertJob
-from scheduler.commands import CommandDispatcher
 from scheduler.deliveries import DeliveryJob
+from scheduler.dispatcher import CommandDispatcher
 from scheduler.partitions import PartitionJob
 from scheduler.reconcile import ReconcileJob
 from scheduler.rollup import RollupJob
