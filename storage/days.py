@@ -21,12 +21,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.calendar import day_bounds, day_intervals, local_day
-from storage.db.engine import Database
+from storage.db.engine import Database, upsert
 from storage.db.models import DailyTotal, Meter, Reading, RolledDay, RollupMark, Site
 from storage.db.types import UtcTime
-from storage.errors import InvalidInput, NotFound
+from storage.errors import InvalidInput
 from storage.money.ledger import debit_fixed_charges
 from storage.reads import energy
+from storage.registry.sites import site_row
 
 # Days are rolled this long after local midnight, so the last interval's packet is in.
 ROLL_DELAY = dt.timedelta(minutes=15)
@@ -66,23 +67,6 @@ def parse_day(text: str, field_name: str = "day") -> dt.date:
         ) from None
 
 
-async def get_site(session: AsyncSession, site_id: str) -> Site:
-    """The site, or NotFound."""
-    site = await session.get(Site, site_id)
-    if site is None:
-        raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
-    return site
-
-
-def upsert(session: AsyncSession, table: Any) -> Any:
-    """`INSERT ... ON CONFLICT` for the session's dialect (both spell it the same way)."""
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
-
-
 # --- Rolling one day --------------------------------------------------------------------------
 
 
@@ -120,7 +104,7 @@ async def roll_up_day(db: Database, *, site_id: str, day: dt.date, now: dt.datet
     """
     stamp = now - COMMIT_MARGIN
     async with db.transaction() as session:
-        site = await get_site(session, site_id)
+        site = await site_row(session, site_id)
         result = await session.execute(_rollup_statement(session, site, day, stamp))
         start, end = day_bounds(site.timezone, day)
         await debit_fixed_charges(session, site=site, day=day, start=start, end=end, now=now)
@@ -181,7 +165,7 @@ async def find_due_days(db: Database, *, now: dt.datetime, site_id: str | None =
     days: list[DueDay] = []
     async with db.reader() as session:
         if site_id is not None:
-            sites = [await get_site(session, site_id)]
+            sites = [await site_row(session, site_id)]
         else:
             sites = list((await session.execute(select(Site).order_by(Site.id))).scalars())
         marks = dict((await session.execute(select(RollupMark.site_id, RollupMark.checked_until))).all())
@@ -297,7 +281,7 @@ async def roll_up_date(
     """Roll one calendar day for one site or every site, whether due or not (by hand)."""
     async with db.reader() as session:
         if site_id is not None:
-            sites = [await get_site(session, site_id)]
+            sites = [await site_row(session, site_id)]
         else:
             sites = list((await session.execute(select(Site).order_by(Site.id))).scalars())
     for site in sites:
@@ -333,7 +317,7 @@ async def day_gaps(db: Database, *, site_id: str, day: dt.date, now: dt.datetime
     A day never rolled is rolled first (what the job would do within minutes anyway).
     """
     async with db.reader() as session:
-        site = await get_site(session, site_id)
+        site = await site_row(session, site_id)
         check_day_over(site, day, now)
         rolled = await session.get(RolledDay, (site_id, day))
     if rolled is None:

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select, update
 
 from gateway.app import create_app
+from gateway.app_keys import KEYS
 from gateway.settings import Settings
 from storage.clock import FixedClock
 from storage.db.engine import Database
@@ -261,7 +262,7 @@ async def test_key_without_ingest_role_is_403_and_foreign_site_is_404(env: Env) 
 async def test_revoked_ingest_key_stops_working(env: Env) -> None:
     assert (await env.post(packet()))[0] == 200
     await keys.revoke_key(env.db, name="ingest-s1")
-    env.client.app[__import__("gateway.app_keys", fromlist=["KEYS"]).KEYS].clear()  # what the admin API does
+    env.client.app[KEYS].clear()  # what the admin API does
     status, _ = await env.post(packet(at="2026-11-20T01:01:00Z"))
     assert status == 401
 

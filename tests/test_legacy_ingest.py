@@ -15,15 +15,14 @@ import pytest
 
 from gateway.app import warn_of_legacy_meters
 from gateway.cli import main
+from storage.registry import keys
 from tests.test_ingest import FOREIGN, M1, M2, Env, make_env, packet, readings
 
 
 @pytest.fixture
 async def env(aiohttp_client: Any, database_url: str) -> Any:
     environment = await make_env(aiohttp_client, database_url)
-    admin = await __import__("storage.registry", fromlist=["x"]).create_key(
-        environment.db, name="admin-s1", role="admin", sites=["S1"]
-    )
+    admin = await keys.create_key(environment.db, name="admin-s1", role="admin", sites=["S1"])
     environment.admin_key = admin.key  # type: ignore[attr-defined]
     yield environment
     await environment.db.dispose()

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
+from storage.calendar import PERIODS, check_period, window
 from storage.errors import InvalidInput
-from storage.reads.consumption import PERIODS, check_period, window
 from tests.daydata import at
 
 KOLKATA = "Asia/Kolkata"

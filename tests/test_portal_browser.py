@@ -21,11 +21,11 @@ import pytest
 from aiohttp import web
 
 from gateway.app import create_app
+from storage.calendar import PERIODS
 from storage.clock import FixedClock
 from storage.db.engine import Database
 from storage.db.migrate import upgrade
 from storage.db.models import PortalUser
-from storage.reads.consumption import PERIODS
 from tests.portaldata import NEIGHBOUR, NOW, PASSWORD, RESIDENT, STAFF, add_accounts, make_world, portal_settings
 
 CHROMIUM = "/usr/bin/chromium"

@@ -14,10 +14,10 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import update
 
 from gateway.app import create_app
+from storage.calendar import PERIODS
 from storage.clock import FixedClock
 from storage.db.engine import Database
 from storage.db.models import Command, Meter, Site
-from storage.reads.consumption import PERIODS
 from tests.portaldata import NOW, RESIDENT, STAFF, add_accounts, log_in, make_world, portal_settings
 
 CONSUMPTION = f"/profile/{RESIDENT}/consumption"

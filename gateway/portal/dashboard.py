@@ -14,8 +14,8 @@ from gateway.portal.prepaid_dashboard import prepaid_panels
 from gateway.portal.render import PERIOD_NAMES, error_page, render
 from gateway.portal.resident import DEFAULT_PERIOD, unknown_period
 from gateway.portal.sessions import current_account
+from storage.calendar import PERIODS
 from storage.reads import fleet
-from storage.reads.consumption import PERIODS
 
 routes = web.RouteTableDef()
 HOME = "/management-dashboard/"

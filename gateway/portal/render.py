@@ -11,8 +11,7 @@ import jinja2
 from aiohttp import web
 
 from gateway.portal.sessions import CSRF_FIELD, csrf_token, current_account
-from storage.calendar import zone
-from storage.reads.consumption import PERIODS
+from storage.calendar import PERIODS, zone
 
 PERIOD_NAMES = {
     "prev-hr": "Last hour",

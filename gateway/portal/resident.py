@@ -17,11 +17,11 @@ from gateway.portal import access
 from gateway.portal.charts import stacked_bars
 from gateway.portal.render import PERIOD_NAMES, error_page, render
 from gateway.portal.sessions import current_account
-from storage.calendar import HALF_HOUR, zone
+from storage.calendar import HALF_HOUR, PERIODS, zone
 from storage.money import policy
 from storage.portal import portal_users
 from storage.reads import consumption, meter_views
-from storage.reads.consumption import PERIODS, Consumption
+from storage.reads.consumption import Consumption
 
 routes = web.RouteTableDef()
 # A recharge's state as a resident reads it (storage/money/recharge.py: requested → success | waiting | error).

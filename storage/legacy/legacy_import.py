@@ -23,11 +23,11 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
-from storage.days import get_site, upsert
-from storage.db.engine import Database
+from storage.db.engine import Database, upsert
 from storage.db.models import DailyTotal, Meter, Reading, RolledDay
 from storage.errors import InvalidInput
 from storage.legacy.seed_files import KWH_LIMIT, KWH_PLACES, Progress, chunks, label_starts
+from storage.registry.sites import site_row
 
 METER_KEY = re.compile(r"[1-9][0-9]{0,17}")
 DATE_KEY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -260,7 +260,7 @@ async def import_master(
 ) -> ImportReport:
     """Check a master database file and write it into a site in one transaction."""
     async with db.reader() as session:
-        site = await get_site(session, site_id)
+        site = await site_row(session, site_id)
     meters = parse_master(text, timezone=site.timezone, max_interval_kwh=max_interval_kwh, progress=progress)
     report = ImportReport(site_id=site_id)
     async with db.transaction() as session:

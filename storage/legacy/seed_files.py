@@ -22,9 +22,9 @@ from typing import Any
 from sqlalchemy import select
 
 from storage.calendar import HALF_HOUR, day_bounds, day_intervals, local_day, zone
-from storage.days import get_site
 from storage.db.engine import Database
 from storage.db.models import DailyTotal, Meter, Reading, Site
+from storage.registry.sites import site_row
 
 ONE_MINUTE = dt.timedelta(minutes=1)
 KWH_PLACES = Decimal("0.001")
@@ -83,7 +83,7 @@ async def today_readings(db: Database, *, site_id: str, now: dt.datetime) -> dic
     """The seed's daily structure for the site's current local day: every active meter, with
     the labelled readings received so far (an empty object for a meter not heard from yet)."""
     async with db.reader() as session:
-        site = await get_site(session, site_id)
+        site = await site_row(session, site_id)
         start, end = day_bounds(site.timezone, local_day(site.timezone, now))
         meters = (
             await session.execute(
@@ -108,7 +108,7 @@ async def export_master(db: Database, *, site_id: str | None = None) -> dict[str
     (the half hours of its latest rolled day) and "YYYY-MM-DD" → daily kWh, newest first."""
     async with db.reader() as session:
         if site_id is not None:
-            await get_site(session, site_id)
+            await site_row(session, site_id)
         meter_query = (
             select(Meter.meter_no, Meter.consumer_name, Meter.fin_no, Site.timezone)
             .join(Site, Site.id == Meter.site_id)  # type: ignore[arg-type]

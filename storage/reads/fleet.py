@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.calendar import HALF_HOUR, day_intervals, floor_half_hour, local_day
+from storage.calendar import HALF_HOUR, Window, day_intervals, day_window, floor_half_hour, local_day, window
 from storage.db.engine import Database
 from storage.db.models import Meter, Site
-from storage.reads.consumption import ZERO, Window, day_window, unrolled_days, usage_query, window
+from storage.reads.consumption import ZERO, unrolled_days, usage_query
 
 SILENT_AFTER = dt.timedelta(hours=1)
 

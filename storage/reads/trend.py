@@ -13,10 +13,10 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy import func, select
 
-from storage.calendar import day_bounds, local_day
+from storage.calendar import Window, day_bounds, local_day
 from storage.db.engine import Database
 from storage.db.models import Site
-from storage.reads.consumption import Window, unrolled_days, usage_query
+from storage.reads.consumption import unrolled_days, usage_query
 
 MONTHS = 12
 ZERO = Decimal("0.000")

@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
 from storage.db.models import Site, Tariff, utcnow
@@ -166,3 +167,11 @@ async def edit_site(
                 session.add(row)
             await session.flush()
         return await tariffs.site_view(session, site, now)
+
+
+async def site_row(session: AsyncSession, site_id: str) -> Site:
+    """The site's row, in the caller's transaction, or NotFound."""
+    site = await session.get(Site, site_id)
+    if site is None:
+        raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+    return site
