@@ -2,8 +2,7 @@
 
 `send_command` carries out one logged command (written as `sent`) and records the answer;
 `recharge` writes a recharge, asks the head-end to credit it, and settles it. Neither holds a
-database transaction while the head-end is asked. The recharge passes the test-only fault
-points of `adapters.faults` between its steps (nothing happens there unless a test armed one).
+database transaction while the head-end is asked.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from adapters.faults import AFTER_COMMIT, AFTER_CREDIT, BEFORE_CREDIT, NO_FAULTS, FaultPoints
 from adapters.headend import HeadEnd, Outcome, Result
 from storage import commands
 from storage import recharge as recharges
@@ -74,12 +72,8 @@ async def recharge(
     site_id: str,
     meter_no: int,
     amount: Decimal,
-    faults: FaultPoints = NO_FAULTS,
 ) -> recharges.RechargeView:
-    """A recharge from request to settlement; a repeated key answers the first recharge as it stands.
-
-    `faults`: the test-only fault points to pass (adapters/faults.py); none by default.
-    """
+    """A recharge from request to settlement; a repeated key answers the first recharge as it stands."""
     opened, created = await recharges.open_recharge(
         db,
         client=client,
@@ -90,9 +84,7 @@ async def recharge(
         now=clock.now(),
     )
     if created:
-        faults.reach(BEFORE_CREDIT)
         result = await headend.credit(meter_no, transaction_id=opened.transaction_id, amount=amount)
-        faults.reach(AFTER_CREDIT)
         await recharges.settle_recharge(
             db,
             transaction_id=opened.transaction_id,
@@ -102,5 +94,4 @@ async def recharge(
             applied_at=result.applied_at,
             now=clock.now(),
         )
-        faults.reach(AFTER_COMMIT)
     return await recharges.recharge_view(db, transaction_id=opened.transaction_id)

@@ -16,7 +16,7 @@ from gateway.api import request_inputs
 from gateway.audit import record_change
 from gateway.auth import Principal
 from gateway.factech import factech_call
-from gateway.keys import CLOCK, DB, DISPATCHER, FAULTS, HEADEND, SETTINGS
+from gateway.keys import CLOCK, DB, DISPATCHER, HEADEND, SETTINGS
 from schemas.factech import LoadRequest, RechargeRequest, RechargeStatusQuery, SiteMeterQuery, idempotency_key
 from storage import commands, recharge
 from storage.errors import Conflict, HeadEndFailed, HeadEndUnreachable, Refused
@@ -46,7 +46,7 @@ async def recharge_meter(request: web.Request, principal: Principal) -> factech.
     principal.check_site(args["site_id"], METER_NOT_FOUND)
     app = request.app
     view = await operations.recharge(
-        app[DB], app[HEADEND], app[CLOCK], client=principal.name, idempotency_key=key, faults=app[FAULTS], **args
+        app[DB], app[HEADEND], app[CLOCK], client=principal.name, idempotency_key=key, **args
     )
     reply = factech.recharged(view)  # a refusal raises here: only credits applied or waiting are audited
     await record_change(
