@@ -1,8 +1,10 @@
 """Operations that take the store and the head-end together, shared by API handlers and jobs.
 
 `send_command` carries out one logged command (written as `sent`) and records the answer;
-`recharge` writes a recharge, asks the head-end to credit it, and settles it. Neither holds a
-database transaction while the head-end is asked.
+`recharge` writes a recharge and hands it to `credit_and_settle`, which asks the head-end to
+credit it and settles it with the answer (the reconciliation job settles with the same
+`settle_answer`, and sends a credit the head-end never got with the same `credit_and_settle`).
+None holds a database transaction while the head-end is asked.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from storage import commands
 from storage import recharge as recharges
 from storage.clock import Clock
 from storage.engine import Database
-from storage.models import Command
+from storage.models import Command, Recharge
 
 
 async def ask_headend(headend: HeadEnd, command: Command) -> Result:
@@ -62,6 +64,42 @@ async def send_command(
     return finished, result
 
 
+async def settle_answer(
+    db: Database, clock: Clock, *, transaction_id: str, result: Result, retry_in: dt.timedelta | None = None
+) -> Recharge:
+    """Record the head-end's answer about a recharge (storage/recharge.py `settle_recharge`):
+    applied → success, refused → error, anything else → waiting, checked again `retry_in`
+    from now (None: at once)."""
+    now = clock.now()
+    return await recharges.settle_recharge(
+        db,
+        transaction_id=transaction_id,
+        outcome=result.outcome.value,
+        token=result.token,
+        reason=result.reason,
+        applied_at=result.applied_at,
+        now=now,
+        next_check_at=None if retry_in is None else now + retry_in,
+    )
+
+
+async def credit_and_settle(
+    db: Database,
+    headend: HeadEnd,
+    clock: Clock,
+    *,
+    transaction_id: str,
+    meter_no: int,
+    amount: Decimal,
+    retry_in: dt.timedelta | None = None,
+) -> tuple[Recharge, Result]:
+    """Ask the head-end to apply a written recharge's credit (idempotent by transaction id),
+    then settle it with the answer (`settle_answer`); the recharge as settled, and the answer."""
+    result = await headend.credit(meter_no, transaction_id=transaction_id, amount=amount)
+    settled = await settle_answer(db, clock, transaction_id=transaction_id, result=result, retry_in=retry_in)
+    return settled, result
+
+
 async def recharge(
     db: Database,
     headend: HeadEnd,
@@ -84,14 +122,7 @@ async def recharge(
         now=clock.now(),
     )
     if created:
-        result = await headend.credit(meter_no, transaction_id=opened.transaction_id, amount=amount)
-        await recharges.settle_recharge(
-            db,
-            transaction_id=opened.transaction_id,
-            outcome=result.outcome.value,
-            token=result.token,
-            reason=result.reason,
-            applied_at=result.applied_at,
-            now=clock.now(),
+        await credit_and_settle(
+            db, headend, clock, transaction_id=opened.transaction_id, meter_no=meter_no, amount=amount
         )
     return await recharges.recharge_view(db, transaction_id=opened.transaction_id)
