@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.admin import _covers, _meter_in_scope, _path, _require_all_sites, ok
+from gateway.admin import _meter_in_scope, _path, _require_all_sites, ok
 from gateway.api import authenticated, request_inputs
 from gateway.audit import record_change
 from gateway.auth import Principal
@@ -18,7 +18,7 @@ from gateway.keys import CLOCK, DB
 from schemas import admin as wire
 from storage import accounts, portal_users, registry
 from storage.accounts import AccountInfo
-from storage.errors import NotFound
+from storage.errors import unknown
 from storage.passwords import generated_password
 
 routes = web.RouteTableDef()
@@ -29,7 +29,7 @@ async def _account_in_scope(request: web.Request, principal: Principal) -> str:
     login = _path(request, "account")
     info = await accounts.get_account_info(request.app[DB], login=login)
     if not info.within(principal.sites):
-        raise NotFound(f"unknown account {login!r}", {"account": ["No such account."]})
+        raise unknown("account", login, field="account", reason="No such account.")
     return login
 
 
@@ -60,9 +60,7 @@ async def create_staff(request: web.Request, principal: Principal) -> web.Respon
     args = wire.StaffCreate().load(await request_inputs(request))
     if registry.ALL_SITES in args["sites"]:
         _require_all_sites(principal, "a staff account for every site")
-    if not _covers(principal, args["sites"]):
-        foreign = next(site for site in args["sites"] if not principal.sees_site(site))
-        raise NotFound(f"unknown site {foreign!r}", {"sites": [f"Unknown site {foreign!r}."]})
+    principal.check_sites(args["sites"])
     password = args["password"] or generated_password()
     await portal_users.add_staff(request.app[DB], username=args["username"], password=password, sites=args["sites"])
     info = await accounts.get_account_info(request.app[DB], login=args["username"].strip())

@@ -19,7 +19,7 @@ from gateway.factech import factech_call
 from gateway.keys import CLOCK, DB, DISPATCHER, HEADEND, SETTINGS
 from schemas.factech import LoadRequest, RechargeRequest, RechargeStatusQuery, SiteMeterQuery, idempotency_key
 from storage import commands, recharge
-from storage.errors import Conflict, HeadEndFailed, HeadEndUnreachable, Refused
+from storage.errors import Conflict, HeadEndFailed, HeadEndUnreachable, NotFound, Refused
 
 routes = web.RouteTableDef()
 
@@ -43,7 +43,7 @@ async def recharge_meter(request: web.Request, principal: Principal) -> factech.
     """Call 3: credit a prepaid meter; `Idempotency-Key` makes a retry answer the first request."""
     key = idempotency_key(request.headers.get("Idempotency-Key"))
     args = RechargeRequest(maximum=request.app[SETTINGS].recharge_max).load(await request_inputs(request))
-    principal.check_site(args["site_id"], METER_NOT_FOUND)
+    principal.check_site(args["site_id"], NotFound(METER_NOT_FOUND))
     app = request.app
     view = await operations.recharge(
         app[DB], app[HEADEND], app[CLOCK], client=principal.name, idempotency_key=key, **args
@@ -71,7 +71,7 @@ async def recharge_meter(request: web.Request, principal: Principal) -> factech.
 async def recharge_status(request: web.Request, principal: Principal) -> factech.Reply:
     """Call 4: a recharge's state by transaction id."""
     args = RechargeStatusQuery().load(request.query)
-    principal.check_site(args["site_id"], "No such record found")
+    principal.check_site(args["site_id"], NotFound(recharge.NO_SUCH_RECORD))
     view = await recharge.recharge_view(request.app[DB], transaction_id=args["transaction_id"], site_id=args["site_id"])
     return factech.recharge_status(view)
 
@@ -81,7 +81,7 @@ async def _command(
 ) -> factech.Reply:
     inputs = await request_inputs(request)
     args = (LoadRequest() if action == "load" else SiteMeterQuery()).load(inputs)
-    principal.check_site(args["site_id"], METER_NOT_FOUND)
+    principal.check_site(args["site_id"], NotFound(METER_NOT_FOUND))
     params = {"load_dg": str(args["load_dg"]), "load_grid": str(args["load_grid"])} if action == "load" else {}
     db, clock = request.app[DB], request.app[CLOCK]
     opened = await commands.open_command(
@@ -128,7 +128,7 @@ async def update_load(request: web.Request, principal: Principal) -> factech.Rep
 async def meter_status(request: web.Request, principal: Principal) -> factech.Reply:
     """Call 8: ask the head-end for the relay now, and record what it says."""
     args = SiteMeterQuery().load(request.query)
-    principal.check_site(args["site_id"], METER_NOT_FOUND)
+    principal.check_site(args["site_id"], NotFound(METER_NOT_FOUND))
     db = request.app[DB]
     meter = await commands.site_meter(db, site_id=args["site_id"], meter_no=args["meter_no"])
     result = await request.app[HEADEND].meter_status(meter.meter_no)

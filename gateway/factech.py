@@ -22,9 +22,10 @@ from gateway.keys import CLOCK, DB, SETTINGS
 from schemas.dg_callback import new_secret
 from schemas.factech import DgQuery, DgSensingInput, MeterChangesQuery, MeterQuery, SiteQuery
 from storage import dg_events, latest, meter_changes
-from storage.errors import DomainError
+from storage.errors import DomainError, NotFound
 
 routes = web.RouteTableDef()
+NOT_FOUND = "Not Found"  # the document's words for an unknown object, and for another site's
 
 CallHandler = Callable[[web.Request, Principal], Awaitable[factech.Reply]]
 
@@ -71,7 +72,7 @@ def factech_call(
 async def site_readings(request: web.Request, principal: Principal) -> factech.Reply:
     """Call 1: latest readings and balances of every active meter of a site."""
     args = SiteQuery().load(request.query)
-    principal.check_site(args["site_id"])
+    principal.check_site(args["site_id"], NotFound(NOT_FOUND))
     return factech.site_readings(await latest.site_meters(request.app[DB], site_id=args["site_id"]))
 
 
@@ -81,7 +82,7 @@ async def meter_reading(request: web.Request, principal: Principal) -> factech.R
     """Call 2: latest reading and balance of one meter."""
     args = MeterQuery().load(request.query)
     meter = await latest.meter_state(request.app[DB], meter_no=args["meter_no"])
-    principal.check_site(meter.site_id)
+    principal.check_site(meter.site_id, NotFound(NOT_FOUND))
     return factech.meter_reading(meter)
 
 
@@ -90,7 +91,7 @@ async def meter_reading(request: web.Request, principal: Principal) -> factech.R
 async def changed_meters(request: web.Request, principal: Principal) -> factech.Reply:
     """Call 5: meters changed between two dates (inclusive)."""
     args = MeterChangesQuery().load(request.query)
-    principal.check_site(args["site_id"])
+    principal.check_site(args["site_id"], NotFound(NOT_FOUND))
     changes = await meter_changes.list_meter_changes(
         request.app[DB], site_id=args["site_id"], from_date=args["from_date"], to_date=args["to_date"]
     )
@@ -99,7 +100,7 @@ async def changed_meters(request: web.Request, principal: Principal) -> factech.
 
 async def _dg(request: web.Request, principal: Principal) -> latest.DgState:
     args = DgQuery().load(request.query)
-    principal.check_site(args["site_id"])
+    principal.check_site(args["site_id"], NotFound(NOT_FOUND))
     return await latest.dg_state(request.app[DB], site_id=args["site_id"], dg_no=args["dg_number"])
 
 
@@ -129,7 +130,7 @@ async def dg_fuel(request: web.Request, principal: Principal) -> factech.Reply:
 async def dg_sensing(request: web.Request, principal: Principal) -> factech.Reply:
     """Call 11: the URL to call back on every ON/OFF change of the DG; a new secret each time."""
     args = DgSensingInput().load(await request_inputs(request))
-    principal.check_site(args["site_id"])
+    principal.check_site(args["site_id"], NotFound(NOT_FOUND))
     db = request.app[DB]
     await latest.dg_state(db, site_id=args["site_id"], dg_no=args["dg_number"])  # 404 before any DNS lookup
     await check_target(args["url"], allow_private=request.app[SETTINGS].callback_allow_private)

@@ -21,7 +21,7 @@ from gateway.keys import CLOCK, DB, DELIVERIES, DEVICES, KEYS, LEGACY, SETTINGS,
 from schemas.packets import DgPacket, Packet, load_meter_packet, load_meter_packets
 from storage import dg_events
 from storage.dg import DgUpdate, record_dg_state
-from storage.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge, Unauthorized
+from storage.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge, Unauthorized, unknown_dg
 from storage.ingest import STORED, NewReading, Outcome, ReadingResult, interval_of, wh_of
 
 routes = web.RouteTableDef()
@@ -321,9 +321,10 @@ async def post_dg(request: web.Request) -> web.Response:
         fuel_litres=data.get("fuel_litres"),
         reading_kwh=data.get("reading_kWh"),
     )
-    sites = caller.sites if isinstance(caller, Principal) and "*" not in caller.sites else None
+    if isinstance(caller, Principal):  # a DG of another site is as unknown as one that does not exist
+        caller.check_site(update.site_id, unknown_dg(update.site_id, update.dg_no))
     async with request.app[DB].transaction() as session:
-        changed, late = await record_dg_state(session, update_=update, sites=sites, now=now)
+        changed, late = await record_dg_state(session, update_=update, now=now)
         event = None
         if changed:  # the callback is queued with the transition, in one commit: never one without the other
             event = await dg_events.queue_event(

@@ -36,7 +36,7 @@ async def _admin_site(request: web.Request) -> str:
     """The requested site_id, once the caller is an admin of it (401 → 403 → 404)."""
     principal = await authenticate(request.app[KEYS], request, "admin")
     site_id = _required(request, "site_id")
-    principal.check_site(site_id, f"unknown site {site_id!r}")
+    principal.check_site(site_id)
     return site_id
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.engine import Database
-from storage.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from storage.errors import Conflict, InvalidInput, NotFound, Unauthorized, unknown
 from storage.models import Meter, PortalUser
 from storage.passwords import check_password, generated_password, hash_password, verify_password
 from storage.portal_users import ALL_SITES, LoginDelayed, parse_meter_no, wait_left
@@ -61,7 +61,7 @@ def _info(user: PortalUser, site_id: str | None) -> AccountInfo:
 
 
 def _unknown(login: str) -> NotFound:
-    return NotFound(f"unknown account {login!r}", {"account": ["No such account."]})
+    return unknown("account", login, field="account", reason="No such account.")
 
 
 async def _find(session: AsyncSession, login: str) -> tuple[PortalUser, str | None]:

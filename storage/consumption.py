@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage import energy
 from storage.days import HALF_HOUR, day_bounds, day_intervals, local_day, zone
 from storage.engine import Database
-from storage.errors import InvalidInput, NotFound
+from storage.errors import InvalidInput, unknown_meter
 from storage.meter_views import daily_charges
 from storage.models import DailyTotal, Meter, Reading, RolledDay, Site
 
@@ -216,7 +216,7 @@ async def meter_site(session: AsyncSession, meter_no: int) -> tuple[Meter, Site]
         )
     ).first()
     if row is None:
-        raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+        raise unknown_meter(meter_no)
     return row[0], row[1]
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import energy
 from storage.engine import Database
-from storage.errors import InvalidInput, NotFound
+from storage.errors import InvalidInput, unknown_site
 from storage.ledger import debit_fixed_charges
 from storage.models import DailyTotal, Meter, Reading, RolledDay, RollupMark, Site, UtcTime
 
@@ -101,7 +101,7 @@ async def get_site(session: AsyncSession, site_id: str) -> Site:
     """The site, or NotFound."""
     site = await session.get(Site, site_id)
     if site is None:
-        raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+        raise unknown_site(site_id)
     return site
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from storage import tariffs
 from storage.accounts import unlink_in
 from storage.engine import Database
-from storage.errors import Conflict, InvalidInput, NotFound
+from storage.errors import Conflict, InvalidInput, unknown, unknown_meter, unknown_site
 from storage.models import ApiKey, DieselGenerator, Meter, Site, Tariff, utcnow
 from storage.registry import parse_amount
 
@@ -56,7 +56,7 @@ async def get_site(db: Database, *, site_id: str) -> tariffs.SiteView:
     async with db.reader() as session:
         site = await session.get(Site, site_id)
         if site is None:
-            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+            raise unknown_site(site_id)
         return await tariffs.site_view(session, site, utcnow())
 
 
@@ -82,7 +82,7 @@ async def edit_site(
     async with db.transaction() as session:
         site = await session.get(Site, site_id)
         if site is None:
-            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+            raise unknown_site(site_id)
         for field, value in changes.items():
             setattr(site, field, value)
         if new_grid is not None or new_dg is not None:
@@ -118,7 +118,7 @@ async def get_meter(db: Database, *, meter_no: int) -> Meter:
     async with db.reader() as session:
         meter = await session.get(Meter, meter_no)
     if meter is None:
-        raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+        raise unknown_meter(meter_no)
     return meter
 
 
@@ -130,7 +130,7 @@ async def edit_meter(db: Database, *, meter_no: int, changes: dict[str, object])
     async with db.transaction() as session:
         meter = await session.get(Meter, meter_no)
         if meter is None:
-            raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+            raise unknown_meter(meter_no)
         new_resident = any(getattr(meter, field) != value for field, value in changes.items())
         for field, value in changes.items():
             setattr(meter, field, value)
@@ -143,7 +143,7 @@ async def retire_meter(db: Database, *, meter_no: int) -> Meter:
     async with db.transaction() as session:
         meter = await session.get(Meter, meter_no, with_for_update=True)
         if meter is None:
-            raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+            raise unknown_meter(meter_no)
         if not meter.active:
             raise Conflict(f"meter {meter_no} is already retired", {"meter_no": ["Already retired."]})
         meter.active = False
@@ -163,5 +163,5 @@ async def get_key(db: Database, *, name: str) -> ApiKey:
     async with db.reader() as session:
         api_key = (await session.execute(select(ApiKey).where(ApiKey.name == name))).scalar_one_or_none()
     if api_key is None:
-        raise NotFound(f"unknown key {name!r}", {"name": ["Unknown key."]})
+        raise unknown("key", name, field="name")
     return api_key

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.engine import Database
-from storage.errors import Conflict, InvalidInput, NotFound
+from storage.errors import Conflict, InvalidInput, unknown, unknown_site
 from storage.ledger import add_entry
 from storage.models import Meter, MeterChange, PortalUser, Site, utcnow
 from storage.registry import hash_secret, new_secret, parse_amount
@@ -70,11 +70,9 @@ async def replace_meter(
             # FOR UPDATE: two staff replacing the same meter at once must not both succeed.
             old = await session.get(Meter, old_meter_no, with_for_update=True)
             if site is None:
-                raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+                raise unknown_site(site_id)
             if old is None or old.site_id != site_id:
-                raise NotFound(
-                    f"unknown meter {old_meter_no} on site {site_id!r}", {"old_meter_no": ["Unknown meter."]}
-                )
+                raise unknown("meter", old_meter_no, field="old_meter_no", where=f" on site {site_id!r}")
             site_today = now.astimezone(zoneinfo.ZoneInfo(site.timezone)).date()
             if meter_change_date > site_today:
                 raise InvalidInput(

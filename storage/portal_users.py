@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.engine import Database
-from storage.errors import Conflict, DomainError, InvalidInput, NotFound, Unauthorized
+from storage.errors import Conflict, DomainError, InvalidInput, NotFound, Unauthorized, unknown_site
 from storage.models import Meter, PortalUser, Site
 from storage.passwords import check_password, hash_password, verify_password
 
@@ -174,7 +174,7 @@ async def add_staff(db: Database, *, username: str, password: str, sites: list[s
             known = set((await session.execute(select(Site.id).where(Site.id.in_(sites)))).scalars())  # type: ignore[attr-defined]
             unknown = [site for site in sites if site not in known]
             if unknown:
-                raise NotFound(f"unknown site {unknown[0]!r}", {"sites": [f"Unknown site {unknown[0]!r}."]})
+                raise unknown_site(unknown[0], "sites")
         user = PortalUser(is_staff=True, username=username, password_hash=password_hash, sites=sorted(set(sites)))
         session.add(user)
         try:

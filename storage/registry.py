@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.engine import Database
-from storage.errors import Conflict, InvalidInput, NotFound
+from storage.errors import Conflict, InvalidInput, unknown, unknown_meter, unknown_site
 from storage.models import ApiKey, DieselGenerator, LedgerEntry, Meter, Site, utcnow
 from storage.tariffs import SiteView, first_tariff, site_view
 
@@ -139,7 +139,7 @@ async def add_meter(
     try:
         async with db.transaction() as session:
             if await session.get(Site, site_id) is None:
-                raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+                raise unknown_site(site_id)
             if await session.get(Meter, meter_no) is not None:
                 raise Conflict(
                     f"meter {meter_no} already exists (meter numbers are never reused)",
@@ -169,7 +169,7 @@ async def add_dg(db: Database, *, site_id: str, dg_no: str, meter_no: str = "") 
     try:
         async with db.transaction() as session:
             if await session.get(Site, site_id) is None:
-                raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+                raise unknown_site(site_id)
             if await session.get(DieselGenerator, (site_id, dg_no)) is not None:
                 raise Conflict(f"DG {dg_no!r} already exists on site {site_id!r}", {"dg_number": ["Already exists."]})
             session.add(dg)
@@ -202,7 +202,7 @@ async def create_key(db: Database, *, name: str, role: str, sites: list[str]) ->
                 raise Conflict(f"key {name!r} already exists", {"name": ["Already exists."]})
             unknown = [s for s in api_key.sites if s != ALL_SITES and await session.get(Site, s) is None]
             if unknown:
-                raise NotFound(f"unknown site {unknown[0]!r}", {"sites": [f"Unknown site {unknown[0]!r}."]})
+                raise unknown_site(unknown[0], "sites")
             session.add(api_key)
     except IntegrityError:
         raise Conflict(f"key {name!r} already exists", {"name": ["Already exists."]}) from None
@@ -220,7 +220,7 @@ async def revoke_key(db: Database, *, name: str) -> ApiKey:
     async with db.transaction() as session:
         api_key = (await session.execute(select(ApiKey).where(ApiKey.name == name))).scalar_one_or_none()
         if api_key is None:
-            raise NotFound(f"unknown key {name!r}", {"name": ["Unknown key."]})
+            raise unknown("key", name, field="name")
         if api_key.revoked_at is not None:
             raise Conflict(f"key {name!r} is already revoked", {"name": ["Already revoked."]})
         api_key.revoked_at = utcnow()
@@ -233,7 +233,7 @@ async def rotate_key(db: Database, *, name: str) -> NewKey:
     async with db.transaction() as session:
         api_key = (await session.execute(select(ApiKey).where(ApiKey.name == name))).scalar_one_or_none()
         if api_key is None:
-            raise NotFound(f"unknown key {name!r}", {"name": ["Unknown key."]})
+            raise unknown("key", name, field="name")
         if api_key.revoked_at is not None:
             raise Conflict(f"key {name!r} is revoked; create a new one", {"name": ["Revoked."]})
         api_key.key_hash = hash_secret(key)
@@ -257,7 +257,7 @@ async def set_meter_token(db: Database, *, meter_no: int) -> str:
             update(Meter).where(Meter.meter_no == meter_no).values(token_hash=hash_secret(token))  # type: ignore[arg-type]
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
-            raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+            raise unknown_meter(meter_no)
     return token
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import energy
 from storage.engine import Database
-from storage.errors import NotFound
+from storage.errors import unknown_site
 from storage.models import Command, LedgerEntry, Meter, Money, Reading, Site
 from storage.statements import Month, check_month_started
 
@@ -298,7 +298,7 @@ async def stream_site_report(
     async with db.reader() as session:
         site = await session.get(Site, site_id)
         if site is None:
-            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+            raise unknown_site(site_id)
         period = Month.of(year, month, site.timezone)
         check_month_started(period, now)
         zone = ZoneInfo(site.timezone)
