@@ -16,6 +16,7 @@ from gateway.audit import record_change
 from gateway.auth import Principal
 from gateway.keys import CLOCK, DB
 from schemas import admin as wire
+from schemas.fields import parse_login
 from storage import accounts, portal_users, registry
 from storage.accounts import AccountInfo
 from storage.errors import unknown
@@ -25,11 +26,11 @@ routes = web.RouteTableDef()
 admin_only = authenticated("admin")
 
 
-async def _account_in_scope(request: web.Request, principal: Principal) -> str:
-    login = _path(request, "account")
+async def _account_in_scope(request: web.Request, principal: Principal) -> portal_users.Login:
+    login = parse_login(_path(request, "account"))
     info = await accounts.get_account_info(request.app[DB], login=login)
     if not info.within(principal.sites):
-        raise unknown("account", login, field="account", reason="No such account.")
+        raise unknown("account", str(login), field="account", reason="No such account.")
     return login
 
 

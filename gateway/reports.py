@@ -12,6 +12,7 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from gateway.auth import authenticate
+from gateway.errors import day_input
 from gateway.keys import CLOCK, DB, KEYS
 from schemas.fields import printable
 from schemas.replies import GapsReport
@@ -57,7 +58,7 @@ async def today(request: web.Request) -> web.Response:
 async def gaps(request: web.Request) -> web.Response:
     """Meters with missing intervals on an ended day of the site."""
     site_id = await _admin_site(request)
-    day = days.parse_day(_required(request, "day"))
+    day = day_input(_required(request, "day"))
     found = await days.day_gaps(request.app[DB], site_id=site_id, day=day, now=request.app[CLOCK].now())
     meters = [
         {"meter_no": str(meter_no), "intervals": seen, "missing": found.intervals_expected - seen}

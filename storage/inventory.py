@@ -17,7 +17,6 @@ from storage.accounts import unlink_in
 from storage.engine import Database
 from storage.errors import Conflict, InvalidInput, unknown, unknown_meter, unknown_site
 from storage.models import ApiKey, DieselGenerator, Meter, Site, Tariff, utcnow
-from storage.registry import parse_amount
 
 SITE_EDITABLE = (
     "name",
@@ -76,7 +75,7 @@ async def edit_site(
     for field in ("tariff_grid", "tariff_dg", "grace_amount"):
         if field in changes:
             # Quantized so the returned site reads exactly as stored.
-            changes[field] = parse_amount(changes[field], field, minimum=Decimal(0)).quantize(Decimal("0.01"))
+            changes[field] = Decimal(str(changes[field])).quantize(Decimal("0.01"))
     now = now or utcnow()
     new_grid, new_dg = changes.pop("tariff_grid", None), changes.pop("tariff_dg", None)
     async with db.transaction() as session:

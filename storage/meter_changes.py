@@ -19,7 +19,7 @@ from storage.engine import Database
 from storage.errors import Conflict, InvalidInput, unknown, unknown_site
 from storage.ledger import add_entry
 from storage.models import Meter, MeterChange, PortalUser, Site, utcnow
-from storage.registry import hash_secret, new_secret, parse_amount
+from storage.registry import hash_secret, new_secret
 
 KWH = Decimal("0.001")
 
@@ -61,8 +61,7 @@ async def replace_meter(
     if new_meter_no <= 0:
         raise InvalidInput("new_meter_no must be a positive integer", {"new_meter_no": ["Must be positive."]})
     # Quantized here so the returned rows read exactly as they will be stored (3 decimals).
-    new_start_grid = parse_amount(new_start_grid, "new_start_grid", places=3, minimum=Decimal(0)).quantize(KWH)
-    new_start_dg = parse_amount(new_start_dg, "new_start_dg", places=3, minimum=Decimal(0)).quantize(KWH)
+    new_start_grid, new_start_dg = new_start_grid.quantize(KWH), new_start_dg.quantize(KWH)
     token = new_secret("mtr")
     try:
         async with db.transaction() as session:
