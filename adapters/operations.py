@@ -1,9 +1,10 @@
 """Operations that take the store and the head-end together, shared by API handlers and jobs.
 
 `send_command` carries out one logged command (written as `sent`) and records the answer;
-`recharge` writes a recharge, asks the head-end to credit it, and settles it. Neither holds a
-database transaction while the head-end is asked. The recharge passes the test-only fault
-points of `adapters.faults` between its steps (nothing happens there unless a test armed one).
+`recharge` writes a recharge and hands it to `credit_and_settle`, which asks the head-end to
+credit it and settles it with the answer (the reconciliation job settles with the same
+`settle_answer`, and sends a credit the head-end never got with the same `credit_and_settle`).
+None holds a database transaction while the head-end is asked.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from adapters.faults import AFTER_COMMIT, AFTER_CREDIT, BEFORE_CREDIT, NO_FAULTS, FaultPoints
 from adapters.headend import HeadEnd, Outcome, Result
 from storage.clock import Clock
 from storage.db.engine import Database
-from storage.db.models import Command
+from storage.db.models import Command, Recharge
 from storage.money import command_log
 from storage.money import recharge as recharges
 
@@ -64,6 +64,42 @@ async def send_command(
     return finished, result
 
 
+async def settle_answer(
+    db: Database, clock: Clock, *, transaction_id: str, result: Result, retry_in: dt.timedelta | None = None
+) -> Recharge:
+    """Record the head-end's answer about a recharge (storage/money/recharge.py `settle_recharge`):
+    applied → success, refused → error, anything else → waiting, checked again `retry_in`
+    from now (None: at once)."""
+    now = clock.now()
+    return await recharges.settle_recharge(
+        db,
+        transaction_id=transaction_id,
+        outcome=result.outcome.value,
+        token=result.token,
+        reason=result.reason,
+        applied_at=result.applied_at,
+        now=now,
+        next_check_at=None if retry_in is None else now + retry_in,
+    )
+
+
+async def credit_and_settle(
+    db: Database,
+    headend: HeadEnd,
+    clock: Clock,
+    *,
+    transaction_id: str,
+    meter_no: int,
+    amount: Decimal,
+    retry_in: dt.timedelta | None = None,
+) -> tuple[Recharge, Result]:
+    """Ask the head-end to apply a written recharge's credit (idempotent by transaction id),
+    then settle it with the answer (`settle_answer`); the recharge as settled, and the answer."""
+    result = await headend.credit(meter_no, transaction_id=transaction_id, amount=amount)
+    settled = await settle_answer(db, clock, transaction_id=transaction_id, result=result, retry_in=retry_in)
+    return settled, result
+
+
 async def recharge(
     db: Database,
     headend: HeadEnd,
@@ -74,12 +110,8 @@ async def recharge(
     site_id: str,
     meter_no: int,
     amount: Decimal,
-    faults: FaultPoints = NO_FAULTS,
 ) -> recharges.RechargeView:
-    """A recharge from request to settlement; a repeated key answers the first recharge as it stands.
-
-    `faults`: the test-only fault points to pass (adapters/faults.py); none by default.
-    """
+    """A recharge from request to settlement; a repeated key answers the first recharge as it stands."""
     opened, created = await recharges.open_recharge(
         db,
         client=client,
@@ -90,17 +122,7 @@ async def recharge(
         now=clock.now(),
     )
     if created:
-        faults.reach(BEFORE_CREDIT)
-        result = await headend.credit(meter_no, transaction_id=opened.transaction_id, amount=amount)
-        faults.reach(AFTER_CREDIT)
-        await recharges.settle_recharge(
-            db,
-            transaction_id=opened.transaction_id,
-            outcome=result.outcome.value,
-            token=result.token,
-            reason=result.reason,
-            applied_at=result.applied_at,
-            now=clock.now(),
+        await credit_and_settle(
+            db, headend, clock, transaction_id=opened.transaction_id, meter_no=meter_no, amount=amount
         )
-        faults.reach(AFTER_COMMIT)
     return await recharges.recharge_view(db, transaction_id=opened.transaction_id)

@@ -2,10 +2,11 @@
 
     python bench/money.py [--kills 20] [--meters 50] [--recharge-clients 8] [--max-hits 25] [--seed 1] [--no-postgres]
 
-Each kill is, in turn, one of the gateway's fault points (GATEWAY_FAULT_POINTS, tests only: it
-SIGKILLs itself before the head-end is asked for the credit, after the head-end applied it, or
-after the local commit before the reply, at the N-th recharge to get there, N drawn from 1 to
---max-hits) or a SIGKILL from outside at a random moment under recharge load. A real
+Each kill is, in turn, one of the gateway's fault points (tests/reliability/faults.py, tests only:
+the gateway started by tests/reliability/faulty_gateway.py SIGKILLs itself before the head-end
+is asked for the credit, after the head-end applied it, or after the local commit before the
+reply, at the N-th recharge to get there, N drawn from 1 to --max-hits) or a SIGKILL from
+outside at a random moment under recharge load. A real
 `mock-meter-server` is the head-end; readings are posted throughout, so balances are debited
 too. After each kill the gateway restarts without fault points, the clients resend what is
 safe to resend (with an Idempotency-Key) and follow 202s through call 4, and reconciliation

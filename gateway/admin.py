@@ -22,7 +22,7 @@ from schemas import admin as wire
 from schemas.fields import printable
 from storage.db.models import Meter
 from storage.dg import dg_events
-from storage.errors import Forbidden, InvalidInput, NotFound
+from storage.errors import Forbidden, InvalidInput, unknown, unknown_meter
 from storage.money import ledger, policy
 from storage.registry import dgs, meter_changes
 from storage.registry import keys as key_registry
@@ -59,27 +59,15 @@ def _path(request: web.Request, name: str) -> str:
 def site_in_scope(request: web.Request, principal: Principal) -> str:
     """The `{site_id}` of the path, NotFound unless the key covers it."""
     site_id = _path(request, "site_id")
-    _require_site(principal, site_id)
+    principal.check_site(site_id)
     return site_id
-
-
-def _require_site(principal: Principal, site_id: str) -> None:
-    """NotFound, worded as the store's unknown site, unless the key covers the site."""
-    if not principal.sees_site(site_id):
-        raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
 
 
 async def _meter_in_scope(request: web.Request, principal: Principal) -> Meter:
     meter_no = wire.MeterPath().load(request.match_info)["meter_no"]
     meter = await meter_registry.get_meter(request.app[DB], meter_no=meter_no)
-    if not principal.sees_site(meter.site_id):
-        raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+    principal.check_site(meter.site_id, unknown_meter(meter_no))
     return meter
-
-
-def _covers(principal: Principal, sites: list[str]) -> bool:
-    """A key is the caller's business only if all its sites are (so '*' keys need a '*' caller)."""
-    return all(principal.sees_site(site) for site in sites)
 
 
 def _key_site(sites: list[str]) -> str | None:
@@ -89,8 +77,8 @@ def _key_site(sites: list[str]) -> str | None:
 
 async def _key_in_scope(request: web.Request, principal: Principal) -> str:
     name = _path(request, "name")
-    if not _covers(principal, (await key_registry.get_key(request.app[DB], name=name)).sites):
-        raise NotFound(f"unknown key {name!r}", {"name": ["Unknown key."]})
+    if not principal.covers((await key_registry.get_key(request.app[DB], name=name)).sites):
+        raise unknown("key", name, field="name")
     return name
 
 
@@ -201,7 +189,7 @@ async def retire_meter(request: web.Request, principal: Principal) -> web.Respon
 async def replace_meter(request: web.Request, principal: Principal) -> web.Response:
     """Replace a meter: the unit, balance and consumer move; the new meter's token is in this reply only."""
     args = wire.MeterChangeCreate().load(await request_inputs(request))
-    _require_site(principal, args["site_id"])
+    principal.check_site(args["site_id"])
     replaced = await meter_changes.replace_meter(request.app[DB], now=request.app[CLOCK].now(), **args)
     data = {**wire.MeterChangeOut().dump(replaced.change), "token": replaced.token}
     await record_change(request, "meter.replace", site_id=args["site_id"], target=args["old_meter_no"], details=args)
@@ -298,9 +286,7 @@ async def create_key(request: web.Request, principal: Principal) -> web.Response
     args = wire.KeyCreate().load(await request_inputs(request))
     if key_registry.ALL_SITES in args["sites"]:
         _require_all_sites(principal, "a key for every site")
-    foreign = [site for site in args["sites"] if not principal.sees_site(site)]
-    if foreign:  # worded as the store words a site that does not exist
-        raise NotFound(f"unknown site {foreign[0]!r}", {"sites": [f"Unknown site {foreign[0]!r}."]})
+    principal.check_sites(args["sites"])  # worded as the store words a site that does not exist
     created = await key_registry.create_key(request.app[DB], **args)
     await record_change(request, "key.create", site_id=_key_site(args["sites"]), target=args["name"], details=args)
     return ok("Key created", {**wire.KeyOut().dump(created.api_key), "key": created.key}, 201)
@@ -310,7 +296,7 @@ async def create_key(request: web.Request, principal: Principal) -> web.Response
 @admin_only
 async def list_keys(request: web.Request, principal: Principal) -> web.Response:
     """The keys whose sites this key covers (never their secrets)."""
-    keys = [k for k in await key_registry.list_keys(request.app[DB]) if _covers(principal, k.sites)]
+    keys = [k for k in await key_registry.list_keys(request.app[DB]) if principal.covers(k.sites)]
     return ok("Keys", wire.KeyOut(many=True).dump(keys))
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.admin import _covers, _meter_in_scope, _path, _require_all_sites, ok
+from gateway.admin import _meter_in_scope, _path, _require_all_sites, ok
 from gateway.api import authenticated, request_inputs
 from gateway.app_keys import CLOCK, DB
 from gateway.audit import record_change
 from gateway.auth import Principal
 from schemas import admin as wire
-from storage.errors import NotFound
+from schemas.fields import parse_login
+from storage.errors import unknown
 from storage.portal import accounts, portal_users
 from storage.portal.accounts import AccountInfo
 from storage.portal.passwords import generated_password
@@ -26,11 +27,11 @@ routes = web.RouteTableDef()
 admin_only = authenticated("admin")
 
 
-async def _account_in_scope(request: web.Request, principal: Principal) -> str:
-    login = _path(request, "account")
+async def _account_in_scope(request: web.Request, principal: Principal) -> portal_users.Login:
+    login = parse_login(_path(request, "account"))
     info = await accounts.get_account_info(request.app[DB], login=login)
     if not info.within(principal.sites):
-        raise NotFound(f"unknown account {login!r}", {"account": ["No such account."]})
+        raise unknown("account", str(login), field="account", reason="No such account.")
     return login
 
 
@@ -61,9 +62,7 @@ async def create_staff(request: web.Request, principal: Principal) -> web.Respon
     args = wire.StaffCreate().load(await request_inputs(request))
     if keys.ALL_SITES in args["sites"]:
         _require_all_sites(principal, "a staff account for every site")
-    if not _covers(principal, args["sites"]):
-        foreign = next(site for site in args["sites"] if not principal.sees_site(site))
-        raise NotFound(f"unknown site {foreign!r}", {"sites": [f"Unknown site {foreign!r}."]})
+    principal.check_sites(args["sites"])
     password = args["password"] or generated_password()
     await portal_users.add_staff(request.app[DB], username=args["username"], password=password, sites=args["sites"])
     info = await accounts.get_account_info(request.app[DB], login=args["username"].strip())

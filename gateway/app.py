@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from adapters.faults import FaultPoints
 from adapters.headend import SimulatedHeadEnd
 from adapters.headend_http import HttpHeadEnd, open_session
 from adapters.webhooks import open_sender
@@ -35,7 +34,6 @@ from gateway.app_keys import (
     DELIVERIES,
     DEVICES,
     DISPATCHER,
-    FAULTS,
     HEADEND,
     KEYS,
     LEGACY,
@@ -81,13 +79,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
-    app[FAULTS] = FaultPoints(settings.fault_points)
-    if settings.fault_points:
-        log.warning(
-            "FAULT POINTS ARMED: this process will kill itself at %s (GATEWAY_FAULT_POINTS, for tests only; "
-            "unset it in production)",
-            settings.fault_points,
-        )
     app.cleanup_ctx.extend([database, reading_writer, headend, callback_sender, scheduled_jobs])
     app.add_routes(ops.routes)
     app.add_routes(ingest.routes)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from adapters.faults import FaultPoints
 from adapters.headend import HeadEnd
 from adapters.webhooks import WebhookSender
 from gateway.auth import DeviceTokenCache, KeyCache, LegacyMeters
@@ -43,4 +42,3 @@ RECONCILER = web.AppKey("reconciler", ReconcileJob)
 PARTITIONS = web.AppKey("partitions", PartitionJob)
 ALERTS = web.AppKey("alerts", BalanceAlertJob)
 ACTOR = web.RequestKey("actor", str)  # who makes this request, for the audit trail: "key:<name>", "user:<name>"
-FAULTS = web.AppKey("faults", FaultPoints)  # test-only fault points (adapters/faults.py); none in production

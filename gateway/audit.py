@@ -21,7 +21,6 @@ from gateway.auth import Principal
 from schemas.admin import AuditQuery
 from schemas.replies import AuditReply
 from storage import audit
-from storage.errors import NotFound
 from storage.registry import keys
 
 log = logging.getLogger("gateway.audit")
@@ -64,8 +63,8 @@ async def list_audit(request: web.Request, principal: Principal) -> web.Response
     """The audit trail of the key's sites (or one of them), oldest first, 500 at a time."""
     args = AuditQuery().load(request.query)
     site_id = args.get("site_id")
-    if site_id is not None and not principal.sees_site(site_id):
-        raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+    if site_id is not None:
+        principal.check_site(site_id)
     every_site = keys.ALL_SITES in principal.sites
     after_id, after_time = args.get("after", (None, None))
     events = await audit.list_events(

@@ -12,14 +12,14 @@ import asyncio
 import collections
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from aiohttp import web
 
 from storage.db.engine import Database
-from storage.errors import Forbidden, NotFound, Unauthorized
+from storage.errors import Forbidden, NotFound, Unauthorized, unknown_site
 from storage.registry import keys, meters
 
 API_KEY_HEADER = "X-API-Key"
@@ -46,10 +46,22 @@ class Principal:
         """True if the key covers this site."""
         return keys.ALL_SITES in self.sites or site_id in self.sites
 
-    def check_site(self, site_id: str, message: str = "Not Found") -> None:
-        """NotFound unless the key covers this site (foreign objects look unknown)."""
+    def covers(self, sites: Iterable[str]) -> bool:
+        """True if the key covers every one of these sites (so '*' needs a '*' key)."""
+        return all(self.sees_site(site) for site in sites)
+
+    def check_sites(self, sites: Iterable[str]) -> None:
+        """`check_site` for a list of sites (a new key's, a staff account's): the first one the
+        key does not cover is an unknown site."""
+        foreign = next((site for site in sites if not self.sees_site(site)), None)
+        if foreign is not None:
+            raise unknown_site(foreign, "sites")
+
+    def check_site(self, site_id: str, error: NotFound | None = None) -> None:
+        """The one site-scope check of every handler: `error` (default: the store's "unknown
+        site") unless the key covers this site, so that objects of other sites look unknown."""
         if not self.sees_site(site_id):
-            raise NotFound(message)
+            raise error or unknown_site(site_id)
 
 
 class CredentialCache(Generic[T]):

@@ -39,7 +39,7 @@ from gateway.user_commands import (
     cmd_user_reset_password,
 )
 from schemas.admin import MeterChangeCreate, MeterChangeOut, SiteOut
-from schemas.fields import EXPONENT_FORM, describe_errors
+from schemas.fields import amount_flag, describe_errors, known_timezone, meter_number
 from storage.db.engine import Database
 from storage.db.migrate import upgrade
 from storage.errors import Conflict, DomainError, InvalidInput
@@ -50,16 +50,26 @@ Command = Callable[[argparse.Namespace, Settings, Database], Awaitable[dict[str,
 
 
 def _meter_no(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
+    """A meter number argument (schemas.fields.meter_number, the API's rule)."""
+    meter_no = meter_number(text)
+    if meter_no is None:
         raise InvalidInput(f"meter number must be a positive whole number, got {text!r}")
-    return int(text)
+    return meter_no
 
 
 def _amount(text: str, flag: str, *, places: int = 2, minimum: Decimal | None = None) -> Decimal:
-    """A money or kWh flag: a plain decimal, as the API takes it (no exponent: schemas.fields)."""
-    if EXPONENT_FORM.fullmatch(text.strip()):
-        raise InvalidInput(f"{flag}: exponents are not accepted, write a plain decimal such as 100 or 100.50")
-    return sites.parse_amount(text, flag, places=places, minimum=minimum)
+    """A money or kWh flag: a plain decimal, by the API's rules (schemas.fields.Amount)."""
+    try:
+        return amount_flag(text, flag, places=places, minimum=minimum)
+    except ValidationError as err:
+        raise InvalidInput(str(err.messages[0])) from None  # type: ignore[index]
+
+
+def _timezone(name: str) -> str:
+    """A site's timezone flag (schemas.fields.known_timezone, the API's rule)."""
+    if not known_timezone(name):
+        raise InvalidInput(f"unknown timezone {name!r}", {"timezone": ["Unknown IANA timezone."]})
+    return name
 
 
 def _key_json(api_key: Any) -> dict[str, Any]:
@@ -87,7 +97,7 @@ async def cmd_site_add(args: argparse.Namespace, settings: Settings, db: Databas
         site_id=args.site_id,
         name=args.name,
         region=args.region,
-        timezone=args.timezone,
+        timezone=_timezone(args.timezone),
         tariff_grid=_amount(args.tariff_grid, "--tariff-grid", minimum=Decimal(0)),
         tariff_dg=_amount(args.tariff_dg, "--tariff-dg", minimum=Decimal(0)),
         auto_cut=args.auto_cut,

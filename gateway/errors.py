@@ -7,6 +7,7 @@ their errors per call); every other route answers `{"status": "error", "message"
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,6 +16,7 @@ import sqlalchemy.exc
 from aiohttp import web
 from marshmallow import ValidationError
 
+from schemas.fields import day_from_text
 from storage.errors import DomainError, InvalidInput, Overloaded, TooLarge
 
 log = logging.getLogger("gateway.errors")
@@ -87,3 +89,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "Internal server error")
+
+
+def day_input(text: str, name: str = "day") -> dt.date:
+    """A day query parameter or CLI flag (schemas.fields.day_from_text, the one day rule);
+    InvalidInput naming it otherwise."""
+    day = day_from_text(text)
+    if day is None:
+        raise InvalidInput(f"{name} must be a date YYYY-MM-DD, got {text!r}", {name: ["Not a YYYY-MM-DD date."]})
+    return day

@@ -13,13 +13,13 @@ from aiohttp import web
 from adapters import factech, operations
 from adapters.headend import Outcome, Result
 from gateway.api import request_inputs
-from gateway.app_keys import CLOCK, DB, DISPATCHER, FAULTS, HEADEND, SETTINGS
+from gateway.app_keys import CLOCK, DB, DISPATCHER, HEADEND, SETTINGS
 from gateway.audit import record_change
 from gateway.auth import Principal
 from gateway.factech_reads import factech_call
 from schemas import factech_envelopes
 from schemas.factech_requests import LoadRequest, RechargeRequest, RechargeStatusQuery, SiteMeterQuery, idempotency_key
-from storage.errors import Conflict, HeadEndFailed, HeadEndUnreachable, Refused
+from storage.errors import Conflict, HeadEndFailed, HeadEndUnreachable, NotFound, Refused
 from storage.money import command_log, recharge
 
 routes = web.RouteTableDef()
@@ -44,10 +44,10 @@ async def recharge_meter(request: web.Request, principal: Principal) -> factech_
     """Call 3: credit a prepaid meter; `Idempotency-Key` makes a retry answer the first request."""
     key = idempotency_key(request.headers.get("Idempotency-Key"))
     args = RechargeRequest(maximum=request.app[SETTINGS].recharge_max).load(await request_inputs(request))
-    principal.check_site(args["site_id"], METER_NOT_FOUND)
+    principal.check_site(args["site_id"], NotFound(METER_NOT_FOUND))
     app = request.app
     view = await operations.recharge(
-        app[DB], app[HEADEND], app[CLOCK], client=principal.name, idempotency_key=key, faults=app[FAULTS], **args
+        app[DB], app[HEADEND], app[CLOCK], client=principal.name, idempotency_key=key, **args
     )
     reply = factech.recharged(view)  # a refusal raises here: only credits applied or waiting are audited
     await record_change(
@@ -72,7 +72,7 @@ async def recharge_meter(request: web.Request, principal: Principal) -> factech_
 async def recharge_status(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 4: a recharge's state by transaction id."""
     args = RechargeStatusQuery().load(request.query)
-    principal.check_site(args["site_id"], "No such record found")
+    principal.check_site(args["site_id"], NotFound(recharge.NO_SUCH_RECORD))
     view = await recharge.recharge_view(request.app[DB], transaction_id=args["transaction_id"], site_id=args["site_id"])
     return factech.recharge_status(view)
 
@@ -82,7 +82,7 @@ async def _command(
 ) -> factech_envelopes.Reply:
     inputs = await request_inputs(request)
     args = (LoadRequest() if action == "load" else SiteMeterQuery()).load(inputs)
-    principal.check_site(args["site_id"], METER_NOT_FOUND)
+    principal.check_site(args["site_id"], NotFound(METER_NOT_FOUND))
     params = {"load_dg": str(args["load_dg"]), "load_grid": str(args["load_grid"])} if action == "load" else {}
     db, clock = request.app[DB], request.app[CLOCK]
     opened = await command_log.open_command(
@@ -129,7 +129,7 @@ async def update_load(request: web.Request, principal: Principal) -> factech_env
 async def meter_status(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 8: ask the head-end for the relay now, and record what it says."""
     args = SiteMeterQuery().load(request.query)
-    principal.check_site(args["site_id"], METER_NOT_FOUND)
+    principal.check_site(args["site_id"], NotFound(METER_NOT_FOUND))
     db = request.app[DB]
     meter = await command_log.site_meter(db, site_id=args["site_id"], meter_no=args["meter_no"])
     result = await request.app[HEADEND].meter_status(meter.meter_no)

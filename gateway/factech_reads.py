@@ -23,11 +23,12 @@ from schemas import factech_envelopes
 from schemas.dg_callback import new_secret
 from schemas.factech_requests import DgQuery, DgSensingInput, MeterChangesQuery, MeterQuery, SiteQuery
 from storage.dg import dg_events
-from storage.errors import DomainError
+from storage.errors import DomainError, NotFound
 from storage.reads import latest
 from storage.registry import meter_changes
 
 routes = web.RouteTableDef()
+NOT_FOUND = "Not Found"  # the document's words for an unknown object, and for another site's
 
 CallHandler = Callable[[web.Request, Principal], Awaitable[factech_envelopes.Reply]]
 
@@ -76,7 +77,7 @@ def factech_call(
 async def site_readings(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 1: latest readings and balances of every active meter of a site."""
     args = SiteQuery().load(request.query)
-    principal.check_site(args["site_id"])
+    principal.check_site(args["site_id"], NotFound(NOT_FOUND))
     return factech.site_readings(await latest.site_meters(request.app[DB], site_id=args["site_id"]))
 
 
@@ -86,7 +87,7 @@ async def meter_reading(request: web.Request, principal: Principal) -> factech_e
     """Call 2: latest reading and balance of one meter."""
     args = MeterQuery().load(request.query)
     meter = await latest.meter_state(request.app[DB], meter_no=args["meter_no"])
-    principal.check_site(meter.site_id)
+    principal.check_site(meter.site_id, NotFound(NOT_FOUND))
     return factech.meter_reading(meter)
 
 
@@ -95,7 +96,7 @@ async def meter_reading(request: web.Request, principal: Principal) -> factech_e
 async def changed_meters(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 5: meters changed between two dates (inclusive)."""
     args = MeterChangesQuery().load(request.query)
-    principal.check_site(args["site_id"])
+    principal.check_site(args["site_id"], NotFound(NOT_FOUND))
     changes = await meter_changes.list_meter_changes(
         request.app[DB], site_id=args["site_id"], from_date=args["from_date"], to_date=args["to_date"]
     )
@@ -104,7 +105,7 @@ async def changed_meters(request: web.Request, principal: Principal) -> factech_
 
 async def _dg(request: web.Request, principal: Principal) -> latest.DgState:
     args = DgQuery().load(request.query)
-    principal.check_site(args["site_id"])
+    principal.check_site(args["site_id"], NotFound(NOT_FOUND))
     return await latest.dg_state(request.app[DB], site_id=args["site_id"], dg_no=args["dg_number"])
 
 
@@ -134,7 +135,7 @@ async def dg_fuel(request: web.Request, principal: Principal) -> factech_envelop
 async def dg_sensing(request: web.Request, principal: Principal) -> factech_envelopes.Reply:
     """Call 11: the URL to call back on every ON/OFF change of the DG; a new secret each time."""
     args = DgSensingInput().load(await request_inputs(request))
-    principal.check_site(args["site_id"])
+    principal.check_site(args["site_id"], NotFound(NOT_FOUND))
     db = request.app[DB]
     await latest.dg_state(db, site_id=args["site_id"], dg_no=args["dg_number"])  # 404 before any DNS lookup
     await check_target(args["url"], allow_private=request.app[SETTINGS].callback_allow_private)

@@ -18,16 +18,15 @@ from prometheus_client import Counter, Histogram
 
 from gateway.app_keys import CLOCK, DB, DELIVERIES, DEVICES, KEYS, LEGACY, SETTINGS, WRITER
 from gateway.auth import Principal, credential_header
-from schemas.packets import DgPacket, Packet, load_meter_packet, load_meter_packets
+from schemas.packets import DgPacket, Packet, Window, load_meter_packet, load_meter_packets
 from storage.calendar import interval_of
 from storage.dg import dg_events
 from storage.dg.posts import DgUpdate, record_dg_state
-from storage.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge, Unauthorized
+from storage.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge, Unauthorized, unknown_dg
 from storage.ingest.readings import STORED, NewReading, Outcome, ReadingResult, wh_of
 
 routes = web.RouteTableDef()
 
-FUTURE_SLACK = dt.timedelta(minutes=5)
 PACKETS = Counter("gateway_ingest_packets_total", "Meter packets by outcome", ["outcome", "reason"])
 LATENCY = Histogram(
     "gateway_ingest_seconds",
@@ -105,12 +104,9 @@ async def ingest_caller(request: web.Request, *, legacy: bool = True) -> Caller:
     return principal
 
 
-def _window_errors(packet: Packet, now: dt.datetime, max_age: dt.timedelta) -> dict[str, list[str]] | None:
-    if packet.timestamp > now + FUTURE_SLACK:
-        return {"timestamp": [f"More than 5 minutes in the future (server time {_iso(now)})."]}
-    if packet.timestamp < now - max_age:
-        return {"timestamp": [f"Older than {max_age.days} days; such packets are no longer accepted."]}
-    return None
+def _window(request: web.Request) -> Window:
+    """The timestamps accepted now (schemas.packets.Window, with GATEWAY_MAX_PACKET_AGE_DAYS)."""
+    return Window(request.app[CLOCK].now(), dt.timedelta(days=request.app[SETTINGS].max_packet_age_days))
 
 
 def _scope_errors(packet: Packet, caller: Caller) -> dict[str, list[str]] | None:
@@ -194,7 +190,7 @@ async def _post_single(request: web.Request, body: dict[str, Any], caller: Calle
         INVALID_PACKETS.inc()
         errors: dict[str, list[str]] = err.messages  # type: ignore[assignment]
         raise InvalidInput(f"Invalid packet: {', '.join(sorted(errors))}", errors) from None
-    window = _window_errors(packet, request.app[CLOCK].now(), dt.timedelta(days=settings.max_packet_age_days))
+    window = _window(request).errors(packet.timestamp)
     if window:
         PACKETS.labels("rejected", "window").inc()
         raise InvalidInput(f"Invalid packet: timestamp {window['timestamp'][0]}", window)
@@ -240,21 +236,19 @@ async def _post_batch(request: web.Request, body: list[Any], caller: Caller) -> 
         for i, e in bad
     ]
     INVALID_PACKETS.inc(len(bad))
-    now = request.app[CLOCK].now()
-    max_age = dt.timedelta(days=settings.max_packet_age_days)
-    earliest, latest = now - max_age, now + FUTURE_SLACK
+    window = _window(request)
     own_meter = caller if isinstance(caller, int) else None
     legacy = caller if isinstance(caller, frozenset) else None
     accepted: list[tuple[int, Packet]] = []
     for index, packet in good:
         if (
-            earliest <= packet.timestamp <= latest
+            window.holds(packet.timestamp)
             and (own_meter is None or packet.meter_no == own_meter)
             and (legacy is None or packet.meter_no in legacy)
         ):
             accepted.append((index, packet))
             continue
-        errors = _window_errors(packet, now, max_age) or _scope_errors(packet, caller)
+        errors = window.errors(packet.timestamp) or _scope_errors(packet, caller)
         PACKETS.labels("rejected", "window" if errors and "timestamp" in errors else "forbidden").inc()
         rejected.append({"index": index, "id": packet.meter_no, "errors": errors})
     stored = duplicates = 0
@@ -305,15 +299,12 @@ async def post_dg(request: web.Request) -> web.Response:
     except ValidationError as err:
         DG_POSTS.labels("rejected").inc()
         raise InvalidInput(f"Invalid DG packet: {', '.join(sorted(err.messages))}", err.messages) from None  # type: ignore[arg-type]
-    now = request.app[CLOCK].now()
-    window = _window_errors(
-        Packet(0, data["timestamp"], 0.0, None),
-        now,
-        dt.timedelta(days=request.app[SETTINGS].max_packet_age_days),
-    )
-    if window:
+    window = _window(request)
+    now = window.now
+    refused = window.errors(data["timestamp"])
+    if refused:
         DG_POSTS.labels("rejected").inc()
-        raise InvalidInput(f"Invalid DG packet: timestamp {window['timestamp'][0]}", window)
+        raise InvalidInput(f"Invalid DG packet: timestamp {refused['timestamp'][0]}", refused)
     update = DgUpdate(
         site_id=data["site_id"],
         dg_no=data["dg_number"],
@@ -322,9 +313,10 @@ async def post_dg(request: web.Request) -> web.Response:
         fuel_litres=data.get("fuel_litres"),
         reading_kwh=data.get("reading_kWh"),
     )
-    sites = caller.sites if isinstance(caller, Principal) and "*" not in caller.sites else None
+    if isinstance(caller, Principal):  # a DG of another site is as unknown as one that does not exist
+        caller.check_site(update.site_id, unknown_dg(update.site_id, update.dg_no))
     async with request.app[DB].transaction() as session:
-        changed, late = await record_dg_state(session, update_=update, sites=sites, now=now)
+        changed, late = await record_dg_state(session, update_=update, now=now)
         event = None
         if changed:  # the callback is queued with the transition, in one commit: never one without the other
             event = await dg_events.queue_event(

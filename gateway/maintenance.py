@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import day_input
 from gateway.settings import Settings
 from storage import days
 from storage.clock import Clock
@@ -38,7 +39,7 @@ async def cmd_rollup(args: argparse.Namespace, settings: Settings, db: Database)
     if args.day is None:
         report = await days.roll_up_due(db, now=now, site_id=args.site, progress=progress)
     else:
-        day = days.parse_day(args.day, "--day")
+        day = day_input(args.day, "--day")
         report = await days.roll_up_date(db, day=day, now=now, site_id=args.site, progress=progress)
     return {
         "rolled_days": len(report.days),

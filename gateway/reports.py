@@ -13,6 +13,7 @@ from marshmallow import ValidationError
 
 from gateway.app_keys import CLOCK, DB, KEYS
 from gateway.auth import authenticate
+from gateway.errors import day_input
 from schemas.fields import printable
 from schemas.replies import GapsReport
 from storage import days
@@ -37,7 +38,7 @@ async def _admin_site(request: web.Request) -> str:
     """The requested site_id, once the caller is an admin of it (401 → 403 → 404)."""
     principal = await authenticate(request.app[KEYS], request, "admin")
     site_id = _required(request, "site_id")
-    principal.check_site(site_id, f"unknown site {site_id!r}")
+    principal.check_site(site_id)
     return site_id
 
 
@@ -58,7 +59,7 @@ async def today(request: web.Request) -> web.Response:
 async def gaps(request: web.Request) -> web.Response:
     """Meters with missing intervals on an ended day of the site."""
     site_id = await _admin_site(request)
-    day = days.parse_day(_required(request, "day"))
+    day = day_input(_required(request, "day"))
     found = await days.day_gaps(request.app[DB], site_id=site_id, day=day, now=request.app[CLOCK].now())
     meters = [
         {"meter_no": str(meter_no), "intervals": seen, "missing": found.intervals_expected - seen}

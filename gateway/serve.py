@@ -21,17 +21,19 @@ def serve(
     before: Sequence[CleanupContext] = (),
     after: Sequence[CleanupContext] = (),
     on_listening: Callable[[], None] | None = None,
+    build: Callable[[Settings], web.Application] = create_app,
 ) -> None:
     """Serve until interrupted (SIGINT or SIGTERM); prints where it listens.
 
     Extra cleanup contexts (`gateway demo` runs its child processes this way): `before` open
     ahead of the app's own resources and close after them, `after` open after them and close
-    first. `on_listening` runs once the port is open.
+    first. `on_listening` runs once the port is open. `build` makes the app (the crash tests
+    wrap `create_app`'s, tests/reliability/faulty_gateway.py).
     """
     setup_logging(settings.log_level)
     import uvloop
 
-    app = create_app(settings)
+    app = build(settings)
     app.cleanup_ctx[:0] = before
     app.cleanup_ctx.extend(after)
     app.on_startup.append(tune_process)

@@ -11,7 +11,6 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-from adapters.faults import parse_fault_points
 from storage.days import CATCH_UP_DAYS
 from storage.db.engine import missing_driver
 
@@ -100,8 +99,6 @@ class Settings(BaseSettings):
     backup_dir: Path | None = None  # None: `backups/` beside the database file (var/backups by default)
     backup_every_minutes: int = Field(default=120, ge=1)
     backup_keep: int = Field(default=12, ge=1)
-    # TESTS ONLY: points where the process kills itself (adapters/faults.py). Empty in production.
-    fault_points: str = ""
     # Input only: files holding the secrets above (SECRET_FILES); read once, then left unset.
     database_url_file: Path | None = None
     headend_token_file: Path | None = None
@@ -130,12 +127,6 @@ class Settings(BaseSettings):
     def _driver_installed(cls, value: str) -> str:
         if (why := missing_driver(value)) is not None:
             raise ValueError(why)
-        return value
-
-    @field_validator("fault_points")
-    @classmethod
-    def _known_fault_points(cls, value: str) -> str:
-        parse_fault_points(value)  # ValueError names an unknown point
         return value
 
     @field_validator("ingest_auth")

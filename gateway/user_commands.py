@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from gateway.settings import Settings
+from schemas.fields import parse_login
 from storage.clock import Clock
 from storage.db.engine import Database
 from storage.errors import InvalidInput
@@ -65,23 +66,27 @@ async def cmd_user_list(args: argparse.Namespace, settings: Settings, db: Databa
 
 async def cmd_user_disable(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """Disable an account: it cannot log in, and its sessions end now."""
-    return account_json(await accounts.set_disabled(db, login=args.account, disabled=True, now=Clock().now()))
+    return account_json(
+        await accounts.set_disabled(db, login=parse_login(args.account), disabled=True, now=Clock().now())
+    )
 
 
 async def cmd_user_enable(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """Let a disabled account log in again."""
-    return account_json(await accounts.set_disabled(db, login=args.account, disabled=False, now=Clock().now()))
+    return account_json(
+        await accounts.set_disabled(db, login=parse_login(args.account), disabled=False, now=Clock().now())
+    )
 
 
 async def cmd_user_remove(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """Remove an account (for a resident: unlink them from the meter, which can be claimed again)."""
-    return account_json(await accounts.remove_account(db, login=args.account))
+    return account_json(await accounts.remove_account(db, login=parse_login(args.account)))
 
 
 async def cmd_user_reset_password(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """A new password (given on standard input, or made up and printed once); every session ends."""
     given = read_password(args) if args.password_stdin else None
-    info, password = await accounts.reset_password(db, login=args.account, password=given)
+    info, password = await accounts.reset_password(db, login=parse_login(args.account), password=given)
     result = account_json(info)
     if given is None:
         result["password"] = password

@@ -7,10 +7,10 @@ hot path never pays for it; a warning half a minute late is still a warning befo
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 
+from scheduler.runner import ScheduledJob
 from storage.clock import Clock
 from storage.db.engine import Database
 from storage.money import policy
@@ -18,31 +18,24 @@ from storage.money import policy
 log = logging.getLogger("gateway.alerts")
 
 
-class BalanceAlertJob:
+class BalanceAlertJob(ScheduledJob[int]):
     """Writes the balance alerts due. One run at a time."""
 
     job_id = "balance-alerts"
     name = "raise balance alerts"
 
     def __init__(self, db: Database, clock: Clock, *, every_seconds: int = 30) -> None:
-        self.interval = dt.timedelta(seconds=every_seconds)
+        super().__init__(dt.timedelta(seconds=every_seconds))
         self._db = db
         self._clock = clock
-        self._running = asyncio.Lock()
-        self._stopping = False
 
-    async def run(self) -> int:
+    async def run_once(self) -> int:
         """One pass at the clock's "now"; the events written."""
-        async with self._running:
-            if self._stopping:
-                return 0
-            written = await policy.raise_balance_alerts(self._db, now=self._clock.now())
+        written = await policy.raise_balance_alerts(self._db, now=self._clock.now())
         if written:
             log.info("balance alerts: %d written", written)
         return written
 
-    async def stop(self) -> None:
-        """Let a pass in progress finish, then refuse further work."""
-        self._stopping = True
-        async with self._running:
-            pass
+    def idle(self) -> int:
+        """No events after `stop`."""
+        return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from prometheus_client import Gauge
 
+from scheduler.runner import ScheduledJob
 from storage.clock import Clock
 from storage.db.engine import Database
 from storage.ops import backup
@@ -27,7 +28,7 @@ LOOK_EVERY = dt.timedelta(minutes=10)
 LAST_BACKUP = Gauge("gateway_backup_last_success_timestamp_seconds", "When the last scheduled backup was taken")
 
 
-class BackupJob:
+class BackupJob(ScheduledJob[backup.BackupReport | None]):
     """Backs the SQLite database up into a directory, keeping the newest `keep` backups."""
 
     job_id = "backup"
@@ -39,35 +40,30 @@ class BackupJob:
         if not db.is_sqlite or not db.sqlite_path or db.sqlite_path == ":memory:":
             raise ValueError("the backup job backs up a SQLite file; back PostgreSQL up with pg_dump")
         self.every = dt.timedelta(minutes=every_minutes)
-        self.interval = min(self.every, LOOK_EVERY)
+        super().__init__(min(self.every, LOOK_EVERY))
         self._source = db.sqlite_path
         self._clock = clock
         self._directory = directory
         self._keep = keep
-        self._running = asyncio.Lock()
-        self._stopping = False
 
-    async def run(self) -> backup.BackupReport | None:
+    async def run_once(self) -> backup.BackupReport | None:
         """A backup if one is due at the clock's "now"; None when not due or stopped."""
-        async with self._running:
-            if self._stopping:
-                return None
-            now = self._clock.now()
-            newest = await asyncio.to_thread(backup.newest_backup, self._directory)
-            if newest is not None and now - newest < self.every - self.interval / 2:
-                return None
-            try:
-                report = await asyncio.to_thread(
-                    backup.backup_into,
-                    self._source,
-                    self._directory,
-                    now=now,
-                    keep=self._keep,
-                    should_stop=lambda: self._stopping,
-                )
-            except backup.BackupCancelled:
-                log.info("backup stopped for shutdown; nothing kept")
-                return None
+        now = self._clock.now()
+        newest = await asyncio.to_thread(backup.newest_backup, self._directory)
+        if newest is not None and now - newest < self.every - self.interval / 2:
+            return None
+        try:
+            report = await asyncio.to_thread(
+                backup.backup_into,
+                self._source,
+                self._directory,
+                now=now,
+                keep=self._keep,
+                should_stop=lambda: self.stopping,
+            )
+        except backup.BackupCancelled:
+            log.info("backup stopped for shutdown; nothing kept")
+            return None
         LAST_BACKUP.set(now.timestamp())
         log.info(
             "backup %s: %d bytes in %.1f s, %d old removed",
@@ -78,8 +74,6 @@ class BackupJob:
         )
         return report
 
-    async def stop(self) -> None:
-        """Abandon a backup in progress (its unfinished copy is removed) and take no more."""
-        self._stopping = True
-        async with self._running:
-            pass
+    def idle(self) -> None:
+        """No backup after `stop` (one in progress is abandoned, its unfinished copy removed)."""
+        return None

@@ -30,6 +30,7 @@ from yarl import URL
 
 from adapters.webhooks import WebhookSender
 from scheduler.backoff import delay
+from scheduler.runner import ScheduledJob
 from storage.clock import Clock
 from storage.db.engine import Database
 from storage.db.models import DgDeliveryAttempt, SiteEventAttempt
@@ -59,7 +60,7 @@ def backoff(attempts: int) -> dt.timedelta:
     return delay(BACKOFF, attempts)
 
 
-class DeliveryJob:
+class DeliveryJob(ScheduledJob[int]):
     """Delivers due DG callbacks. One pass at a time; a kick during a pass asks for another."""
 
     job_id = "dg-callbacks"
@@ -77,7 +78,7 @@ class DeliveryJob:
         batch: int = 200,
         horizon: dt.timedelta = HORIZON,
     ) -> None:
-        self.interval = dt.timedelta(seconds=every_seconds)
+        super().__init__(dt.timedelta(seconds=every_seconds))
         self._db = db
         self._clock = clock
         self._sender = sender
@@ -85,40 +86,36 @@ class DeliveryJob:
         self._per_destination = per_destination
         self._batch = batch
         self.horizon = horizon
-        self._running = asyncio.Lock()
         self._again = False
-        self._stopping = False
-        self._kicks: set[asyncio.Task[int]] = set()
 
     def kick(self) -> None:
         """Deliver now what is due (called after a transition is committed); returns at once."""
         self._again = True
-        if self._stopping or self._running.locked():
-            return  # the pass in progress goes round once more
-        task = asyncio.get_running_loop().create_task(self.run())
-        self._kicks.add(task)  # keep a reference until done, or the task may be collected
-        task.add_done_callback(self._kick_done)
-
-    def _kick_done(self, task: asyncio.Task[int]) -> None:
-        self._kicks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            # Nothing is lost: the events stay due and the periodic pass tries again.
-            log.error("callback pass failed", exc_info=task.exception())
+        if not self._running.locked():  # else the pass in progress goes round once more
+            super().kick()
 
     async def run(self) -> int:
-        """Passes until nothing more was asked for; the number of attempts made."""
+        """Passes until nothing more was asked for; the number of attempts made (0 at once
+        when a pass is in progress: it goes round once more instead)."""
         if self._running.locked():
             self._again = True
             return 0
+        return await super().run()
+
+    async def run_once(self) -> int:
+        """Passes until nothing more was asked for or the job stops; the attempts made."""
         made = 0
-        async with self._running:
-            self._again = True
-            while self._again and not self._stopping:
-                self._again = False
-                made_now = await self._pass()
-                made += made_now
-                self._again = self._again or made_now == self._batch  # more may be due
+        self._again = True
+        while self._again and not self.stopping:
+            self._again = False
+            made_now = await self._pass()
+            made += made_now
+            self._again = self._again or made_now == self._batch  # more may be due
         return made
+
+    def idle(self) -> int:
+        """No attempts after `stop`."""
+        return 0
 
     async def _pass(self) -> int:
         now = self._clock.now()
@@ -139,7 +136,7 @@ class DeliveryJob:
             async with destinations[destination(events[0].url)], gate:
                 for event in events:
                     made += 1
-                    if self._stopping or not await self._deliver(event):
+                    if self.stopping or not await self._deliver(event):
                         break
             return made
 
@@ -181,11 +178,3 @@ class DeliveryJob:
                 result.error or f"HTTP {result.http_status}",
             )
         return result.delivered
-
-    async def stop(self) -> None:
-        """Let a pass in progress finish its current attempts, then refuse further work."""
-        self._stopping = True
-        async with self._running:
-            pass
-        if self._kicks:
-            await asyncio.gather(*self._kicks, return_exceptions=True)  # failures were logged

@@ -8,10 +8,10 @@ steps are idempotent and safe to race, so the job is correct even if two process
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 
+from scheduler.runner import ScheduledJob
 from storage.clock import Clock
 from storage.db.engine import Database
 from storage.ops import partitions
@@ -19,32 +19,29 @@ from storage.ops import partitions
 log = logging.getLogger("gateway.partitions")
 
 
-class PartitionJob:
+class PartitionJob(ScheduledJob[partitions.RetentionReport | None]):
     """Creates partitions ahead and applies retention. One run at a time."""
 
     job_id = "partitions"
     name = "reading partitions and retention"
 
     def __init__(self, db: Database, clock: Clock, *, retention_days: int | None, every_minutes: int = 60) -> None:
-        self.interval = dt.timedelta(minutes=every_minutes)
+        super().__init__(dt.timedelta(minutes=every_minutes))
         self._db = db
         self._clock = clock
         self._retention_days = retention_days
-        self._running = asyncio.Lock()
-        self._stopping = False
 
-    async def run(self) -> partitions.RetentionReport | None:
+    async def run_once(self) -> partitions.RetentionReport | None:
         """One pass at the clock's "now"; what retention removed (None when it is off)."""
-        async with self._running:
-            now = self._clock.now()
-            created = await partitions.ensure_partitions(self._db, now=now)
-            if created:
-                log.info("created reading partitions %s", ", ".join(created))
-            if self._retention_days is None:
-                return None
-            report = await partitions.apply_retention(
-                self._db, now=now, days=self._retention_days, should_stop=lambda: self._stopping
-            )
+        now = self._clock.now()
+        created = await partitions.ensure_partitions(self._db, now=now)
+        if created:
+            log.info("created reading partitions %s", ", ".join(created))
+        if self._retention_days is None:
+            return None
+        report = await partitions.apply_retention(
+            self._db, now=now, days=self._retention_days, should_stop=lambda: self.stopping
+        )
         if report.dropped or report.deleted:
             log.info(
                 "retention (readings before %s): dropped %s, deleted %d rows",
@@ -54,8 +51,6 @@ class PartitionJob:
             )
         return report
 
-    async def stop(self) -> None:
-        """Let a run in progress finish its current transaction, then refuse further work."""
-        self._stopping = True
-        async with self._running:
-            pass
+    def idle(self) -> None:
+        """Nothing done after `stop` (a run in progress ends after its current transaction)."""
+        return None

@@ -7,9 +7,11 @@ than `grace`, so a request still in flight is left to its handler) and, for each
 
 1. asks the head-end for the credit by transaction id (`credit_status`);
 2. if the head-end never heard of it, sends the credit again under the same transaction id
-   (the head-end is idempotent by it, so a credit is applied at most once);
-3. settles it with the answer (storage/money/recharge.py: balance, token, ledger credit and state in
-   one transaction): applied → success, refused → error with the reason;
+   (the head-end is idempotent by it, so a credit is applied at most once) and settles it with
+   the answer: `adapters.operations.credit_and_settle`, as the recharge call does;
+3. settles it with the answer (`adapters.operations.settle_answer`, storage/money/recharge.py:
+   balance, token, ledger credit and state in one transaction): applied → success, refused →
+   error with the reason;
 4. otherwise, past its expiry (counted from the request) it ends as an error with remarks
    "expired: ..."; before that it stays waiting with its next check stored in the row
    (scheduler/backoff.py), so a restart or another gateway process loses nothing.
@@ -29,7 +31,9 @@ import logging
 from prometheus_client import Counter
 
 from adapters.headend import HeadEnd, Outcome, Result
+from adapters.operations import credit_and_settle, settle_answer
 from scheduler.backoff import RECONCILE, delay
+from scheduler.runner import ScheduledJob
 from storage.clock import Clock
 from storage.db.engine import Database
 from storage.db.models import Recharge
@@ -45,7 +49,7 @@ RECHARGES = Counter(
 MAX_BATCHES = 10  # per run: the rest waits for the next run rather than hold the job for long
 
 
-class ReconcileJob:
+class ReconcileJob(ScheduledJob[collections.Counter[str]]):
     """Settles due unconfirmed recharges. One run at a time; `stop` lets checks in flight finish."""
 
     job_id = "reconcile"
@@ -63,7 +67,7 @@ class ReconcileJob:
         batch: int = 100,
         concurrency: int = 4,
     ) -> None:
-        self.interval = dt.timedelta(seconds=every_seconds)
+        super().__init__(dt.timedelta(seconds=every_seconds))
         self.expiry = dt.timedelta(minutes=expiry_minutes)
         # A `requested` recharge this old is no longer being sent by a live request: longer
         # than any head-end deadline, as for orphaned commands.
@@ -73,84 +77,83 @@ class ReconcileJob:
         self._clock = clock
         self._batch = batch
         self._concurrency = concurrency
-        self._running = asyncio.Lock()
-        self._stopping = False
 
-    async def run(self) -> collections.Counter[str]:
+    async def run_once(self) -> collections.Counter[str]:
         """Check every due recharge once at the clock's "now"; how many ended each way."""
         outcomes: collections.Counter[str] = collections.Counter()
-        async with self._running:
-            gate = asyncio.Semaphore(self._concurrency)
+        gate = asyncio.Semaphore(self._concurrency)
 
-            async def check(recharge: Recharge) -> str:
-                async with gate:
-                    if self._stopping:
-                        return "skipped"  # still due: the next run (here or elsewhere) takes it
-                    return await self._check(recharge)
+        async def check(recharge: Recharge) -> str:
+            async with gate:
+                if self.stopping:
+                    return "skipped"  # still due: the next run (here or elsewhere) takes it
+                return await self._check(recharge)
 
-            for _ in range(MAX_BATCHES):
-                if self._stopping:
-                    break
-                now = self._clock.now()
-                due = await recharges.waiting_recharges(
-                    self._db, now=now, requested_before=now - self.grace, limit=self._batch
-                )
-                results = await asyncio.gather(*(check(r) for r in due), return_exceptions=True)
-                for recharge, result in zip(due, results, strict=True):
-                    if isinstance(result, BaseException):
-                        # Left as it was, so still due: the next run asks again.
-                        log.error("recharge %s: check failed", recharge.transaction_id, exc_info=result)
-                        result = "failed"
-                    if result != "skipped":
-                        RECHARGES.labels(result).inc()
-                    outcomes[result] += 1
-                if len(due) < self._batch or "failed" in outcomes:
-                    break  # all due ones seen (a failed check stays due: no second go this run)
+        for _ in range(MAX_BATCHES):
+            if self.stopping:
+                break
+            now = self._clock.now()
+            due = await recharges.waiting_recharges(
+                self._db, now=now, requested_before=now - self.grace, limit=self._batch
+            )
+            results = await asyncio.gather(*(check(r) for r in due), return_exceptions=True)
+            for recharge, result in zip(due, results, strict=True):
+                if isinstance(result, BaseException):
+                    # Left as it was, so still due: the next run asks again.
+                    log.error("recharge %s: check failed", recharge.transaction_id, exc_info=result)
+                    result = "failed"
+                if result != "skipped":
+                    RECHARGES.labels(result).inc()
+                outcomes[result] += 1
+            if len(due) < self._batch or "failed" in outcomes:
+                break  # all due ones seen (a failed check stays due: no second go this run)
         return outcomes
+
+    def idle(self) -> collections.Counter[str]:
+        """Nothing checked after `stop`."""
+        return collections.Counter()
 
     async def _check(self, recharge: Recharge) -> str:
         """Ask the head-end about one recharge and record what became of it."""
         tid = recharge.transaction_id
         expired = self._clock.now() >= recharge.created_at + self.expiry
+        retry_in = delay(RECONCILE, recharge.checks)  # if it is still not final
         result = await self._headend.credit_status(tid)
         if result.outcome is Outcome.UNKNOWN and not expired:
             # The head-end never got it (it was down, or we died before asking): send it now.
-            result = await self._headend.credit(recharge.meter_no, transaction_id=tid, amount=recharge.amount)
-        if result.outcome in (Outcome.APPLIED, Outcome.REFUSED):
-            settled = await recharges.settle_recharge(
+            settled, result = await credit_and_settle(
                 self._db,
+                self._headend,
+                self._clock,
                 transaction_id=tid,
-                outcome=result.outcome.value,
-                token=result.token,
-                reason=result.reason,
-                applied_at=result.applied_at,
-                now=self._clock.now(),
+                meter_no=recharge.meter_no,
+                amount=recharge.amount,
+                retry_in=retry_in,
             )
-            log.info("recharge %s settled: %s %s", tid, settled.state, settled.reason)
-            return settled.state
-        if expired:
-            why = self._why_expired(result)
-            await recharges.expire_recharge(self._db, transaction_id=tid, reason=why, now=self._clock.now())
-            if result.outcome is Outcome.QUEUED:
-                log.warning(
-                    "recharge %s expired while the head-end still has it queued: if it applies there, "
-                    "adjust meter %s's balance by hand",
-                    tid,
-                    recharge.meter_no,
-                )
-            else:
-                log.warning("recharge %s expired: %s", tid, why)
-            return "expired"
-        now = self._clock.now()
-        await recharges.settle_recharge(
-            self._db,
-            transaction_id=tid,
-            outcome=result.outcome.value,
-            reason=result.reason,
-            now=now,
-            next_check_at=now + delay(RECONCILE, recharge.checks),
-        )
-        return "waiting"
+        elif result.outcome in (Outcome.APPLIED, Outcome.REFUSED) or not expired:
+            settled = await settle_answer(self._db, self._clock, transaction_id=tid, result=result, retry_in=retry_in)
+        else:
+            return await self._expire(recharge, result)
+        if result.outcome not in (Outcome.APPLIED, Outcome.REFUSED):
+            return "waiting"
+        log.info("recharge %s settled: %s %s", tid, settled.state, settled.reason)
+        return settled.state
+
+    async def _expire(self, recharge: Recharge, result: Result) -> str:
+        """End a recharge unconfirmed past its expiry as an error, saying why."""
+        tid = recharge.transaction_id
+        why = self._why_expired(result)
+        await recharges.expire_recharge(self._db, transaction_id=tid, reason=why, now=self._clock.now())
+        if result.outcome is Outcome.QUEUED:
+            log.warning(
+                "recharge %s expired while the head-end still has it queued: if it applies there, "
+                "adjust meter %s's balance by hand",
+                tid,
+                recharge.meter_no,
+            )
+        else:
+            log.warning("recharge %s expired: %s", tid, why)
+        return "expired"
 
     def _why_expired(self, result: Result) -> str:
         minutes = int(self.expiry.total_seconds() // 60)
@@ -160,9 +163,3 @@ class ReconcileJob:
             return f"still queued at the head-end after {minutes} minutes"
         last = f"{result.outcome.value}: {result.reason}" if result.reason else result.outcome.value
         return f"not confirmed by the head-end within {minutes} minutes (last answer: {last})"
-
-    async def stop(self) -> None:
-        """Let checks in flight finish, then refuse further work."""
-        self._stopping = True
-        async with self._running:
-            pass

@@ -7,10 +7,10 @@ The first run starts with the scheduler (scheduler/runner.py), which is the catc
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 
+from scheduler.runner import ScheduledJob
 from storage import days
 from storage.clock import Clock
 from storage.db.engine import Database
@@ -18,23 +18,20 @@ from storage.db.engine import Database
 log = logging.getLogger("gateway.rollup")
 
 
-class RollupJob:
+class RollupJob(ScheduledJob[days.RollupReport]):
     """Rolls every due site-day. One run at a time; `stop` ends a run between two days."""
 
     job_id = "rollup"
     name = "roll up due days"
 
     def __init__(self, db: Database, clock: Clock, *, every_minutes: int = 5) -> None:
-        self.interval = dt.timedelta(minutes=every_minutes)
+        super().__init__(dt.timedelta(minutes=every_minutes))
         self._db = db
         self._clock = clock
-        self._running = asyncio.Lock()
-        self._stopping = False
 
-    async def run(self) -> days.RollupReport:
+    async def run_once(self) -> days.RollupReport:
         """One run at the clock's "now"; what it rolled."""
-        async with self._running:
-            report = await days.roll_up_due(self._db, now=self._clock.now(), should_stop=lambda: self._stopping)
+        report = await days.roll_up_due(self._db, now=self._clock.now(), should_stop=lambda: self.stopping)
         for rolled in report.days:
             log.info(
                 "rolled site %s day %s: %d meters (%s)",
@@ -45,8 +42,6 @@ class RollupJob:
             )
         return report
 
-    async def stop(self) -> None:
-        """Let a run in progress finish its current day, then refuse further work."""
-        self._stopping = True
-        async with self._running:
-            pass
+    def idle(self) -> days.RollupReport:
+        """Nothing rolled after `stop` (a run in progress ends after its current day)."""
+        return days.RollupReport(complete=False)

@@ -1,6 +1,8 @@
 """The one scheduler: an APScheduler 3 AsyncIOScheduler in the gateway's event loop.
 
-Every job is an object with an id, a name, an interval, `run()` and `stop()`. Each is added with
+Every job is an object with an id, a name, an interval, `run()` and `stop()`; the gateway's
+jobs get them from `ScheduledJob` (one run at a time, a stop that waits for the run in progress,
+runs kicked in the background). Each is added with
 its explicit id and `replace_existing`, coalesced (runs missed while the loop was busy collapse
 into one), at most one instance at a time, and a misfire grace of one interval: a run later than
 that is skipped, the next one doing the same work, since every job is idempotent and takes
@@ -14,11 +16,12 @@ traceback without letting it reach the scheduler. On SQLite there is no lock.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -55,6 +58,77 @@ class Job(Protocol):
 
     async def stop(self) -> None:
         """Let a run in progress reach a clean point, then refuse further work."""
+
+
+R = TypeVar("R")
+
+
+class ScheduledJob(Generic[R]):
+    """The base of the gateway's jobs: one run at a time in this process, a stop flag that
+    every run checks, and a `stop` that waits for the run in progress.
+
+    A job says what one pass does (`run_once`, idempotent at the clock's "now", checking
+    `stopping` between steps when it has many) and what a run answers once stopped (`idle`).
+    """
+
+    job_id: ClassVar[str]
+    name: ClassVar[str]
+
+    def __init__(self, interval: dt.timedelta) -> None:
+        self.interval = interval
+        self._running = asyncio.Lock()
+        self._stopping = False
+        self._kicks: set[asyncio.Task[R]] = set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop` was called: no new run starts, a run in progress ends early."""
+        return self._stopping
+
+    async def run(self) -> R:
+        """One pass (`run_once`) unless another is in progress here (it waits) or the job stopped."""
+        async with self._running:
+            if self._stopping:
+                return self.idle()
+            return await self.run_once()
+
+    async def run_once(self) -> R:
+        """What one pass does; called under the job's lock."""
+        raise NotImplementedError
+
+    def idle(self) -> R:
+        """What a run answers after `stop`: nothing done."""
+        raise NotImplementedError
+
+    def kick(self) -> None:
+        """Run now in the background (something became due); returns at once.
+
+        Safe beside the scheduled runs: they take the same lock, and what they claim in the
+        database other processes skip.
+        """
+        if self._stopping:
+            return
+        task = asyncio.get_running_loop().create_task(self.run())
+        self._kicks.add(task)  # keep a reference until done, or the task may be collected
+        task.add_done_callback(self._kick_done)
+
+    def _kick_done(self, task: asyncio.Task[R]) -> None:
+        self._kicks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Nothing is lost: what it did not do stays due and the periodic run does it.
+            log.error("job %s: a kicked run failed", self.job_id, exc_info=task.exception())
+
+    async def settle(self) -> None:
+        """Wait for the runs kicked so far to finish (their failures were logged)."""
+        if self._kicks:
+            await asyncio.gather(*self._kicks, return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Let the run in progress reach a clean point, refuse further work, wait for kicked runs."""
+        self._stopping = True
+        async with self._running:
+            pass
+        await self.settle()
 
 
 class JobRunner:

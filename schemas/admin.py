@@ -11,7 +11,18 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, fields, validate
 
-from schemas.fields import Amount, Day, EventCursor, FreeText, MeterNumber, NoCutHours, Text, Thresholds, Weekdays
+from schemas.fields import (
+    Amount,
+    Day,
+    EventCursor,
+    FreeText,
+    MeterNumber,
+    NoCutHours,
+    Text,
+    Thresholds,
+    Timezone,
+    Weekdays,
+)
 
 ZERO = Decimal(0)
 
@@ -37,7 +48,7 @@ class SiteCreate(AdminBody):
     site_id = Text(required=True)
     name = Text(required=True, max_length=200)
     region = Text(required=True, max_length=100)
-    timezone = Text(load_default="Asia/Kolkata")
+    timezone = Timezone(load_default="Asia/Kolkata")
     tariff_grid = Amount(minimum=ZERO, load_default=Decimal("8.00"))
     tariff_dg = Amount(minimum=ZERO, load_default=Decimal("20.00"))
     auto_cut = fields.Boolean(load_default=True)

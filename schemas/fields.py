@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import zoneinfo
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -22,6 +23,7 @@ MAX_THRESHOLDS = 10
 _DIGITS = re.compile(r"\d{1,18}", re.ASCII)  # a meter number fits a signed 64-bit column; "١٢٣" is not one
 # A number written with an exponent ("1e2", "1E-2"): refused for money and amounts, since
 # "1e2" is not ₹100 to anyone reading a receipt and "1E-2" hides ₹0.01.
+AMOUNT_MAX = Decimal("1e12")  # exclusive: money and kWh fit their Numeric columns
 EXPONENT_FORM = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)[eE][+-]?\d+", re.ASCII)
 # C0 and C1 control characters (NUL, CR, LF, ESC...) and lone surrogates. No id or name needs
 # them; PostgreSQL cannot store NUL in text at all (it was a 500 there), and CR/LF or ESC in a
@@ -57,22 +59,63 @@ class FreeText(fields.String):
         super().__init__(validate=[validate.Length(max=max_length), printable], **kwargs)
 
 
+MAX_METER_NO = 10**18  # exclusive: 1-18 digits fit the signed 64-bit column
+
+
+def meter_number(value: object, *, dashes: bool = False) -> int | None:
+    """The one meter-number rule: a whole number from 1 to 10^18 - 1, as an integer (not a
+    boolean) or as 1-18 ASCII digits ("١٢٣" is not one) with spaces around; with `dashes`, as
+    people type them in the portal, dashes between the digits too ("999-999-999"). None if not.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 < value < MAX_METER_NO else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if dashes and not text.startswith("-"):
+        text = text.replace("-", "")
+    if not _DIGITS.fullmatch(text) or int(text) == 0:
+        return None
+    return int(text)
+
+
+def parse_login(text: str) -> int | str:
+    """A portal login as typed: a resident's meter number (dashes allowed) or a staff username."""
+    text = text.strip()
+    meter_no = meter_number(text, dashes=True)
+    return text if meter_no is None else meter_no
+
+
 class MeterNumber(fields.Field[int]):
-    """A meter number: digits (as text, since Factech sends strings) or a positive JSON integer."""
+    """A meter number (`meter_number`): digits (as text, since Factech sends strings) or a JSON integer."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not _DIGITS.fullmatch(value.strip()) or int(value) <= 0:
+        meter_no = meter_number(value)
+        if meter_no is None:
             raise ValidationError("Not a valid meter number: expected a positive whole number.")
-        return int(value)
+        return meter_no
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else str(value)
 
 
+def day_from_text(text: str) -> dt.date | None:
+    """The one day rule: written exactly `YYYY-MM-DD` (ISO's other spellings, week dates
+    included, are refused), a real date, and not the first or last one Python has (its bounds
+    in UTC would overflow). None if not."""
+    if not _DAY.fullmatch(text):
+        return None
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        return None
+    return day if dt.date.min < day < dt.date.max else None
+
+
 class Day(fields.Date):
-    """A calendar day written exactly `YYYY-MM-DD` (ISO's other spellings are refused)."""
+    """A calendar day (`day_from_text`), with spaces around allowed."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(format="%Y-%m-%d", **kwargs)
@@ -80,7 +123,29 @@ class Day(fields.Date):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dt.date:
         if not isinstance(value, str) or not _DAY.fullmatch(value.strip()):
             raise ValidationError("Not a valid date: expected YYYY-MM-DD.")
-        return super()._deserialize(value.strip(), attr, data, **kwargs)
+        day = day_from_text(value.strip())
+        if day is None:
+            raise self.make_error("invalid")
+        return day
+
+
+def known_timezone(name: str) -> bool:
+    """True if `name` is an IANA timezone (from the tzdata package, not the OS)."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+class Timezone(Text):
+    """A site's IANA timezone name (`known_timezone`)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        name = super()._deserialize(value, attr, data, **kwargs)
+        if not known_timezone(name):
+            raise ValidationError("Unknown IANA timezone.")
+        return name
 
 
 class Amount(fields.Decimal):
@@ -92,6 +157,13 @@ class Amount(fields.Decimal):
     ₹100 and ₹0.01.
     """
 
+    default_error_messages = {
+        "exponent": "Exponents are not accepted: write a plain decimal such as 100 or 100.50.",
+        "range": "Out of range.",
+        "places": "At most {places} decimals.",
+        "minimum": "Must be at least {minimum}.",
+    }
+
     def __init__(self, places: int = 2, minimum: Decimal | None = None, **kwargs: Any) -> None:
         super().__init__(allow_nan=False, **kwargs)
         self.max_places = places
@@ -99,17 +171,31 @@ class Amount(fields.Decimal):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
         if isinstance(value, bool):
-            raise ValidationError("Not a valid number.")
+            raise self.make_error("invalid")
         if isinstance(value, str | float) and EXPONENT_FORM.fullmatch(str(value).strip()):
-            raise ValidationError("Exponents are not accepted: write a plain decimal such as 100 or 100.50.")
+            raise self.make_error("exponent")
         number = super()._deserialize(value, attr, data, **kwargs)
-        if abs(number) >= Decimal("1e12"):
-            raise ValidationError("Out of range.")
+        if abs(number) >= AMOUNT_MAX:
+            raise self.make_error("range")
         if number.as_tuple().exponent < -self.max_places:  # type: ignore[operator]
-            raise ValidationError(f"At most {self.max_places} decimals.")
+            raise self.make_error("places", places=self.max_places)
         if self.minimum is not None and number < self.minimum:
-            raise ValidationError(f"Must be at least {self.minimum}.")
+            raise self.make_error("minimum", minimum=self.minimum)
         return number
+
+
+def amount_flag(text: str, flag: str, *, places: int = 2, minimum: Decimal | None = None) -> Decimal:
+    """An amount typed on a command line (`Amount`'s rules), its errors worded with the flag
+    ("--balance has more than 2 decimals"); ValidationError otherwise."""
+    worded = {
+        "invalid": f"{flag} is not a number",
+        "special": f"{flag} is out of range",
+        "range": f"{flag} is out of range",
+        "places": f"{flag} has more than {{places}} decimals",
+        "minimum": f"{flag} must be at least {{minimum}}",
+        "exponent": f"{flag}: exponents are not accepted, write a plain decimal such as 100 or 100.50",
+    }
+    return Amount(places=places, minimum=minimum, error_messages=worded).deserialize(text.strip())
 
 
 class EventCursor(fields.Field[tuple[int | None, dt.datetime | None]]):

@@ -18,17 +18,16 @@ from typing import Any, NamedTuple
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from schemas.fields import printable
+from schemas.fields import MAX_METER_NO, meter_number, printable
 
 SOURCES = ("grid", "dg")
-MAX_METER_NO = 10**18
 
 
 def parse_meter_no(value: Any) -> int:
-    """A meter id: a positive JSON integer (booleans and strings refused)."""
+    """A packet's meter id: a JSON integer (booleans and strings refused) that is a meter number."""
     if type(value) is not int:
         raise ValidationError("Not a valid integer: send the meter number as a JSON number.")
-    if not 0 < value < MAX_METER_NO:
+    if meter_number(value) is None:
         raise ValidationError(f"Must be between 1 and {MAX_METER_NO - 1}.")
     return value
 
@@ -172,3 +171,27 @@ class DgPacket(Schema):
     status = fields.String(validate=validate.OneOf(("ON", "OFF")))
     fuel_litres = fields.Decimal(places=2, allow_nan=False, validate=validate.Range(min=0, max=Decimal("1000000")))
     reading_kWh = fields.Decimal(places=3, allow_nan=False, validate=validate.Range(min=0, max=Decimal("1000000000")))
+
+
+FUTURE_SLACK = dt.timedelta(minutes=5)  # meters' clocks drift: a little ahead of ours is fine
+
+
+class Window(NamedTuple):
+    """The packet timestamps accepted at `now` (meter readings and DG posts alike): at most
+    5 minutes in the future, at most `max_age` in the past."""
+
+    now: dt.datetime
+    max_age: dt.timedelta
+
+    def holds(self, stamp: dt.datetime) -> bool:
+        """True if `stamp` is accepted."""
+        return self.now - self.max_age <= stamp <= self.now + FUTURE_SLACK
+
+    def errors(self, stamp: dt.datetime) -> dict[str, list[str]] | None:
+        """Why `stamp` is refused, as the field's errors; None if it is accepted."""
+        if stamp > self.now + FUTURE_SLACK:
+            server_time = self.now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return {"timestamp": [f"More than 5 minutes in the future (server time {server_time})."]}
+        if stamp < self.now - self.max_age:
+            return {"timestamp": [f"Older than {self.max_age.days} days; such packets are no longer accepted."]}
+        return None

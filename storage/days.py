@@ -52,21 +52,6 @@ def check_day_over(site: Site, day: dt.date, now: dt.datetime) -> None:
         )
 
 
-def parse_day(text: str, field_name: str = "day") -> dt.date:
-    """A date from exactly YYYY-MM-DD; InvalidInput naming the field otherwise."""
-    try:
-        if len(text) != 10:
-            raise ValueError
-        day = dt.date.fromisoformat(text)
-        if not dt.date.min < day < dt.date.max:  # its bounds in UTC would overflow (was a 500)
-            raise ValueError
-        return day
-    except ValueError:
-        raise InvalidInput(
-            f"{field_name} must be a date YYYY-MM-DD, got {text!r}", {field_name: ["Not a YYYY-MM-DD date."]}
-        ) from None
-
-
 # --- Rolling one day --------------------------------------------------------------------------
 
 

@@ -77,3 +77,27 @@ class HeadEndUnreachable(DomainError):
     """The head-end answered that the meter cannot be reached; nothing was done (504)."""
 
     kind = "unreachable"
+
+
+def unknown(what: str, name: object, *, field: str, where: str = "", reason: str = "") -> NotFound:
+    """The one wording of "there is no such object" (also said of objects outside the caller's
+    sites, so that they look unknown): "unknown site 'S1'", "unknown meter 5", "unknown DG
+    'DG1' on site 'S1'", with `field` naming the input and `reason` (default "Unknown <what>.").
+    Text names are quoted, numbers not."""
+    shown = repr(name) if isinstance(name, str) else str(name)
+    return NotFound(f"unknown {what} {shown}{where}", {field: [reason or f"Unknown {what}."]})
+
+
+def unknown_site(site_id: str, field: str = "site_id") -> NotFound:
+    """`unknown` for a site; in a list of sites (`field` "sites") the reason names it."""
+    return unknown("site", site_id, field=field, reason="" if field == "site_id" else f"Unknown site {site_id!r}.")
+
+
+def unknown_meter(meter_no: int) -> NotFound:
+    """`unknown` for a meter."""
+    return unknown("meter", meter_no, field="meter_no")
+
+
+def unknown_dg(site_id: str, dg_no: str) -> NotFound:
+    """`unknown` for a DG of a site."""
+    return unknown("DG", dg_no, field="dg_number", where=f" on site {site_id!r}")

@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.cli import main
+from schemas.fields import parse_login
 from storage.db.engine import Database
 from storage.errors import Unauthorized
 from storage.portal import portal_users
@@ -38,7 +39,7 @@ async def call(client: TestClient, method: str, path: str, key: str, body: objec
 
 async def can_log_in(db: Database, login: str, password: str) -> bool:
     try:
-        await portal_users.log_in(db, login=login, password=password, now=NOW)
+        await portal_users.log_in(db, login=parse_login(login), password=password, now=NOW)
         return True
     except Unauthorized:
         return False
@@ -64,7 +65,7 @@ async def test_disable_enable_reset_and_remove_over_the_api(
     status, reply = await call(client, "POST", f"/users/{RESIDENT}/disable", key)
     assert status == 200 and reply["data"]["disabled"] is True
     with pytest.raises(Unauthorized, match="disabled"):
-        await portal_users.log_in(db, login=str(RESIDENT), password=PASSWORD, now=NOW)
+        await portal_users.log_in(db, login=RESIDENT, password=PASSWORD, now=NOW)
     assert (await call(client, "POST", f"/users/{RESIDENT}/enable", key))[1]["data"]["disabled"] is False
     status, reply = await call(client, "POST", f"/users/{RESIDENT}/reset-password", key)
     assert status == 200 and len(reply["data"]["password"]) >= 16

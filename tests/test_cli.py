@@ -105,6 +105,14 @@ def test_commands_print_one_json_object(capsys: pytest.CaptureFixture[str], data
             ["meter", "add", "12x", "--site", "S1", "--unit", "A"],
             "meter number must be a positive whole number",
         ),
+        (
+            ["meter", "add", "١٢٣", "--site", "S1", "--unit", "A"],  # non-ASCII digits: the API's rule
+            "meter number must be a positive whole number",
+        ),
+        (
+            ["meter", "add", "1" + "0" * 18, "--site", "S1", "--unit", "A"],  # 19 digits: no such column value
+            "meter number must be a positive whole number",
+        ),
         (["meter", "add", "5", "--site", "NOPE", "--unit", "A"], "unknown site 'NOPE'"),
         (
             ["meter", "add", "6", "--site", "S1", "--unit", "A", "--balance", "1.234"],

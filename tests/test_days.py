@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from gateway.errors import day_input
 from storage import calendar, days
 from storage.clock import FixedClock
 from storage.db.engine import Database
@@ -189,10 +190,12 @@ async def test_rolling_a_day_not_over_or_of_an_unknown_site_is_refused(db: Datab
         await days.roll_up_due(db, now=at(KOLKATA, "2025-02-09 23:59"), site_id="NOPE")
 
 
-@pytest.mark.parametrize("text", ["2025-2-8", "20250208", "2025-02-30", "", "yesterday"])
+@pytest.mark.parametrize("text", ["2025-2-8", "20250208", "2025-02-30", "", "yesterday", "2025-W06-6", "0001-01-01"])
 def test_days_must_be_yyyy_mm_dd(text: str) -> None:
+    # The one rule (schemas.fields.day_from_text), as the gateway's parameters and flags word it.
     with pytest.raises(InvalidInput, match="day must be a date YYYY-MM-DD"):
-        days.parse_day(text)
+        day_input(text)
+    assert day_input("2025-02-08") == dt.date(2025, 2, 8)
 
 
 async def test_the_job_runs_directly_and_stops_between_days(db: Database) -> None:

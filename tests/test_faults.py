@@ -1,20 +1,25 @@
-"""Test-only fault points (adapters/faults.py) and the orphan setting the crash runs shorten."""
+"""Test-only fault points (tests/reliability/faults.py) and the orphan setting the crash runs shorten."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from adapters.faults import AFTER_COMMIT, AFTER_CREDIT, FaultPoints, parse_fault_points
 from gateway.settings import Settings
+from tests.reliability.faults import AFTER_COMMIT, AFTER_CREDIT, FaultPoints, parse_fault_points
+
+REPO = Path(__file__).resolve().parent.parent
 
 
-def test_fault_points_are_off_unless_set() -> None:
-    assert Settings().fault_points == ""
+def test_the_gateway_has_no_fault_points_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_FAULT_POINTS", "recharge.after_credit")  # the old variable: read by nothing
+    assert "fault_points" not in Settings.model_fields
+    Settings()
     faults = FaultPoints("")
     assert faults.armed == {}
     faults.reach(AFTER_CREDIT)  # nothing happens: this process lives on
@@ -28,21 +33,27 @@ def test_fault_point_list_names_points_and_counts() -> None:
         parse_fault_points(f"{AFTER_COMMIT}:0")
 
 
-def test_settings_refuse_an_unknown_fault_point(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_FAULT_POINTS", "recharge.after_comit")
-    with pytest.raises(ValidationError, match="unknown fault point"):
-        Settings()
+def test_the_faulty_gateway_refuses_an_unknown_fault_point() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.reliability.faulty_gateway", "--faults", "recharge.after_comit"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert done.returncode == 2
+    assert "unknown fault point 'recharge.after_comit'" in done.stderr
 
 
 def test_an_armed_point_kills_the_process_at_its_nth_hit() -> None:
     program = (
-        "from adapters.faults import FaultPoints\n"
+        "from tests.reliability.faults import FaultPoints\n"
         "faults = FaultPoints('recharge.after_credit:2')\n"
         "faults.reach('recharge.after_commit')\n"
         "faults.reach('recharge.after_credit'); print('first hit passed', flush=True)\n"
         "faults.reach('recharge.after_credit'); print('still alive', flush=True)\n"
     )
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == -signal.SIGKILL
     assert done.stdout == "first hit passed\n"
     assert "fault point recharge.after_credit reached: killing this process" in done.stderr

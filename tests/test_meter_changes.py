@@ -342,6 +342,6 @@ async def test_replacement_moves_the_residents_portal_account(db: Database, admi
     await portal_users.register_resident(db, meter_no=101, fin_no="A3389127I", password="correct horse battery")
     await replace_meter(db, site_id="S1", old_meter_no=101, new_meter_no=121, meter_change_date=dt.date(2025, 2, 10))
     account = await portal_users.log_in(
-        db, login="121", password="correct horse battery", now=dt.datetime(2025, 2, 11, tzinfo=dt.UTC)
+        db, login=121, password="correct horse battery", now=dt.datetime(2025, 2, 11, tzinfo=dt.UTC)
     )
     assert account.meter_no == 121

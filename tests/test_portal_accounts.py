@@ -120,18 +120,18 @@ async def test_password_change_ends_other_sessions_and_keeps_this_one(portal: Te
 async def test_disable_reset_and_remove_end_sessions(portal: TestClient, database_url: str) -> None:
     await log_in(portal)
     now = NOW
-    await run_store(database_url, lambda db: accounts.set_disabled(db, login=str(RESIDENT), disabled=True, now=now))
+    await run_store(database_url, lambda db: accounts.set_disabled(db, login=RESIDENT, disabled=True, now=now))
     assert not await logged_in(portal)
     refused = await log_in(portal)
     assert refused.status == 400 and "disabled" in await refused.text()
-    await run_store(database_url, lambda db: accounts.set_disabled(db, login=str(RESIDENT), disabled=False, now=now))
+    await run_store(database_url, lambda db: accounts.set_disabled(db, login=RESIDENT, disabled=False, now=now))
     assert (await log_in(portal)).status == 303
-    info, password = await run_store(database_url, lambda db: accounts.reset_password(db, login=str(RESIDENT)))
+    info, password = await run_store(database_url, lambda db: accounts.reset_password(db, login=RESIDENT))
     assert info.login == str(RESIDENT) and len(password) >= 16
     assert not await logged_in(portal)
     assert (await log_in(portal)).status == 400
     assert (await log_in(portal, password=password)).status == 303
-    await run_store(database_url, lambda db: accounts.remove_account(db, login=str(RESIDENT)))
+    await run_store(database_url, lambda db: accounts.remove_account(db, login=RESIDENT))
     assert not await logged_in(portal)
     claimed = await submit(
         portal,
@@ -305,7 +305,7 @@ async def test_hashing_runs_off_the_loop_and_outside_any_write_lock(
     db = Database(sqlite_url)
     try:
         await portal_users.register_resident(db, meter_no=NEIGHBOUR, fin_no="A1234567I", password=PASSWORD)
-        await portal_users.log_in(db, login=str(NEIGHBOUR), password=PASSWORD, now=NOW)
+        await portal_users.log_in(db, login=NEIGHBOUR, password=PASSWORD, now=NOW)
     finally:
         await db.dispose()
     assert seen == [("hash", False, True), ("verify", False, True)]

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from gateway.cli import main
+from schemas.fields import parse_login
 from storage.db.engine import Database
 from storage.errors import Unauthorized
 from storage.portal import portal_users
@@ -23,7 +24,7 @@ def add_user(monkeypatch: pytest.MonkeyPatch, url: str, stdin: str, *argv: str) 
 async def can_log_in(url: str, login: str, password: str) -> bool:
     db = Database(url)
     try:
-        await portal_users.log_in(db, login=login, password=password, now=dt.datetime.now(dt.UTC))
+        await portal_users.log_in(db, login=parse_login(login), password=password, now=dt.datetime.now(dt.UTC))
         return True
     except Unauthorized:
         return False

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from gateway.app import create_app
 from gateway.app_keys import RUNNER
 from gateway.settings import Settings
-from scheduler.runner import JobRunner, start_scheduler, stop_scheduler
+from scheduler.runner import JobRunner, ScheduledJob, start_scheduler, stop_scheduler
 from storage.clock import Clock, FixedClock
 from storage.db.engine import Database
 from storage.ops.locks import job_key
@@ -202,3 +202,56 @@ def test_job_keys_are_fixed_signed_bigints() -> None:
     assert job_key("rollup") == job_key("rollup") != job_key("backup")
     assert -(2**63) <= job_key("rollup") < 2**63
     assert job_key("rollup") == 7522615989676385668  # the same in every process and release
+
+
+class GatedJob(ScheduledJob[int]):
+    """A job whose pass waits for `release`; counts its passes."""
+
+    job_id = "gated"
+    name = "wait for the test"
+
+    def __init__(self) -> None:
+        super().__init__(dt.timedelta(seconds=60))
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.passes = 0
+        self.fail = False
+
+    async def run_once(self) -> int:
+        self.started.set()
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError("the pass broke")
+        self.passes += 1
+        return self.passes
+
+    def idle(self) -> int:
+        return -1
+
+
+async def test_a_scheduled_job_runs_one_pass_at_a_time_and_stop_waits_for_it() -> None:
+    job = GatedJob()
+    first = asyncio.create_task(job.run())
+    await job.started.wait()
+    second = asyncio.create_task(job.run())  # waits for the first: one pass at a time
+    stopping = asyncio.create_task(job.stop())
+    await asyncio.sleep(0)  # let stop() set its flag and queue behind the pass in progress
+    assert job.stopping and not stopping.done()
+    job.release.set()
+    assert await first == 1
+    await stopping
+    assert await second == -1  # it got the lock after stop: nothing done
+    assert await job.run() == -1 and job.passes == 1
+
+
+async def test_a_kicked_run_that_fails_is_logged_and_stop_waits_for_kicks(caplog: pytest.LogCaptureFixture) -> None:
+    job = GatedJob()
+    job.fail = True
+    job.kick()
+    await job.started.wait()
+    job.release.set()
+    with caplog.at_level(logging.ERROR, logger="gateway.jobs"):
+        await job.stop()
+    assert "job gated: a kicked run failed" in caplog.text
+    job.kick()  # after stop: nothing starts
+    assert job.passes == 0 and not job._kicks

@@ -13,6 +13,7 @@ from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses, UnknownLogins
 from gateway.portal.render import render
 from gateway.portal.sessions import current_account, end_session, posted_form, start_session
 from gateway.proxies import client_address
+from schemas.fields import meter_number, parse_login
 from storage.errors import DomainError, InvalidInput
 from storage.portal import accounts, portal_users
 from storage.portal.portal_users import ClaimRefused, LoginDelayed, UnknownLogin
@@ -45,11 +46,14 @@ async def log_in(request: web.Request, *, template: str, context: dict[str, obje
     login = form.get("login", "").strip()
     count_attempt(request)
     now, decoys = request.app[CLOCK].now(), request.app[UNKNOWN]
-    name = _login_key(login)
+    account_login = parse_login(login)
+    name = str(account_login)  # one decoy per account however it is typed (999-999-999 is 999999999)
     if wait := decoys.wait(name, now):
         raise too_many(wait, "wrong passwords for this account")
     try:
-        account = await portal_users.log_in(request.app[DB], login=login, password=form.get("password", ""), now=now)
+        account = await portal_users.log_in(
+            request.app[DB], login=account_login, password=form.get("password", ""), now=now
+        )
     except LoginDelayed as delayed:
         raise too_many(delayed.retry_after, "wrong passwords for this account") from None
     except DomainError as error:
@@ -59,12 +63,6 @@ async def log_in(request: web.Request, *, template: str, context: dict[str, obje
         return await render(request, template, page, status=400)
     await start_session(request, account)
     raise web.HTTPSeeOther("/management-dashboard/" if account.is_staff else f"/profile/{account.meter_no}")
-
-
-def _login_key(login: str) -> str:
-    """One decoy per account name however it is typed (999-999-999 is 999999999)."""
-    meter_no = portal_users.parse_meter_no(login, strict=False)
-    return str(meter_no) if meter_no is not None else login
 
 
 @routes.get("/register")
@@ -78,7 +76,7 @@ async def register(request: web.Request) -> web.StreamResponse:
     """Claim a meter with its number and FIN, set a password, and log in."""
     form = await posted_form(request)
     values = {"meter_no": form.get("meter_no", "").strip(), "fin_no": form.get("fin_no", "").strip()}
-    meter_no = portal_users.parse_meter_no(values["meter_no"], strict=False)
+    meter_no = meter_number(values["meter_no"], dashes=True)
     count_attempt(request)
     now = request.app[CLOCK].now()
     guesses = request.app[CLAIMS]

@@ -17,6 +17,7 @@ from gateway.portal import access
 from gateway.portal.charts import stacked_bars
 from gateway.portal.render import PERIOD_NAMES, error_page, render
 from gateway.portal.sessions import current_account
+from schemas.fields import meter_number
 from storage.calendar import HALF_HOUR, PERIODS, zone
 from storage.money import policy
 from storage.portal import portal_users
@@ -46,7 +47,7 @@ async def viewable_meter(request: web.Request) -> int:
     account = await current_account(request)
     if account is None:
         raise web.HTTPSeeOther("/profile")
-    meter_no = portal_users.parse_meter_no(request.match_info["meter_id"], strict=False)
+    meter_no = meter_number(request.match_info["meter_id"], dashes=True)
     if meter_no is None or (not account.is_staff and account.meter_no != meter_no):
         raise web.HTTPNotFound(text="There is no meter at this address for your account.")
     if account.is_staff:  # staff see the meters of their sites only, as API keys do

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
 from storage.db.models import DgDeliveryAttempt, DgEvent, DgSubscription, DieselGenerator, Site
-from storage.errors import NotFound
+from storage.errors import unknown, unknown_dg
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
@@ -48,10 +48,6 @@ class Delivery(NamedTuple):
     attempts: list[DgDeliveryAttempt]
 
 
-def _unknown_dg(site_id: str, dg_no: str) -> NotFound:
-    return NotFound(f"unknown DG {dg_no!r} on site {site_id!r}", {"dg_number": ["Unknown DG."]})
-
-
 async def subscribe(
     db: Database, *, site_id: str, dg_no: str, url: str, secret: str, now: dt.datetime
 ) -> DgSubscription:
@@ -59,7 +55,7 @@ async def subscribe(
     async with db.transaction() as session:
         # Locking the DG row makes two registrations of one DG take turns (PostgreSQL).
         if await session.get(DieselGenerator, (site_id, dg_no), with_for_update=True) is None:
-            raise _unknown_dg(site_id, dg_no)
+            raise unknown_dg(site_id, dg_no)
         subscription = await session.get(DgSubscription, (site_id, dg_no))
         if subscription is None:
             subscription = DgSubscription(site_id=site_id, dg_no=dg_no, url=url, secret=secret, created_at=now)
@@ -148,7 +144,7 @@ async def list_deliveries(db: Database, *, site_id: str, dg_no: str, limit: int 
     """The DG's latest events (newest first) with every attempt; NotFound for an unknown DG."""
     async with db.reader() as session:
         if await session.get(DieselGenerator, (site_id, dg_no)) is None:
-            raise _unknown_dg(site_id, dg_no)
+            raise unknown_dg(site_id, dg_no)
         events = list(
             (
                 await session.execute(
@@ -181,6 +177,6 @@ async def redeliver(db: Database, *, site_id: str, dg_no: str, event_id: str, no
             .with_for_update()
         )
         if event is None:
-            raise NotFound(f"unknown event {event_id!r} of DG {dg_no!r}", {"event_id": ["Unknown event."]})
+            raise unknown("event", event_id, field="event_id", where=f" of DG {dg_no!r}")
         event.state, event.attempts, event.next_attempt_at, event.round_started_at = PENDING, 0, now, now
     return event

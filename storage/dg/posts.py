@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.models import DgStatusChange, DieselGenerator, Meter, Reading
-from storage.errors import InvalidInput, NotFound
+from storage.errors import InvalidInput, unknown_dg
 from storage.ingest.rules import dg_state_in_force
 from storage.money import site_events
 
@@ -35,19 +35,15 @@ class DgRecorded(NamedTuple):
     late: bool
 
 
-async def record_dg_state(
-    session: AsyncSession, *, update_: DgUpdate, sites: frozenset[str] | None, now: dt.datetime
-) -> DgRecorded:
+async def record_dg_state(session: AsyncSession, *, update_: DgUpdate, now: dt.datetime) -> DgRecorded:
     """Apply a DG post; `changed` when it changed the DG's ON/OFF state (a transition was recorded).
 
     Older posts never overwrite newer latest values, but a status seen out of order still
     enters the history if it differs from the state in force at its time.
     """
-    if sites is not None and update_.site_id not in sites:
-        raise NotFound(f"Unknown DG {update_.dg_no!r} on site {update_.site_id!r}", {"dg_number": ["Unknown DG."]})
     dg = await session.get(DieselGenerator, (update_.site_id, update_.dg_no), with_for_update=True)
     if dg is None:
-        raise NotFound(f"Unknown DG {update_.dg_no!r} on site {update_.site_id!r}", {"dg_number": ["Unknown DG."]})
+        raise unknown_dg(update_.site_id, update_.dg_no)
     at = update_.timestamp.astimezone(dt.UTC)
     if update_.fuel_litres is not None and (dg.fuel_at is None or at >= dg.fuel_at):
         dg.fuel_litres, dg.fuel_at = update_.fuel_litres, at

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
 from storage.db.models import LedgerEntry, Meter, Reading, Site
-from storage.errors import InvalidInput, NotFound
+from storage.errors import InvalidInput, unknown_meter
 from storage.money.command_log import queue_cut_if_due, restore_if_credited
 from storage.money.tariffs import tariff_at
 
@@ -114,7 +114,7 @@ async def adjust_balance(
     async with db.transaction() as session:
         meter = await session.get(Meter, meter_no, with_for_update=True)
         if meter is None:
-            raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+            raise unknown_meter(meter_no)
         entry = add_entry(
             session, meter=meter, kind="adjustment", amount=amount, reason=reason, created_by=created_by, now=now
         )
@@ -159,7 +159,7 @@ async def check_ledger(db: Database, *, meter_no: int) -> LedgerCheck:
     async with db.transaction() as session:  # a write transaction: one consistent snapshot on SQLite too
         meter = await session.get(Meter, meter_no)
         if meter is None:
-            raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+            raise unknown_meter(meter_no)
         sums = dict((await session.execute(by_kind.group_by(LedgerEntry.kind))).all())
         debits = (await session.execute(charges)).scalar_one() or ZERO
     return LedgerCheck(

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
 from storage.db.models import Command, Holiday, LedgerEntry, Meter, Reading, Site
-from storage.errors import NotFound
+from storage.errors import NotFound, unknown_site
 from storage.money import site_events
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
@@ -125,7 +125,7 @@ async def add_holiday(db: Database, *, site_id: str, day: dt.date, name: str) ->
     """Add (or rename) a holiday of a site; NotFound for an unknown site."""
     async with db.transaction() as session:
         if await session.get(Site, site_id) is None:
-            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+            raise unknown_site(site_id)
         holiday = await session.get(Holiday, (site_id, day))
         if holiday is None:
             holiday = Holiday(site_id=site_id, day=day, name=name)
@@ -148,7 +148,7 @@ async def list_holidays(db: Database, *, site_id: str) -> list[Holiday]:
     """A site's holidays by date; NotFound for an unknown site."""
     async with db.reader() as session:
         if await session.get(Site, site_id) is None:
-            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+            raise unknown_site(site_id)
         query = select(Holiday).where(Holiday.site_id == site_id).order_by(Holiday.day)  # type: ignore[arg-type]
         return list((await session.execute(query)).scalars())
 

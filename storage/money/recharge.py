@@ -35,6 +35,7 @@ from storage.money.command_log import meter_on_site, restore_if_credited
 from storage.money.ledger import add_entry
 
 FINAL = ("success", "error")
+NO_SUCH_RECORD = "No such record found"  # the contract's words for an unknown transaction (call 4)
 # What a head-end outcome makes of a recharge that is not settled yet.
 STATE_BY_OUTCOME = {
     "applied": "success",
@@ -144,7 +145,7 @@ async def settle_recharge(
         query = select(Recharge).where(Recharge.transaction_id == transaction_id).with_for_update()
         recharge = (await session.execute(query)).scalar_one_or_none()
         if recharge is None:
-            raise NotFound("No such record found", {"transaction_id": ["Unknown transaction."]})
+            raise NotFound(NO_SUCH_RECORD, {"transaction_id": ["Unknown transaction."]})
         if recharge.state in FINAL:
             return recharge
         recharge.state = STATE_BY_OUTCOME[outcome]
@@ -204,7 +205,7 @@ async def recharge_view(db: Database, *, transaction_id: str, site_id: str | Non
     async with db.reader() as session:
         row = (await session.execute(query)).first()
     if row is None:
-        raise NotFound("No such record found", {"transaction_id": ["Unknown transaction."]})
+        raise NotFound(NO_SUCH_RECORD, {"transaction_id": ["Unknown transaction."]})
     return RechargeView(*row)
 
 
@@ -241,7 +242,7 @@ async def expire_recharge(db: Database, *, transaction_id: str, reason: str, now
         query = select(Recharge).where(Recharge.transaction_id == transaction_id).with_for_update()
         recharge = (await session.execute(query)).scalar_one_or_none()
         if recharge is None:
-            raise NotFound("No such record found", {"transaction_id": ["Unknown transaction."]})
+            raise NotFound(NO_SUCH_RECORD, {"transaction_id": ["Unknown transaction."]})
         if recharge.state in FINAL:
             return recharge
         recharge.state, recharge.reason = "error", f"expired: {reason}"[:500]

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.db.engine import Database
 from storage.db.models import Site, SiteEvent, SiteEventAttempt, SiteWebhook
 from storage.dg.dg_events import PENDING, after_attempt
-from storage.errors import NotFound
+from storage.errors import NotFound, unknown, unknown_site
 
 NONE = "none"  # the site had no webhook when it happened
 TYPES = ("balance.low", "cut.deferred", "meter.cut", "meter.restored", "recharge.settled", "dg.late_change")
@@ -65,14 +65,14 @@ async def list_events(db: Database, *, site_id: str, after: str | None = None, l
     given; NotFound for an unknown site or an `after` that is not one of its events."""
     async with db.reader() as session:
         if await session.get(Site, site_id) is None:
-            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+            raise unknown_site(site_id)
         query = select(SiteEvent).where(SiteEvent.site_id == site_id)
         if after is not None:
             after_id = await session.scalar(
                 select(SiteEvent.id).where(SiteEvent.site_id == site_id, SiteEvent.event_id == after)
             )
             if after_id is None:
-                raise NotFound(f"unknown event {after!r} of site {site_id!r}", {"after": ["Unknown event."]})
+                raise unknown("event", after, field="after", where=f" of site {site_id!r}")
             query = query.where(SiteEvent.id > after_id)  # type: ignore[operator]
         query = query.order_by(SiteEvent.id).limit(limit)  # type: ignore[arg-type]
         return list((await session.execute(query)).scalars())
@@ -82,7 +82,7 @@ async def set_webhook(db: Database, *, site_id: str, url: str, secret: str, now:
     """Set the site's webhook URL and secret, replacing any earlier ones."""
     async with db.transaction() as session:
         if await session.get(Site, site_id, with_for_update=True) is None:
-            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+            raise unknown_site(site_id)
         hook = await session.get(SiteWebhook, site_id)
         if hook is None:
             hook = SiteWebhook(site_id=site_id, url=url, secret=secret, created_at=now)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
 from storage.db.models import TARIFF_EPOCH, Site, Tariff
-from storage.errors import Conflict, InvalidInput, NotFound
+from storage.errors import Conflict, InvalidInput, NotFound, unknown_site
 
 CENT = Decimal("0.01")
 
@@ -121,7 +121,7 @@ async def set_tariff(
     async with db.transaction() as session:
         site = await session.get(Site, site_id)
         if site is None:
-            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+            raise unknown_site(site_id)
         if effective_from is None:
             start = now
         else:
@@ -157,7 +157,7 @@ async def list_tariffs(db: Database, *, site_id: str) -> list[TariffView]:
     async with db.reader() as session:
         site = await session.get(Site, site_id)
         if site is None:
-            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+            raise unknown_site(site_id)
         rows = (
             await session.execute(select(Tariff).where(Tariff.site_id == site_id).order_by(Tariff.effective_from))  # type: ignore[arg-type]
         ).scalars()
@@ -169,5 +169,5 @@ async def current_tariff(db: Database, *, site_id: str, now: dt.datetime) -> Tar
     async with db.reader() as session:
         site = await session.get(Site, site_id)
         if site is None:
-            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+            raise unknown_site(site_id)
         return _view(await tariff_at(session, site_id=site_id, at=now), site.timezone)

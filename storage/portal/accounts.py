@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
 from storage.db.models import Meter, PortalUser
-from storage.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from storage.errors import Conflict, InvalidInput, NotFound, Unauthorized, unknown
 from storage.portal.passwords import check_password, generated_password, hash_password, verify_password
-from storage.portal.portal_users import ALL_SITES, LoginDelayed, parse_meter_no, wait_left
+from storage.portal.portal_users import ALL_SITES, Login, LoginDelayed, wait_left
 
 
 @dataclass(frozen=True)
@@ -60,16 +60,14 @@ def _info(user: PortalUser, site_id: str | None) -> AccountInfo:
     )
 
 
-def _unknown(login: str) -> NotFound:
-    return NotFound(f"unknown account {login!r}", {"account": ["No such account."]})
+def _unknown(login: Login) -> NotFound:
+    return unknown("account", str(login), field="account", reason="No such account.")
 
 
-async def _find(session: AsyncSession, login: str) -> tuple[PortalUser, str | None]:
-    login = login.strip()
-    if "\x00" in login:
+async def _find(session: AsyncSession, login: Login) -> tuple[PortalUser, str | None]:
+    if isinstance(login, str) and "\x00" in login:
         raise _unknown(login)
-    meter_no = parse_meter_no(login, strict=False)
-    condition = PortalUser.meter_no == meter_no if meter_no is not None else PortalUser.username == login
+    condition = PortalUser.meter_no == login if isinstance(login, int) else PortalUser.username == login
     row = (
         await session.execute(
             select(PortalUser, Meter.site_id)
@@ -94,13 +92,13 @@ async def list_accounts(db: Database, *, only: Collection[str] | None = None) ->
     return [a for a in accounts if a.within(only)]
 
 
-async def get_account_info(db: Database, *, login: str) -> AccountInfo:
+async def get_account_info(db: Database, *, login: Login) -> AccountInfo:
     """One account by meter number or username; NotFound if there is none."""
     async with db.reader() as session:
         return _info(*await _find(session, login))
 
 
-async def set_disabled(db: Database, *, login: str, disabled: bool, now: dt.datetime) -> AccountInfo:
+async def set_disabled(db: Database, *, login: Login, disabled: bool, now: dt.datetime) -> AccountInfo:
     """Disable (its sessions end at once; it cannot log in) or enable an account."""
     async with db.transaction() as session:
         user, site_id = await _find(session, login)
@@ -112,7 +110,7 @@ async def set_disabled(db: Database, *, login: str, disabled: bool, now: dt.date
         return _info(user, site_id)
 
 
-async def remove_account(db: Database, *, login: str) -> AccountInfo:
+async def remove_account(db: Database, *, login: Login) -> AccountInfo:
     """Delete an account (a resident's meter can then be claimed again)."""
     async with db.transaction() as session:
         user, site_id = await _find(session, login)
@@ -122,7 +120,7 @@ async def remove_account(db: Database, *, login: str) -> AccountInfo:
 
 async def unlink_meter(db: Database, *, meter_no: int) -> AccountInfo:
     """Remove the resident account that claimed this meter; NotFound if none did."""
-    return await remove_account(db, login=str(meter_no))
+    return await remove_account(db, login=meter_no)
 
 
 async def unlink_in(session: AsyncSession, *, meter_no: int) -> bool:
@@ -133,7 +131,7 @@ async def unlink_in(session: AsyncSession, *, meter_no: int) -> bool:
     return bool(removed.rowcount)  # type: ignore[attr-defined]
 
 
-async def reset_password(db: Database, *, login: str, password: str | None = None) -> tuple[AccountInfo, str]:
+async def reset_password(db: Database, *, login: Login, password: str | None = None) -> tuple[AccountInfo, str]:
     """A new password for an account (generated when not given, to be handed over once);
     every session of the account ends and its wrong-password delay is cleared."""
     async with db.reader() as session:

@@ -19,10 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
 from storage.db.models import Meter, PortalUser, Site
-from storage.errors import Conflict, DomainError, InvalidInput, NotFound, Unauthorized
+from storage.errors import Conflict, DomainError, InvalidInput, NotFound, Unauthorized, unknown_site
 from storage.portal.passwords import check_password, hash_password, verify_password
 
 ALL_SITES = "*"
+Login = int | str  # how an account logs in: a resident by meter number, staff by username
 # Wrong passwords for one account: this many cost nothing; then each try waits twice as long
 # as the one before, up to MAX_DELAY. The right password always gets in once the wait is over
 # (no lock an attacker can hold shut), and failures a day old are forgotten.
@@ -174,7 +175,7 @@ async def add_staff(db: Database, *, username: str, password: str, sites: list[s
             known = set((await session.execute(select(Site.id).where(Site.id.in_(sites)))).scalars())  # type: ignore[attr-defined]
             unknown = [site for site in sites if site not in known]
             if unknown:
-                raise NotFound(f"unknown site {unknown[0]!r}", {"sites": [f"Unknown site {unknown[0]!r}."]})
+                raise unknown_site(unknown[0], "sites")
         user = PortalUser(is_staff=True, username=username, password_hash=password_hash, sites=sorted(set(sites)))
         session.add(user)
         try:
@@ -184,20 +185,19 @@ async def add_staff(db: Database, *, username: str, password: str, sites: list[s
         return user
 
 
-async def log_in(db: Database, *, login: str, password: str, now: dt.datetime) -> Account:
+async def log_in(db: Database, *, login: Login, password: str, now: dt.datetime) -> Account:
     """The account for a meter number (residents) or a username (staff) and its password.
 
     Unauthorized with one message whatever was wrong, so the answer does not tell whether the
     account exists; LoginDelayed (before any hashing) while the account's delay runs; a
     disabled account is told so only with its right password.
     """
-    login = login.strip()
-    meter_no = parse_meter_no(login, strict=False)
     user = None
-    if "\x00" not in login:  # no username holds a NUL, and PostgreSQL cannot even compare one (was a 500)
+    # No username holds a NUL, and PostgreSQL cannot even compare one (was a 500).
+    if isinstance(login, int) or "\x00" not in login:
         async with db.reader() as session:
-            if meter_no is not None:
-                query = select(PortalUser).where(PortalUser.meter_no == meter_no)
+            if isinstance(login, int):
+                query = select(PortalUser).where(PortalUser.meter_no == login)
             else:
                 query = select(PortalUser).where(PortalUser.username == login)
             user = (await session.execute(query)).scalars().first()
@@ -251,16 +251,3 @@ async def meter_site(db: Database, *, meter_no: int) -> str | None:
     """The site of a meter, or None if there is no such meter (for staff scope checks)."""
     async with db.reader() as session:
         return (await session.execute(select(Meter.site_id).where(Meter.meter_no == meter_no))).scalar()
-
-
-def parse_meter_no(text: str, *, strict: bool = True) -> int | None:
-    """A meter number from digits, dashes allowed between them ("999-999-999" is 999999999).
-
-    None for anything else when `strict` is False; InvalidInput when it is True.
-    """
-    digits = text.strip().replace("-", "")
-    if digits.isascii() and digits.isdigit() and 0 < len(digits) <= 18 and not text.strip().startswith("-"):
-        return int(digits)
-    if strict:
-        raise InvalidInput(f"not a meter number: {text!r}", {"meter_no": ["Digits only, dashes allowed."]})
-    return None

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.calendar import HALF_HOUR, Window, day_bounds, day_intervals, floor_half_hour, local_day, window, zone
 from storage.db.engine import Database
 from storage.db.models import DailyTotal, Meter, Reading, RolledDay, Site
-from storage.errors import NotFound
+from storage.errors import unknown_meter
 from storage.reads import energy
 from storage.reads.meter_views import daily_charges
 
@@ -141,7 +141,7 @@ async def meter_site(session: AsyncSession, meter_no: int) -> tuple[Meter, Site]
         )
     ).first()
     if row is None:
-        raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+        raise unknown_meter(meter_no)
     return row[0], row[1]
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from storage.db.engine import Database
 from storage.db.models import DieselGenerator, Meter, Site
-from storage.errors import NotFound
+from storage.errors import NotFound, unknown_dg, unknown_meter
 
 
 class MeterState(NamedTuple):
@@ -86,7 +86,7 @@ async def meter_state(db: Database, *, meter_no: int) -> MeterState:
     async with db.reader() as session:
         row = (await session.execute(query)).first()
     if row is None:
-        raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+        raise unknown_meter(meter_no)
     return MeterState._make(row)
 
 
@@ -112,5 +112,5 @@ async def dg_state(db: Database, *, site_id: str, dg_no: str) -> DgState:
     async with db.reader() as session:
         row = (await session.execute(query)).first()
     if row is None:
-        raise NotFound(f"unknown DG {dg_no!r} on site {site_id!r}", {"dg_number": ["Unknown DG."]})
+        raise unknown_dg(site_id, dg_no)
     return DgState(*row)

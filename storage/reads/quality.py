@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
 from storage.db.models import Meter, Reading, ReadingConflict, Site
-from storage.errors import InvalidInput, NotFound
+from storage.errors import InvalidInput, unknown_site
 
 KINDS = ("missing", "spike", "zero_run", "late", "conflict")
 HALF_HOUR = dt.timedelta(minutes=30)
@@ -122,7 +122,7 @@ async def site_quality(
     async with db.reader() as session:
         site = await session.get(Site, site_id)
         if site is None:
-            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+            raise unknown_site(site_id)
         zone = ZoneInfo(site.timezone)
         day_start = dt.datetime.combine(day, dt.time(), zone).astimezone(dt.UTC)
         day_end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone).astimezone(dt.UTC)

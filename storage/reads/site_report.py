@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.db.engine import Database
 from storage.db.models import Command, LedgerEntry, Meter, Reading, Site
 from storage.db.types import Money
-from storage.errors import NotFound
+from storage.errors import unknown_site
 from storage.reads import energy
 from storage.reads.statements import Month, check_month_started
 
@@ -299,7 +299,7 @@ async def stream_site_report(
     async with db.reader() as session:
         site = await session.get(Site, site_id)
         if site is None:
-            raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+            raise unknown_site(site_id)
         period = Month.of(year, month, site.timezone)
         check_month_started(period, now)
         zone = ZoneInfo(site.timezone)

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
 from storage.db.models import Command, LedgerEntry, Meter, MeterChange, Reading, Site, SiteEvent, Tariff
-from storage.errors import InvalidInput, NotFound
+from storage.errors import InvalidInput, unknown_meter
 from storage.reads import energy
 
 ZERO = Decimal("0.00")
@@ -368,7 +368,7 @@ async def meter_statement(db: Database, *, meter_no: int, year: int, month: int,
     async with db.transaction() as session:  # one consistent snapshot (SQLite too)
         meter = await session.get(Meter, meter_no)
         if meter is None:
-            raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+            raise unknown_meter(meter_no)
         site = await session.get(Site, meter.site_id)
         assert site is not None
         period = Month.of(year, month, site.timezone)

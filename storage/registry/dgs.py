@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage.db.engine import Database
 from storage.db.models import DieselGenerator, Site
-from storage.errors import Conflict, InvalidInput, NotFound
+from storage.errors import Conflict, InvalidInput, unknown_site
 
 
 async def add_dg(db: Database, *, site_id: str, dg_no: str, meter_no: str = "") -> DieselGenerator:
@@ -18,7 +18,7 @@ async def add_dg(db: Database, *, site_id: str, dg_no: str, meter_no: str = "") 
     try:
         async with db.transaction() as session:
             if await session.get(Site, site_id) is None:
-                raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+                raise unknown_site(site_id)
             if await session.get(DieselGenerator, (site_id, dg_no)) is not None:
                 raise Conflict(f"DG {dg_no!r} already exists on site {site_id!r}", {"dg_number": ["Already exists."]})
             session.add(dg)

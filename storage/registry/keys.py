@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage.db.engine import Database
 from storage.db.models import ApiKey, Site, utcnow
-from storage.errors import Conflict, InvalidInput, NotFound
+from storage.errors import Conflict, InvalidInput, unknown, unknown_site
 
 ROLES = ("read", "operate", "admin", "ingest")
 ALL_SITES = "*"
@@ -51,7 +51,7 @@ async def create_key(db: Database, *, name: str, role: str, sites: list[str]) ->
                 raise Conflict(f"key {name!r} already exists", {"name": ["Already exists."]})
             unknown = [s for s in api_key.sites if s != ALL_SITES and await session.get(Site, s) is None]
             if unknown:
-                raise NotFound(f"unknown site {unknown[0]!r}", {"sites": [f"Unknown site {unknown[0]!r}."]})
+                raise unknown_site(unknown[0], "sites")
             session.add(api_key)
     except IntegrityError:
         raise Conflict(f"key {name!r} already exists", {"name": ["Already exists."]}) from None
@@ -69,7 +69,7 @@ async def revoke_key(db: Database, *, name: str) -> ApiKey:
     async with db.transaction() as session:
         api_key = (await session.execute(select(ApiKey).where(ApiKey.name == name))).scalar_one_or_none()
         if api_key is None:
-            raise NotFound(f"unknown key {name!r}", {"name": ["Unknown key."]})
+            raise unknown("key", name, field="name")
         if api_key.revoked_at is not None:
             raise Conflict(f"key {name!r} is already revoked", {"name": ["Already revoked."]})
         api_key.revoked_at = utcnow()
@@ -82,7 +82,7 @@ async def rotate_key(db: Database, *, name: str) -> NewKey:
     async with db.transaction() as session:
         api_key = (await session.execute(select(ApiKey).where(ApiKey.name == name))).scalar_one_or_none()
         if api_key is None:
-            raise NotFound(f"unknown key {name!r}", {"name": ["Unknown key."]})
+            raise unknown("key", name, field="name")
         if api_key.revoked_at is not None:
             raise Conflict(f"key {name!r} is revoked; create a new one", {"name": ["Revoked."]})
         api_key.key_hash = hash_secret(key)
@@ -103,5 +103,5 @@ async def get_key(db: Database, *, name: str) -> ApiKey:
     async with db.reader() as session:
         api_key = (await session.execute(select(ApiKey).where(ApiKey.name == name))).scalar_one_or_none()
     if api_key is None:
-        raise NotFound(f"unknown key {name!r}", {"name": ["Unknown key."]})
+        raise unknown("key", name, field="name")
     return api_key

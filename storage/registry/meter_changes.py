@@ -17,10 +17,9 @@ from sqlalchemy.exc import IntegrityError
 
 from storage.db.engine import Database
 from storage.db.models import Meter, MeterChange, PortalUser, Site, utcnow
-from storage.errors import Conflict, InvalidInput, NotFound
+from storage.errors import Conflict, InvalidInput, unknown, unknown_site
 from storage.money.ledger import add_entry
 from storage.registry.keys import hash_secret, new_secret
-from storage.registry.sites import parse_amount
 
 KWH = Decimal("0.001")
 
@@ -62,8 +61,7 @@ async def replace_meter(
     if new_meter_no <= 0:
         raise InvalidInput("new_meter_no must be a positive integer", {"new_meter_no": ["Must be positive."]})
     # Quantized here so the returned rows read exactly as they will be stored (3 decimals).
-    new_start_grid = parse_amount(new_start_grid, "new_start_grid", places=3, minimum=Decimal(0)).quantize(KWH)
-    new_start_dg = parse_amount(new_start_dg, "new_start_dg", places=3, minimum=Decimal(0)).quantize(KWH)
+    new_start_grid, new_start_dg = new_start_grid.quantize(KWH), new_start_dg.quantize(KWH)
     token = new_secret("mtr")
     try:
         async with db.transaction() as session:
@@ -71,11 +69,9 @@ async def replace_meter(
             # FOR UPDATE: two staff replacing the same meter at once must not both succeed.
             old = await session.get(Meter, old_meter_no, with_for_update=True)
             if site is None:
-                raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+                raise unknown_site(site_id)
             if old is None or old.site_id != site_id:
-                raise NotFound(
-                    f"unknown meter {old_meter_no} on site {site_id!r}", {"old_meter_no": ["Unknown meter."]}
-                )
+                raise unknown("meter", old_meter_no, field="old_meter_no", where=f" on site {site_id!r}")
             site_today = now.astimezone(zoneinfo.ZoneInfo(site.timezone)).date()
             if meter_change_date > site_today:
                 raise InvalidInput(

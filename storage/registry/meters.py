@@ -10,10 +10,10 @@ from sqlalchemy.exc import IntegrityError
 
 from storage.db.engine import Database
 from storage.db.models import LedgerEntry, Meter, Site, utcnow
-from storage.errors import Conflict, InvalidInput, NotFound
+from storage.errors import Conflict, InvalidInput, unknown_meter, unknown_site
 from storage.portal.accounts import unlink_in
 from storage.registry.keys import hash_secret, new_secret
-from storage.registry.sites import check_editable, parse_amount
+from storage.registry.sites import check_editable
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,8 @@ async def add_meter(
         raise InvalidInput("meter_no must be a positive integer", {"meter_no": ["Must be positive."]})
     if not unit_no.strip():
         raise InvalidInput("unit_no must not be empty", {"unit_no": ["Must not be empty."]})
-    parse_amount(balance, "balance")
     # Quantized like the balance, so the returned meter reads exactly as stored.
-    start_grid = parse_amount(start_grid, "start_grid", places=3, minimum=Decimal(0)).quantize(Decimal("0.001"))
-    start_dg = parse_amount(start_dg, "start_dg", places=3, minimum=Decimal(0)).quantize(Decimal("0.001"))
+    start_grid, start_dg = start_grid.quantize(Decimal("0.001")), start_dg.quantize(Decimal("0.001"))
     token = new_secret("mtr")
     meter = Meter(
         meter_no=meter_no,
@@ -62,7 +60,7 @@ async def add_meter(
     try:
         async with db.transaction() as session:
             if await session.get(Site, site_id) is None:
-                raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+                raise unknown_site(site_id)
             if await session.get(Meter, meter_no) is not None:
                 raise Conflict(
                     f"meter {meter_no} already exists (meter numbers are never reused)",
@@ -92,7 +90,7 @@ async def set_meter_token(db: Database, *, meter_no: int) -> str:
             update(Meter).where(Meter.meter_no == meter_no).values(token_hash=hash_secret(token))  # type: ignore[arg-type]
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
-            raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+            raise unknown_meter(meter_no)
     return token
 
 
@@ -127,7 +125,7 @@ async def get_meter(db: Database, *, meter_no: int) -> Meter:
     async with db.reader() as session:
         meter = await session.get(Meter, meter_no)
     if meter is None:
-        raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+        raise unknown_meter(meter_no)
     return meter
 
 
@@ -139,7 +137,7 @@ async def edit_meter(db: Database, *, meter_no: int, changes: dict[str, object])
     async with db.transaction() as session:
         meter = await session.get(Meter, meter_no)
         if meter is None:
-            raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+            raise unknown_meter(meter_no)
         new_resident = any(getattr(meter, field) != value for field, value in changes.items())
         for field, value in changes.items():
             setattr(meter, field, value)
@@ -152,7 +150,7 @@ async def retire_meter(db: Database, *, meter_no: int) -> Meter:
     async with db.transaction() as session:
         meter = await session.get(Meter, meter_no, with_for_update=True)
         if meter is None:
-            raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+            raise unknown_meter(meter_no)
         if not meter.active:
             raise Conflict(f"meter {meter_no} is already retired", {"meter_no": ["Already retired."]})
         meter.active = False

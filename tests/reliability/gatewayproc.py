@@ -29,6 +29,7 @@ from storage.db.models import LedgerEntry, Meter
 from storage.registry import keys, sites
 
 SITE = "PROOF"
+REPO = Path(__file__).resolve().parents[2]  # the child runs in a work directory: `tests` comes from here
 FIRST_METER = 400_000_001
 SECRET_KEY = "reliability-runs-portal-cookie-key-0123456789"  # 32+ characters; the portal needs one
 
@@ -125,19 +126,25 @@ class GatewayProcess:
         self.starts = 0
         self.kills = 0
 
-    def _spawn(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port)]
+    def _spawn(self, env: dict[str, str], faults: str) -> subprocess.Popen[bytes]:
+        if faults:  # the test-only entry point: the same app, wrapped to die at the armed points
+            cmd = [sys.executable, "-m", "tests.reliability.faulty_gateway", "--faults", faults]
+            env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        else:
+            cmd = [sys.executable, "-m", "gateway.cli", "serve"]
+        cmd += ["--port", str(self.port)]
         if self._cpu:
             cmd = ["taskset", "-c", self._cpu, *cmd]
         with open(self._workdir / "gateway.log", "ab") as log:  # the child keeps its own copy of the fd
             return subprocess.Popen(cmd, env={**self._env, **env}, cwd=self._workdir, stdout=log, stderr=log)
 
-    async def start(self, within: float = 60.0, *, env: dict[str, str] | None = None) -> float:
-        """Start the gateway (`env`: extra variables for this start only) and wait until /healthz
-        answers 200; returns the seconds it took."""
+    async def start(self, within: float = 60.0, *, env: dict[str, str] | None = None, faults: str = "") -> float:
+        """Start the gateway (`env`: extra variables for this start only; `faults`: fault points
+        to arm, tests/reliability/faults.py) and wait until /healthz answers 200; returns the
+        seconds it took."""
         assert self._proc is None or self._proc.poll() is not None, "already running"
         started = time.monotonic()
-        self._proc = self._spawn(env or {})
+        self._proc = self._spawn(env or {}, faults)
         self.starts += 1
         await wait_healthy(f"{self.url}/healthz", self._proc, within, self._workdir / "gateway.log")
         return time.monotonic() - started

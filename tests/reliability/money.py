@@ -2,7 +2,7 @@
 let reconciliation and the clients' retries settle everything, then count every rupee.
 
 A real `mock-meter-server` plays the head-end and a real `gateway serve` talks to it over HTTP.
-Each cycle starts the gateway with one fault point armed (adapters/faults.py: it SIGKILLs itself
+Each cycle starts the gateway with one fault point armed (tests/reliability/faults.py: it SIGKILLs itself
 the N-th time a recharge reaches that point, N drawn at random) or, for the kind `sigkill`, with
 none, and the harness SIGKILLs it after a random 0.3-2 s. Meanwhile:
 
@@ -41,11 +41,11 @@ from typing import Any
 import aiohttp
 from sqlalchemy import func, select
 
-from adapters.faults import AFTER_COMMIT, AFTER_CREDIT, BEFORE_CREDIT
 from storage.db.engine import Database
 from storage.db.models import Recharge
 from storage.registry import keys
 from tests.reliability.crash import CrashClient, CrashConfig
+from tests.reliability.faults import AFTER_COMMIT, AFTER_CREDIT, BEFORE_CREDIT
 from tests.reliability.gatewayproc import FIRST_METER, SITE, GatewayProcess, HeadEndProcess, prepare_site
 from tests.reliability.money_check import MoneyReport, Order, check_money
 
@@ -243,8 +243,8 @@ async def _cycle(
 ) -> Cycle:
     """Start with `kind` armed, recharge until the gateway dies, restart it clean, wait for the settling."""
     cycle = Cycle(kind)
-    armed = {} if kind == SIGKILL else {"GATEWAY_FAULT_POINTS": f"{kind}:{client.rng.randint(*config.hits)}"}
-    await gateway.start(env=armed)
+    armed = "" if kind == SIGKILL else f"{kind}:{client.rng.randint(*config.hits)}"
+    await gateway.start(faults=armed)
     client.open.set()
     if kind == SIGKILL:
         await asyncio.sleep(client.rng.uniform(*config.sigkill_seconds))
