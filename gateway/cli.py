@@ -18,7 +18,7 @@ from typing import Any
 from marshmallow import ValidationError
 from pydantic import ValidationError as SettingsError
 
-from gateway import prepaid_cli
+from gateway import prepaid_cli, user_cli
 from gateway.audit_cli import cmd_audit, cmd_meter_legacy_ingest, print_events, record_cli_change
 from gateway.maintenance import (
     cmd_backup,
@@ -30,14 +30,6 @@ from gateway.maintenance import (
 from gateway.metrics_dir import share_metrics_between_workers
 from gateway.report_cli import add_report_command
 from gateway.settings import Settings
-from gateway.user_commands import (
-    cmd_user_add,
-    cmd_user_disable,
-    cmd_user_enable,
-    cmd_user_list,
-    cmd_user_remove,
-    cmd_user_reset_password,
-)
 from schemas.admin import MeterChangeCreate, MeterChangeOut, SiteOut
 from schemas.fields import amount_flag, describe_errors, known_timezone, meter_number
 from storage.db.engine import Database
@@ -260,26 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name")
         p.set_defaults(func=func, audit=f"key.{name}")
 
-    user = sub.add_parser("user", help="web portal accounts").add_subparsers(dest="user_command", required=True)
-    user_add = user.add_parser("add", parents=[common], help="create a staff account for the dashboard")
-    user_add.add_argument("--staff", metavar="USERNAME", required=True, help="the staff member's login name")
-    user_add.add_argument("--site", required=True, action="append", help="site id it sees, repeatable; '*' for all")
-    user_add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    user_add.set_defaults(func=cmd_user_add, audit="user.create")
-    user_list = user.add_parser("list", parents=[common], help="list portal accounts")
-    user_list.add_argument("--site", help="only accounts of this site")
-    user_list.set_defaults(func=cmd_user_list)
-    for name, func, what in (
-        ("disable", cmd_user_disable, "disable an account (its sessions end)"),
-        ("enable", cmd_user_enable, "enable a disabled account"),
-        ("remove", cmd_user_remove, "remove an account (a resident's: unlink them from the meter)"),
-        ("reset-password", cmd_user_reset_password, "set a new password (made up and printed unless given)"),
-    ):
-        p = user.add_parser(name, parents=[common], help=what)
-        p.add_argument("account", help="a resident's meter number or a staff username")
-        if name == "reset-password":
-            p.add_argument("--password-stdin", action="store_true", help="read the new password from standard input")
-        p.set_defaults(func=func, audit=f"user.{name}")
+    user_cli.add_commands(sub, common)
 
     rollup = sub.add_parser("rollup", parents=[common], help="roll days up into daily totals")
     rollup.add_argument("--day", help="roll this local day YYYY-MM-DD (default: every due day)")

@@ -91,3 +91,27 @@ async def cmd_user_reset_password(args: argparse.Namespace, settings: Settings, 
     if given is None:
         result["password"] = password
     return result
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """`gateway user add|list|disable|enable|remove|reset-password`, on the CLI's subcommands."""
+    user = sub.add_parser("user", help="web portal accounts").add_subparsers(dest="user_command", required=True)
+    user_add = user.add_parser("add", parents=[common], help="create a staff account for the dashboard")
+    user_add.add_argument("--staff", metavar="USERNAME", required=True, help="the staff member's login name")
+    user_add.add_argument("--site", required=True, action="append", help="site id it sees, repeatable; '*' for all")
+    user_add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    user_add.set_defaults(func=cmd_user_add, audit="user.create")
+    user_list = user.add_parser("list", parents=[common], help="list portal accounts")
+    user_list.add_argument("--site", help="only accounts of this site")
+    user_list.set_defaults(func=cmd_user_list)
+    for name, func, what in (
+        ("disable", cmd_user_disable, "disable an account (its sessions end)"),
+        ("enable", cmd_user_enable, "enable a disabled account"),
+        ("remove", cmd_user_remove, "remove an account (a resident's: unlink them from the meter)"),
+        ("reset-password", cmd_user_reset_password, "set a new password (made up and printed unless given)"),
+    ):
+        p = user.add_parser(name, parents=[common], help=what)
+        p.add_argument("account", help="a resident's meter number or a staff username")
+        if name == "reset-password":
+            p.add_argument("--password-stdin", action="store_true", help="read the new password from standard input")
+        p.set_defaults(func=func, audit=f"user.{name}")
