@@ -20,8 +20,7 @@ from gateway.app_keys import CLOCK, DB, DELIVERIES, DEVICES, KEYS, LEGACY, SETTI
 from gateway.auth import Principal, credential_header
 from schemas.packets import DgPacket, Packet, Window, load_meter_packet, load_meter_packets
 from storage.calendar import interval_of
-from storage.dg import dg_events
-from storage.dg.posts import DgUpdate, record_dg_state
+from storage.dg.posts import DgUpdate, record_dg_post
 from storage.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge, Unauthorized, unknown_dg
 from storage.ingest.readings import STORED, NewReading, Outcome, ReadingResult, wh_of
 
@@ -315,14 +314,8 @@ async def post_dg(request: web.Request) -> web.Response:
     )
     if isinstance(caller, Principal):  # a DG of another site is as unknown as one that does not exist
         caller.check_site(update.site_id, unknown_dg(update.site_id, update.dg_no))
-    async with request.app[DB].transaction() as session:
-        changed, late = await record_dg_state(session, update_=update, now=now)
-        event = None
-        if changed:  # the callback is queued with the transition, in one commit: never one without the other
-            event = await dg_events.queue_event(
-                session, site_id=update.site_id, dg_no=update.dg_no, status=data["status"], at=update.timestamp, now=now
-            )
-    if event is not None and request.app[SETTINGS].scheduler:
+    changed, late, callback_queued = await record_dg_post(request.app[DB], update_=update, now=now)
+    if callback_queued and request.app[SETTINGS].scheduler:
         request.app[DELIVERIES].kick()  # first attempt now, in the background; the reply does not wait
     DG_POSTS.labels("stored").inc()
     if late:

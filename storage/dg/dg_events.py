@@ -1,7 +1,7 @@
 """DG sensing in the store: callback subscriptions, the ON/OFF events to deliver, the attempt log.
 
 An event is queued in the same transaction as the DG's state change (`queue_event`, called by
-`POST /dg` right after `record_dg_state`), so a committed transition always has its callback
+`storage.dg.posts.record_dg_post` right after `record_dg_state`), so a committed transition always has its callback
 and a rolled-back one never does. Events are made only for DGs with a subscription at that
 moment: with no URL there is nobody to call, and registering later should not replay old
 transitions as if they were news (the full history stays in `dg_status_change`).

@@ -10,7 +10,9 @@ from typing import NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.db.engine import Database
 from storage.db.models import DgStatusChange, DieselGenerator, Meter, Reading
+from storage.dg import dg_events
 from storage.errors import InvalidInput, unknown_dg
 from storage.ingest.rules import dg_state_in_force
 from storage.money import site_events
@@ -33,6 +35,33 @@ class DgRecorded(NamedTuple):
 
     changed: bool
     late: bool
+
+
+class DgPosted(NamedTuple):
+    """A DG post committed: what it recorded, and whether an ON/OFF callback was queued with it."""
+
+    changed: bool
+    late: bool
+    callback_queued: bool
+
+
+async def record_dg_post(db: Database, *, update_: DgUpdate, now: dt.datetime) -> DgPosted:
+    """Apply a DG post in one transaction, queueing the ON/OFF callback of a transition with it
+    (never one without the other)."""
+    async with db.transaction() as session:
+        changed, late = await record_dg_state(session, update_=update_, now=now)
+        queued = False
+        if changed and update_.status is not None:
+            await dg_events.queue_event(
+                session,
+                site_id=update_.site_id,
+                dg_no=update_.dg_no,
+                status=update_.status,
+                at=update_.timestamp,
+                now=now,
+            )
+            queued = True
+    return DgPosted(changed, late, queued)
 
 
 async def record_dg_state(session: AsyncSession, *, update_: DgUpdate, now: dt.datetime) -> DgRecorded:
