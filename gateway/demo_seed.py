@@ -177,9 +177,14 @@ async def ensure_site(db: Database, site: DemoSite) -> int:
     return created
 
 
-async def ensure_swap(db: Database, swap: MeterSwap, recorded: str | None) -> str:
-    """Record the meter change once (dated the site's today); returns its date."""
-    today = dt.datetime.now(ZoneInfo(TIMEZONE)).date()
+async def ensure_swap(db: Database, swap: MeterSwap, recorded: str | None, *, now: dt.datetime | None = None) -> str:
+    """Record the meter change once (dated the site's today); returns its date.
+
+    `now` is the instant of the change (default: the wall clock), for a simulation that replays
+    the demo's month on an injected clock (tests/test_demo_month.py).
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    today = now.astimezone(ZoneInfo(TIMEZONE)).date()
     try:
         await meter_changes.replace_meter(
             db,
@@ -187,6 +192,7 @@ async def ensure_swap(db: Database, swap: MeterSwap, recorded: str | None) -> st
             old_meter_no=swap.old_meter_no,
             new_meter_no=swap.new_meter_no,
             meter_change_date=today,
+            now=now,
         )
     except Conflict:  # done by an earlier run
         return recorded or today.isoformat()

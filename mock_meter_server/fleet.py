@@ -49,6 +49,7 @@ class FleetConfig:
     ingest_key: str | None = None
     tokens: dict[str, str] = dataclasses.field(default_factory=dict)  # meter_no -> device token
     batch: int = 0  # 0: one POST per packet; N: concentrator arrays of up to N
+    upload_every: int = 1  # half hours a concentrator keeps before posting them together (1: at once)
     site_id: str | None = None
     dgs: list[str] = dataclasses.field(default_factory=list)
     dg_start_kwh: float = 0.0  # the DGs' energy registers at the start (to continue a previous run)
@@ -171,6 +172,8 @@ class Fleet:
             dg: Generator(config.site_id or "", dg, reading_kwh=config.dg_start_kwh) for dg in config.dgs
         }
         self.held: dict[int, list[dict[str, Any]]] = {}  # late packets by the tick that sends them
+        self.kept: list[dict[str, Any]] = []  # packets waiting for the concentrator's next upload
+        self.kept_intervals: list[int] = []
         self._heap: list[tuple[dt.datetime, int, str, Any]] = []
         self._seq = itertools.count()
         self._limit = asyncio.Semaphore(config.concurrency)
@@ -220,7 +223,8 @@ class Fleet:
     # --- meters ----------------------------------------------------------------------------
 
     async def _on_meters(self, at: dt.datetime, k: int) -> None:
-        """Interval k has ended a minute ago: every meter reports it (some late, some twice)."""
+        """Interval k has ended a minute ago: every meter reports it (some late, some twice), at
+        once or with the next upload (`upload_every`); each packet keeps its own timestamp."""
         cfg = self.config
         start = self.first + k * HALF_HOUR
         due = self.held.pop(k, [])
@@ -240,9 +244,16 @@ class Fleet:
                 due.extend(self.held.pop(tick))
         else:
             self._push(at + HALF_HOUR, "meters", k + 1)
+        self.kept.extend(due)
+        self.kept_intervals.append(k)
+        if (k + 1) % cfg.upload_every and not self._last(k):
+            return
+        due, self.kept = self.kept, []
         await self._send_packets(due)
         if self.after_interval is not None:
-            await self.after_interval(k)
+            for answered in self.kept_intervals:
+                await self.after_interval(answered)
+        self.kept_intervals = []
 
     async def _send_packets(self, packets: list[dict[str, Any]]) -> None:
         if not packets:

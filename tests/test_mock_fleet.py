@@ -138,6 +138,24 @@ async def test_concentrator_posts_arrays_of_at_most_batch(gateway: TestServer, r
     assert len(recorder.packets()) == 20
 
 
+async def test_a_concentrator_uploading_every_two_hours_posts_four_half_hours_at_once(
+    gateway: TestServer, recorder: Recorder
+) -> None:
+    answered: list[int] = []
+
+    async def after(k: int) -> None:
+        answered.append(k)
+
+    await Fleet(config(gateway, batch=100, upload_every=4, intervals=6), after_interval=after).run()
+    uploads = [sorted({p["timestamp"] for p in body}) for body, _ in recorder.meter]
+    assert uploads == [
+        ["2025-02-10T00:31:00Z", "2025-02-10T01:01:00Z", "2025-02-10T01:31:00Z", "2025-02-10T02:01:00Z"],
+        ["2025-02-10T02:31:00Z", "2025-02-10T03:01:00Z"],  # the run's end sends what is kept
+    ]
+    assert [len(body) for body, _ in recorder.meter] == [12, 6]
+    assert answered == list(range(6))
+
+
 async def test_device_tokens_sign_each_meter_own_packets(gateway: TestServer, recorder: Recorder) -> None:
     tokens = {"100000001": "tok-1", "100000002": "tok-2"}
     await Fleet(config(gateway, meters=list(tokens), tokens=tokens, ingest_key=None, intervals=2)).run()
