@@ -80,14 +80,28 @@ def postgres_url() -> Iterator[str]:
 
 
 async def _truncate_all(url: str) -> None:
+    """Empty every table and restart every sequence, as `TRUNCATE ... RESTART IDENTITY` of all
+    tables would; but only the tables holding rows are truncated (a TRUNCATE costs ~15 ms a
+    table even when empty, which made each PostgreSQL test start half a second late)."""
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
     try:
         tables = await conn.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
         )
         if tables:
-            names = ", ".join(f'"{t["tablename"]}"' for t in tables)
-            await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+            probes = " UNION ALL ".join(
+                f'SELECT {i} FROM (SELECT 1 FROM "{t["tablename"]}" LIMIT 1) AS t{i}' for i, t in enumerate(tables)
+            )
+            holding = [tables[row[0]]["tablename"] for row in await conn.fetch(probes)]
+            if holding:
+                names = ", ".join(f'"{name}"' for name in holding)
+                await conn.execute(f"TRUNCATE {names} CASCADE")
+        # Every sequence a test advanced (rows since deleted and rolled-back inserts included),
+        # back to its start: the next id is the first again, as after RESTART IDENTITY.
+        await conn.execute(
+            "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, start_value, false)"
+            " FROM pg_sequences WHERE schemaname = 'public' AND last_value IS NOT NULL"
+        )
     finally:
         await conn.close()
 
