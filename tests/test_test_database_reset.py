@@ -1,6 +1,7 @@
-"""The PostgreSQL reset between tests (tests/conftest.py `_truncate_all`): it truncates only the
-tables holding rows, so it must still leave every table empty and every id starting from 1 again,
-as `TRUNCATE ... RESTART IDENTITY` of every table did (rolled-back inserts advance ids too)."""
+"""The PostgreSQL reset between tests (tests/conftest.py `_truncate_all`): it empties only the
+tables holding rows (deleting few rows, truncating many), so it must still leave every table
+empty and every id starting from 1 again, as `TRUNCATE ... RESTART IDENTITY` of every table did
+(rolled-back inserts advance ids too)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import select, text
 from storage import registry
 from storage.engine import Database
 from storage.models import LedgerEntry
+from tests import conftest
 from tests.conftest import _truncate_all
 
 
@@ -20,7 +22,11 @@ class RolledBack(Exception):
     pass
 
 
-def test_the_reset_empties_every_table_and_restarts_every_id(postgres_url: str) -> None:
+@pytest.mark.parametrize("few_rows", [conftest.FEW_ROWS, 0], ids=["deleted", "truncated"])
+def test_the_reset_empties_every_table_and_restarts_every_id(
+    postgres_url: str, few_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conftest, "FEW_ROWS", few_rows)
     asyncio.run(_truncate_all(postgres_url))
     asyncio.run(story(postgres_url))
 
