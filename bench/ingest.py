@@ -18,6 +18,12 @@ real insert, register update and balance debit, committed (fsync) before the rep
 machine, requests/s and p50/p99 for both, their ratio, and batch packets/s, on SQLite and on
 PostgreSQL (a throwaway database at PG_BENCH_ADMIN_URL, default the local server).
 
+It also prints the server's CPU time per single-packet request (user + system, all its threads
+and child processes, from /proc) and the ratio of the bare handler's to the gateway's. On a quiet
+machine the two ratios agree (each server saturates its core); on a shared one the req/s ratio
+mostly says how much of CPU 0 each server was left, the CPU ratio still what each request costs.
+On PostgreSQL the database server's own CPU is not in it.
+
 `--workers 1,2,4` runs the PostgreSQL gateway once per count as `gateway serve --workers N`
 (gunicorn, one port), each on a fresh database; `--server-cpus 0-3` gives the servers more
 cores than the default one (on a 2-core machine N processes then share CPU 0: the figures show
@@ -153,9 +159,32 @@ async def prepare(url: str, workload: Workload) -> str:
         await db.dispose()
 
 
-def run_wrk(port: int, seconds: int, connections: int, script: str) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and of all its descendants (gunicorn's workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, seconds)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    family = {pid}
+    grew = True
+    while grew:  # children, their children, ... (a child's pid may be below its parent's)
+        before = len(family)
+        family |= {child for child, (parent, _) in stats.items() if parent in family}
+        grew = len(family) > before
+    return sum(stats[member][1] for member in family if member in stats)
+
+
+def run_wrk(port: int, seconds: int, connections: int, script: str, server: int) -> dict[str, float]:
+    """wrk's figures, and the CPU time per request of the `server` process (µs)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
+    cpu_before = cpu_seconds(server)
     out = subprocess.run(
         [
             "taskset",
@@ -174,15 +203,23 @@ def run_wrk(port: int, seconds: int, connections: int, script: str) -> dict[str,
         text=True,
         check=True,
     ).stdout
+    cpu = cpu_seconds(server) - cpu_before
     os.unlink(f.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 
     def pct(label: str) -> float:
         value, unit = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
-    return {"rps": rps, "p50": pct("50"), "p99": pct("99"), "non2xx": int(non2xx.group(1)) if non2xx else 0}
+    return {
+        "rps": rps,
+        "p50": pct("50"),
+        "p99": pct("99"),
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "cpu_us": cpu * 1e6 / max(requests, 1),
+    }
 
 
 async def post_batches(
@@ -283,7 +320,7 @@ def bench_gateway(
             "key": key,
             "per_thread": 0,
         }
-        single = run_wrk(port, args.seconds, args.connections, script)
+        single = run_wrk(port, args.seconds, args.connections, script, proc.pid)
         batches = workload.batches(args.batches)
         print(f"[{label}] batches: {batches} × 1,000 packets ...", flush=True)
         packets_s, failures = asyncio.run(post_batches(port, key, batches, 1000, 4, workload.meters))
@@ -325,6 +362,7 @@ def main() -> int:
             args.seconds,
             args.connections,
             WRK_SCRIPT % {"base": base, "meters": args.meters, "first": FIRST_METER, "key": "x", "per_thread": 0},
+            bare.pid,
         )
     finally:
         stop(bare)
@@ -348,15 +386,19 @@ def main() -> int:
         results[label] = asyncio.run(on_postgres())
 
     print()
-    print(f"{'':44}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}{'batch pkt/s':>13}")
+    print(
+        f"{'':44}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}{'CPU µs/req':>12}{'CPU vs bare':>13}"
+        f"{'batch pkt/s':>13}"
+    )
     print(
         f"{'bare aiohttp JSON handler':44}{bare_single['rps']:>10,.0f}{bare_single['p50']:>9.2f}"
-        f"{bare_single['p99']:>9.2f}{'1.00':>9}{'-':>13}"
+        f"{bare_single['p99']:>9.2f}{'1.00':>9}{bare_single['cpu_us']:>12.1f}{'1.00':>13}{'-':>13}"
     )
     for label, r in results.items():
         print(
             f"{'gateway, ' + label:44}{r['rps']:>10,.0f}{r['p50']:>9.2f}{r['p99']:>9.2f}"
-            f"{r['rps'] / bare_single['rps']:>9.2f}{r['batch_pps']:>13,.0f}"
+            f"{r['rps'] / bare_single['rps']:>9.2f}{r['cpu_us']:>12.1f}{bare_single['cpu_us'] / r['cpu_us']:>13.2f}"
+            f"{r['batch_pps']:>13,.0f}"
         )
         if r["non2xx"] or r["batch_failures"]:
             print(f"  ! {label}: {r['non2xx']:.0f} non-2xx single replies, {r['batch_failures']:.0f} failed batches")
@@ -365,6 +407,7 @@ def main() -> int:
         f"{all_cores:,.0f} packets/s"
     )
     print("targets: single-packet ratio ≥ 0.55; batch ≥ 75,000 packets/s on SQLite, gateway on CPU 0")
+    print(f"load average now: {', '.join(f'{x:.2f}' for x in os.getloadavg())} (the CPU ratio holds on a busy machine)")
     return 0
 
 

@@ -46,9 +46,7 @@ from gateway.app_keys import (
     WRITER,
 )
 from gateway.auth import DeviceTokenCache, KeyCache, LegacyMeters
-from gateway.compression import compress_json
-from gateway.errors import error_middleware
-from gateway.metrics import request_metrics
+from gateway.middleware import gateway_middleware
 from gateway.settings import Settings
 from scheduler.alerts import BalanceAlertJob
 from scheduler.backup import BackupJob
@@ -71,10 +69,9 @@ log = logging.getLogger("gateway")
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """Build the gateway application for these settings (and a clock, for tests)."""
-    # The portal's middleware is inside the JSON one: portal pages answer errors as HTML. The
-    # metrics one is outside both: it sees the status each request was finally answered with.
+    # One middleware (metrics, gzip, the error envelope, the portal's pages), not four layers.
     app = web.Application(
-        middlewares=[request_metrics, compress_json, error_middleware, portal.portal_middleware],
+        middlewares=[gateway_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings

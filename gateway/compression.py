@@ -15,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import zlib
-from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeGuard
 
 from aiohttp import hdrs, web
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MIN_COMPRESSED_BYTES = 1024  # below this gzip's header and the CPU cost outweigh the saving
 IN_THREAD_BYTES = 64 * 1024  # above this (about 0.2 ms of compressing) the event loop hands it off
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib's gzip container
@@ -32,26 +31,29 @@ def accepts_gzip(request: web.BaseRequest) -> bool:
     return "gzip" in request.headers.get(hdrs.ACCEPT_ENCODING, "").lower()
 
 
-@web.middleware
-async def compress_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """gzip a JSON reply over 1 KB for a client that takes gzip (aiohttp compresses it as it sends)."""
-    response = await handler(request)
-    # Cheapest test first: the ingest hot path's small replies leave after the size check.
-    if (
+def compressible(response: web.StreamResponse) -> TypeGuard[web.Response]:
+    """True for a JSON reply over 1 KB not compressed yet (the cheapest test first: the ingest
+    hot path's small replies leave after the size check)."""
+    return (
         type(response) is web.Response
         and isinstance(body := response.body, bytes)
         and len(body) >= MIN_COMPRESSED_BYTES
         and response.content_type in COMPRESSED_TYPES
         and hdrs.CONTENT_ENCODING not in response.headers
-    ):
-        response.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING
-        if accepts_gzip(request):
-            if len(body) > IN_THREAD_BYTES:
-                response.body = await asyncio.to_thread(zlib.compress, body, 1, GZIP_WBITS)
-            else:
-                response.body = zlib.compress(body, 1, GZIP_WBITS)
-            response.headers[hdrs.CONTENT_ENCODING] = "gzip"
-    return response
+    )
+
+
+async def compress_json(request: web.BaseRequest, response: web.Response) -> None:
+    """gzip a `compressible` reply for a client that takes gzip (aiohttp then sends it as is)."""
+    body = response.body
+    assert isinstance(body, bytes), "compressible() checks the body first"
+    response.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING
+    if accepts_gzip(request):
+        if len(body) > IN_THREAD_BYTES:
+            response.body = await asyncio.to_thread(zlib.compress, body, 1, GZIP_WBITS)
+        else:
+            response.body = zlib.compress(body, 1, GZIP_WBITS)
+        response.headers[hdrs.CONTENT_ENCODING] = "gzip"
 
 
 class StaticAsset:

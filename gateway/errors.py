@@ -63,32 +63,42 @@ def render_error(request: web.Request, error: DomainError) -> web.Response:
     return json_error(status, error.message, error.errors, **headers)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Catch every error on the way out and answer it as JSON."""
-    try:
-        return await handler(request)
-    except DomainError as error:
-        return render_error(request, error)
-    except ValidationError as err:
-        return render_error(request, invalid_from_validation(err))
-    except sqlalchemy.exc.TimeoutError:
+def error_reply(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The JSON reply for an error a handler raised; re-raises what is not to be answered here
+    (a redirect or other HTTP status below 400, a client that hung up)."""
+    if isinstance(exc, DomainError):
+        return render_error(request, exc)
+    if isinstance(exc, ValidationError):
+        return render_error(request, invalid_from_validation(exc))
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):
         # Every pooled connection stayed busy for the pool's whole timeout: overloaded, not broken.
         log.warning("database connection pool exhausted on %s %s", request.method, request.path)
         return render_error(request, Overloaded("Database busy; nothing was done, retry shortly", retry_after=2))
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         if exc.status == 413:
             return render_error(request, TooLarge(f"Request body too large: {exc.text}"))
         # A 405 keeps its Allow header (RFC 9110: the methods the resource does support).
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
         return json_error(exc.status, exc.reason, **allow)
-    except ConnectionResetError:
-        raise  # the client went away mid-request: nobody to answer (aiohttp notes it at debug level)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_error(500, "Internal server error")
+    if isinstance(exc, ConnectionResetError):
+        raise exc  # the client went away mid-request: nobody to answer (aiohttp notes it at debug level)
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return json_error(500, "Internal server error")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Catch every error on the way out and answer it as JSON (`error_reply`).
+
+    The gateway itself runs this as part of its one middleware (`gateway.middleware`); this one
+    serves apps that need the error path alone (tests).
+    """
+    try:
+        return await handler(request)
+    except Exception as exc:
+        return error_reply(request, exc)
 
 
 def day_input(text: str, name: str = "day") -> dt.date:

@@ -31,8 +31,15 @@ from sqlalchemy.dialects import sqlite
 from storage.calendar import HALF_HOUR
 from storage.db.engine import Database
 from storage.db.models import Command, DgStatusChange, Meter, Reading, ReadingConflict, Site, Tariff
-from storage.ingest.readings import NewReading, Outcome
-from storage.ingest.run import prepare_postgres, prepare_sqlite, record_on_postgres, record_on_sqlite, time_to_driver
+from storage.ingest.readings import NewReading, Outcome, ReadingResult
+from storage.ingest.run import (
+    LOAD_ROWS,
+    prepare_postgres,
+    prepare_sqlite,
+    record_on_postgres,
+    record_on_sqlite,
+    time_to_driver,
+)
 from storage.ingest.sql import IngestStatements
 from storage.registry import dgs
 from storage.registry import meters as meter_registry
@@ -196,6 +203,7 @@ class SqliteWorlds:
         )
         self.statements = statements
         self.outcomes: set[Outcome] = set()
+        self.last_results: list[ReadingResult] = []  # of the last group recorded
         self.to_driver = time_to_driver(self.db.engine.dialect)
         prepare_sqlite(self.conn, statements)
 
@@ -210,6 +218,7 @@ class SqliteWorlds:
                 return f"group {n}: {exc}"
             if results != expected:
                 return f"group {n}: results {results} != {expected}"
+            self.last_results = results
             self.outcomes.update(result.outcome for result in results)
             tables, reference = dump(self.conn), dump(self.reference)
             if tables != reference:
@@ -232,6 +241,28 @@ async def test_sqlite_statements_leave_what_the_reference_model_leaves(tmp_path:
         tables = dump(worlds.conn)
         assert {row[3] for row in tables["reading"]} == {"grid", "dg", "mix"}
         assert tables["command"] and tables["conflict"]
+    finally:
+        await worlds.close()
+
+
+async def test_a_group_of_several_load_statements_leaves_what_the_reference_model_leaves(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """SQLite loads a group LOAD_ROWS readings per statement: a group of more than two statements'
+    worth, with repeats, conflicts and unknown meters past the first statement, is judged and
+    recorded reading by reading as the reference model does (each result at its own place)."""
+    rng = random.Random(20261205)
+    await build_world(sqlite_url, rng)
+    worlds = SqliteWorlds(sqlite_url, tmp_path, IngestStatements.compile(sqlite.dialect()))
+    try:
+        stored: dict[tuple[int, dt.datetime], int] = {}
+        earlier = [random_group(rng, stored) for _ in range(10)]
+        big: list[NewReading] = []
+        while len(big) <= 2 * LOAD_ROWS:
+            big += random_group(rng, stored)
+        assert worlds.first_difference(iter([*earlier, big])) is None
+        assert len(worlds.last_results) == len(big)
+        assert {r.outcome for r in worlds.last_results[LOAD_ROWS:]} - {Outcome.STORED}
     finally:
         await worlds.close()
 

@@ -1,9 +1,10 @@
 """The web portal: server-rendered pages for residents and the management dashboard.
 
 `setup(app)` wires it into the gateway: templates (Jinja, autoescaped), cookie sessions, the
-login rate limiter, the routes, and one middleware that, for portal paths only, loads the
-session and turns every error into an HTML page (the gateway's JSON error middleware never
-sees them; other paths, such as the ingest hot path, skip the portal entirely).
+login rate limiter and the routes. For portal paths only, the gateway's middleware hands the
+request to `portal_reply`, which loads the session and turns every error into an HTML page (the
+JSON error envelope never sees them; other paths, such as the ingest hot path, skip the portal
+entirely).
 """
 
 from __future__ import annotations
@@ -69,11 +70,9 @@ def setup(app: web.Application) -> None:
     app.router.add_static("/portal/static/", STATIC)
 
 
-@web.middleware
-async def portal_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Sessions and HTML error pages for portal paths; anything else passes straight through."""
-    if not is_portal_path(request.path):
-        return await handler(request)
+async def portal_reply(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A portal path's reply: its session loaded, every error it raises as an HTML page
+    (`gateway.middleware` calls this for paths `is_portal_path` names, and only for those)."""
 
     async def html_errors(request: web.Request) -> web.StreamResponse:
         try:

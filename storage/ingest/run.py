@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
+import itertools
 import sqlite3
 import threading
 from collections.abc import Callable, Coroutine
@@ -28,7 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
-import orjson
 from sqlalchemy import Dialect
 
 from storage.calendar import HALF_HOUR
@@ -102,10 +103,27 @@ def results_of(size: int, rows: list[Any]) -> list[ReadingResult]:
 
 # SQLite
 
-SQLITE_LOAD = """
-INSERT INTO ingest_incoming (idx, meter_no, interval_start, interval_end, wh, source, scope)
-SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6 FROM json_each(?)
-"""
+LOAD_ROWS = 100  # readings per load statement: 700 parameters, under every SQLite's limit (999 before 3.32)
+LOAD_COLUMNS = "idx, meter_no, interval_start, interval_end, wh, source, scope"
+
+
+@functools.cache
+def sqlite_load(rows: int) -> str:
+    """The statement that loads `rows` readings (1 to LOAD_ROWS) into `ingest_incoming`.
+
+    One statement per group size, with a row of parameters per reading (prepared once per size,
+    then kept in the connection's statement cache): measured against reading one JSON parameter
+    with `json_each` (SQLite parses each row's JSON once per column) and against `executemany`
+    (a step per row), about half the CPU for a 30-reading group and for 1,000 readings.
+    """
+    return f"INSERT INTO ingest_incoming ({LOAD_COLUMNS}) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
+
+
+def load_on_sqlite(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert the group's rows into `ingest_incoming`, LOAD_ROWS at a time."""
+    for first in range(0, len(rows), LOAD_ROWS):
+        chunk = rows[first : first + LOAD_ROWS]
+        conn.execute(sqlite_load(len(chunk)), list(itertools.chain.from_iterable(chunk)))
 
 
 def prepare_sqlite(conn: sqlite3.Connection, statements: IngestStatements) -> None:
@@ -127,9 +145,7 @@ def record_on_sqlite(
     try:
         conn.execute("INSERT INTO ingest_group (received_at) VALUES (?)", (to_driver(received_at),))
         conn.executemany("INSERT INTO ingest_scope (scope, site_id) VALUES (?, ?)", group.scopes)
-        # One JSON parameter rather than executemany: SQLite then reads the rows without the
-        # GIL, which binding row by row holds while the event loop needs it.
-        conn.execute(SQLITE_LOAD, (orjson.dumps(group.rows).decode(),))
+        load_on_sqlite(conn, group.rows)
         conn.execute(group.classify(statements))
         for statement in statements.record:
             conn.execute(statement)

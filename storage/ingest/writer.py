@@ -71,9 +71,11 @@ class ReadingWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._executor: IngestExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         """Start the writer task on the running loop, with its own connection and thread."""
+        self._loop = asyncio.get_running_loop()
         self._executor = executor_for(self._db)
         self._task = asyncio.create_task(self._run(), name="reading-writer")
 
@@ -97,10 +99,12 @@ class ReadingWriter:
             raise Overloaded("Gateway is shutting down; retry shortly", retry_after=2)
         if self._queued + len(readings) > self._max_queue and self._queued > 0:
             raise Overloaded(f"Ingest queue is full ({self._queued} readings waiting); retry shortly")
-        request = _Request(readings, asyncio.get_running_loop().create_future())
+        assert self._loop is not None, "ReadingWriter.start() was not called"
+        # The loop kept from start(): asyncio.get_running_loop() costs a getpid() system call
+        # per request on Python 3.11. The queue gauge is set by the writer, once per group.
+        request = _Request(readings, self._loop.create_future())
         self._queue.append(request)
         self._queued += len(readings)
-        QUEUE_DEPTH.set(self._queued)
         self._wakeup.set()
         # A client that goes away cancels only its own wait: its readings stay in the group.
         return await request.future
@@ -119,6 +123,7 @@ class ReadingWriter:
                 request = self._queue.popleft()
                 group.append(request)
                 size += len(request.readings)
+            QUEUE_DEPTH.set(self._queued)  # this group and what waits behind it
             await self._commit(group, size)
             self._queued -= size
             QUEUE_DEPTH.set(self._queued)
