@@ -3,7 +3,8 @@ site-day's data-quality flags (`GET /api/v1/admin/sites/{site_id}/quality?day=`,
 /metrics as `gateway_quality_flags{site_id,kind}`).
 
 `GET /api/v1/admin/sites/{site_id}/report?month=YYYY-MM[&format=csv]` (its CSV and the CLI's,
-`gateway report`, are written by `gateway.report_cli`). Rows are written as the store
+`gateway report`, are written by `gateway.report_cli`), with the month's energy audit totals; the
+audit itself, per day, from `GET /api/v1/admin/sites/{site_id}/audit?month=YYYY-MM`. Rows are written as the store
 yields them (storage/site_report.py), a few hundred at a time, so a 10,000-meter site is never
 built in memory; the JSON reply is the `SiteReport` envelope written piece by piece.
 """
@@ -21,23 +22,30 @@ from gateway.auth import Principal
 from gateway.keys import CLOCK, DB, SETTINGS
 from gateway.report_cli import BATCH, csv_chunks
 from schemas import statements as wire
-from storage import quality
+from schemas.energy_audit import EnergyBalanceOut
+from storage import energy_audit, quality
+from storage.energy_audit import EnergyBalance
 from storage.site_report import MeterMonth, ReportHeader, SiteTotals, stream_site_report
 
 routes = web.RouteTableDef()
 
 
 async def json_chunks(
-    header: ReportHeader, report: AsyncIterator[ReportHeader | MeterMonth | SiteTotals]
+    header: ReportHeader, report: AsyncIterator[ReportHeader | MeterMonth | SiteTotals], audit: EnergyBalance
 ) -> AsyncIterator[str]:
-    """The `SiteReport` envelope, written piece by piece: header fields, meters, totals."""
+    """The `SiteReport` envelope, written piece by piece: header fields, meters, totals, energy audit."""
     head = wire.SiteReportHeaderOut().dump(header)
     opening = json.dumps({"status": "success", "message": "Site report", "data": head})
     yield opening[:-2] + ', "meters": ['  # the data object stays open for the meters and totals
     row_schema, parts, first = wire.SiteReportRowOut(), [], True
     async for item in report:
         if isinstance(item, SiteTotals):
-            yield "".join(parts) + '], "totals": ' + json.dumps(wire.SiteTotalsOut().dump(item)) + "}}"
+            totals = json.dumps(wire.SiteTotalsOut().dump(item))
+            yield (
+                "".join(parts)
+                + f'], "totals": {totals}, "energy_audit": {json.dumps(EnergyBalanceOut().dump(audit))}}}}}'
+            )
+
             return
         parts.append(("" if first else ",") + json.dumps(row_schema.dump(item)))
         first = False
@@ -64,15 +72,18 @@ async def site_report(request: web.Request, principal: Principal) -> web.StreamR
     site_id = site_in_scope(request, principal)
     args = wire.SiteReportQuery().load(request.query)
     year, month = args["month"]
-    report = stream_site_report(request.app[DB], site_id=site_id, year=year, month=month, now=request.app[CLOCK].now())
+    db, now = request.app[DB], request.app[CLOCK].now()
+    # Unknown site, bad month: an error reply before anything is sent.
+    audit = await energy_audit.site_energy_audit(db, site_id=site_id, year=year, month=month, now=now)
+    report = stream_site_report(db, site_id=site_id, year=year, month=month, now=now)
     try:
         header = await anext(report)  # unknown site, bad month: an error reply before anything is sent
         assert isinstance(header, ReportHeader)
         if args["format"] == "csv":
             filename = f"report-{site_id}-{header.month.label}.csv"
             disposition = {"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"}
-            return await _stream(request, csv_chunks(report), "text/csv", disposition)
-        return await _stream(request, json_chunks(header, report), "application/json", {})
+            return await _stream(request, csv_chunks(report, audit.totals), "text/csv", disposition)
+        return await _stream(request, json_chunks(header, report, audit.totals), "application/json", {})
     finally:
         await report.aclose()  # a client that went away: the read transaction ends here
 
@@ -100,3 +111,16 @@ async def site_quality(request: web.Request, principal: Principal) -> web.Respon
     for kind, count in found.counts.items():
         QUALITY_FLAGS.labels(site_id=site_id, kind=kind).set(count)
     return ok("Data quality", wire.SiteQualityOut().dump(found))
+
+
+@routes.get("/api/v1/admin/sites/{site_id}/audit")
+@admin_only
+async def site_energy_audit(request: web.Request, principal: Principal) -> web.Response:
+    """The site's energy audit of a month: incomer and DG kWh against the flats' billed kWh, per
+    local day and for the month, with DG kWh per litre (not the audit trail: `/api/v1/admin/audit`)."""
+    site_id = site_in_scope(request, principal)
+    year, month = wire.EnergyAuditQuery().load(request.query)["month"]
+    found = await energy_audit.site_energy_audit(
+        request.app[DB], site_id=site_id, year=year, month=month, now=request.app[CLOCK].now()
+    )
+    return ok("Energy audit", wire.EnergyAuditOut().dump(found))

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import site_events
 from storage.errors import InvalidInput, NotFound
-from storage.models import DgStatusChange, DieselGenerator, Meter, Reading
+from storage.models import DgSample, DgStatusChange, DieselGenerator, Meter, Reading
 from storage.rules import dg_state_in_force
 
 
@@ -49,6 +49,10 @@ async def record_dg_state(
     if dg is None:
         raise NotFound(f"Unknown DG {update_.dg_no!r} on site {update_.site_id!r}", {"dg_number": ["Unknown DG."]})
     at = update_.timestamp.astimezone(dt.UTC)
+    if update_.fuel_litres is not None or update_.reading_kwh is not None:
+        # Every value, in or out of order: the energy audit reads the series (storage.energy_audit).
+        litres, kwh = update_.fuel_litres, update_.reading_kwh
+        session.add(DgSample(site_id=dg.site_id, dg_no=dg.dg_no, at=at, fuel_litres=litres, reading_kwh=kwh))
     if update_.fuel_litres is not None and (dg.fuel_at is None or at >= dg.fuel_at):
         dg.fuel_litres, dg.fuel_at = update_.fuel_litres, at
     if update_.reading_kwh is not None and (dg.reading_at is None or at >= dg.reading_at):

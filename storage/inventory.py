@@ -16,8 +16,9 @@ from storage import tariffs
 from storage.accounts import unlink_in
 from storage.engine import Database
 from storage.errors import Conflict, InvalidInput, NotFound
+from storage.meter_roles import DG_METER
 from storage.models import ApiKey, DieselGenerator, Meter, Site, Tariff, utcnow
-from storage.registry import parse_amount
+from storage.registry import check_dg_of_site, check_role, parse_amount
 
 SITE_EDITABLE = (
     "name",
@@ -30,7 +31,8 @@ SITE_EDITABLE = (
     "no_cut_hours",
     "no_cut_weekdays",
 )
-METER_EDITABLE = ("consumer_name", "fin_no", "legacy_ingest")
+METER_EDITABLE = ("consumer_name", "fin_no", "legacy_ingest", "role", "dg_no")
+ROLE_FIELDS = ("role", "dg_no")  # what the meter measures: not a new resident
 
 
 def _check_editable(changes: dict[str, object], editable: tuple[str, ...]) -> None:
@@ -123,7 +125,8 @@ async def get_meter(db: Database, *, meter_no: int) -> Meter:
 
 
 async def edit_meter(db: Database, *, meter_no: int, changes: dict[str, object]) -> tuple[Meter, bool]:
-    """Change a meter's consumer details (name, fin_no) or whether it may post without a token.
+    """Change a meter's consumer details (name, fin_no), whether it may post without a token, or
+    its role (`storage.meter_roles`: a DG's meter names a DG of its site; a bulk meter has no balance).
     A new consumer or FIN is a new resident: the old one's portal account is removed in the same
     transaction (True then), so they no longer see the meter and the new one can claim it."""
     _check_editable(changes, METER_EDITABLE)
@@ -131,7 +134,17 @@ async def edit_meter(db: Database, *, meter_no: int, changes: dict[str, object])
         meter = await session.get(Meter, meter_no)
         if meter is None:
             raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
-        new_resident = any(getattr(meter, field) != value for field, value in changes.items())
+        if "role" in changes or "dg_no" in changes:
+            role = str(changes.get("role", meter.role))
+            # A meter that stops measuring a DG forgets its DG.
+            kept_dg = meter.dg_no if role == DG_METER else None
+            dg_no = changes.get("dg_no", kept_dg)
+            check_role(role, None if dg_no is None else str(dg_no), meter.balance)
+            await check_dg_of_site(session, site_id=meter.site_id, dg_no=None if dg_no is None else str(dg_no))
+            changes = {**changes, "role": role, "dg_no": dg_no}
+        new_resident = any(
+            getattr(meter, field) != value for field, value in changes.items() if field not in ROLE_FIELDS
+        )
         for field, value in changes.items():
             setattr(meter, field, value)
         unlinked = await unlink_in(session, meter_no=meter_no) if new_resident else False

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from storage.engine import Database
 from storage.errors import NotFound
+from storage.meter_roles import billed
 from storage.models import DieselGenerator, Meter, Site
 
 
@@ -62,14 +63,16 @@ _METER_COLUMNS = (
 
 
 async def site_meters(db: Database, *, site_id: str) -> list[MeterState]:
-    """The site's active meters ordered by unit, in one query; NotFound if there are none.
+    """The site's active flats (bulk meters are never billed) ordered by unit, in one query;
+    NotFound if there are none.
 
     An unknown site and a site without active meters are the same answer to the caller.
     """
     query = (
         select(*_METER_COLUMNS)
         .join(Site, Site.id == Meter.site_id)
-        .where(Meter.site_id == site_id, Meter.active.is_(True))  # type: ignore[attr-defined]
+        # Flats only: iSocietyManager bills every meter it is given, and bulk meters are never billed.
+        .where(Meter.site_id == site_id, Meter.active.is_(True), billed(Meter.role))  # type: ignore[attr-defined]
         .order_by(Meter.unit_no, Meter.meter_no)  # type: ignore[arg-type]
     )
     # A Core connection, not an ORM session: the ORM's row loading adds nothing here but time.

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.commands import queue_cut_if_due, restore_if_credited
 from storage.engine import Database
 from storage.errors import InvalidInput, NotFound
+from storage.meter_roles import billed
 from storage.models import LedgerEntry, Meter, Reading, Site
 from storage.tariffs import tariff_at
 
@@ -79,6 +80,7 @@ async def debit_fixed_charges(
         select(Meter)
         .where(
             Meter.site_id == site.id,
+            billed(Meter.role),  # bulk meters carry no fixed charge
             Meter.created_at < end,  # type: ignore[operator]
             sa.or_(Meter.retired_at.is_(None), Meter.retired_at >= end),  # type: ignore[union-attr, operator]
             Meter.meter_no.not_in(charged),  # type: ignore[attr-defined]

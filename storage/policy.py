@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage import site_events
 from storage.engine import Database
 from storage.errors import NotFound
+from storage.meter_roles import billed
 from storage.models import Command, Holiday, LedgerEntry, Meter, Reading, Site
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
@@ -171,6 +172,7 @@ async def raise_balance_alerts(db: Database, *, now: dt.datetime) -> int:
                 .where(
                     Meter.site_id == site.id,
                     Meter.active,
+                    billed(Meter.role),
                     sa.or_(Meter.balance <= thresholds[0], Meter.alert_level.is_not(None)),  # type: ignore[union-attr]
                 )
                 .order_by(Meter.meter_no)

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from storage.days import HALF_HOUR, day_bounds, day_intervals, local_day
 from storage.engine import Database
+from storage.meter_roles import billed
 from storage.meter_views import RELAY_ACTIONS, RELAY_OFF_REASONS, dg_runs
 from storage.models import Command, DieselGenerator, Meter, Reading, Recharge, Site
 from storage.policy import cut_threshold, days_left_of
@@ -59,13 +60,13 @@ class MeterMoney:
 async def meter_money(
     db: Database, *, now: dt.datetime, only: Collection[str] | None, site_id: str | None = None, search: str = ""
 ) -> list[MeterMoney]:
-    """Every active meter of the sites (optionally matching `search` in its unit, meter number
+    """Every active flat of the sites (optionally matching `search` in its unit, meter number
     or consumer name), with days left at the last 7 days' spend and why it is off."""
     async with db.reader() as session:
         query = (
             select(Meter, Site)
             .join(Site, Site.id == Meter.site_id)  # type: ignore[arg-type]
-            .where(Meter.active.is_(True), _sites(only, site_id))  # type: ignore[attr-defined]
+            .where(Meter.active.is_(True), billed(Meter.role), _sites(only, site_id))  # type: ignore[attr-defined]
             .order_by(Meter.site_id, Meter.unit_no, Meter.meter_no)
         )
         if search:

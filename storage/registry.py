@@ -10,9 +10,11 @@ from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.engine import Database
 from storage.errors import Conflict, InvalidInput, NotFound
+from storage.meter_roles import DG_METER, FLAT, METER_ROLES
 from storage.models import ApiKey, DieselGenerator, LedgerEntry, Meter, Site, utcnow
 from storage.tariffs import SiteView, first_tariff, site_view
 
@@ -93,6 +95,26 @@ async def add_site(
     return view
 
 
+def check_role(role: str, dg_no: str | None, balance: Decimal = Decimal(0)) -> None:
+    """A known role; a DG number for a DG's meter and for no other; no balance on a bulk meter."""
+    if role not in METER_ROLES:
+        raise InvalidInput(f"unknown meter role {role!r}; one of {', '.join(METER_ROLES)}", {"role": ["Unknown role."]})
+    if role == DG_METER and not dg_no:
+        raise InvalidInput("a DG's meter (role dg) needs dg_no", {"dg_no": ["Required for role dg."]})
+    if role != DG_METER and dg_no is not None:
+        raise InvalidInput(f"dg_no is for role dg only, not {role!r}", {"dg_no": ["Only for role dg."]})
+    if role != FLAT and balance != 0:
+        raise InvalidInput(
+            f"a bulk meter ({role}) is never billed: no balance", {"balance": ["Must be 0 for a bulk meter."]}
+        )
+
+
+async def check_dg_of_site(session: AsyncSession, *, site_id: str, dg_no: str | None) -> None:
+    """InvalidInput unless `dg_no` (if any) is a DG of the site."""
+    if dg_no is not None and await session.get(DieselGenerator, (site_id, dg_no)) is None:
+        raise InvalidInput(f"unknown DG {dg_no!r} on site {site_id!r}", {"dg_no": ["Unknown DG of the site."]})
+
+
 @dataclass(frozen=True)
 class NewMeter:
     """A registered meter and its device token, which is shown only this once."""
@@ -112,13 +134,18 @@ async def add_meter(
     balance: Decimal = Decimal("0.00"),
     start_grid: Decimal = Decimal("0.000"),
     start_dg: Decimal = Decimal("0.000"),
+    role: str = FLAT,
+    dg_no: str | None = None,
 ) -> NewMeter:
-    """Register a meter on a site; it starts ON with its registers at the start values."""
+    """Register a meter on a site; it starts ON with its registers at the start values. A bulk
+    meter (`role` incomer or dg: `storage.meter_roles`) is never billed, so it has no balance;
+    a DG's meter names a DG of the site."""
     if meter_no <= 0:
         raise InvalidInput("meter_no must be a positive integer", {"meter_no": ["Must be positive."]})
     if not unit_no.strip():
         raise InvalidInput("unit_no must not be empty", {"unit_no": ["Must not be empty."]})
     parse_amount(balance, "balance")
+    check_role(role, dg_no, balance)
     # Quantized like the balance, so the returned meter reads exactly as stored.
     start_grid = parse_amount(start_grid, "start_grid", places=3, minimum=Decimal(0)).quantize(Decimal("0.001"))
     start_dg = parse_amount(start_dg, "start_dg", places=3, minimum=Decimal(0)).quantize(Decimal("0.001"))
@@ -135,11 +162,14 @@ async def add_meter(
         start_grid=start_grid,
         start_dg=start_dg,
         token_hash=hash_secret(token),
+        role=role,
+        dg_no=dg_no,
     )
     try:
         async with db.transaction() as session:
             if await session.get(Site, site_id) is None:
                 raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+            await check_dg_of_site(session, site_id=site_id, dg_no=dg_no)
             if await session.get(Meter, meter_no) is not None:
                 raise Conflict(
                     f"meter {meter_no} already exists (meter numbers are never reused)",

@@ -4,7 +4,8 @@ A reading's effects are decided by five rules, and each has exactly one definiti
 
 - `DgShare`: how much of its energy came from a DG (by the seconds a DG of its site ran in its
   half hour, `dg_state_in_force`'s tie-break included; all or none when the packet says);
-- `Charge`: what each part costs, at the tariff in force at the interval's start;
+- `Charge`: what each part costs, at the tariff in force at the interval's start (nothing for
+  a bulk meter: only flats are billed, `storage.meter_roles.billed`);
 - `Registers`: how it moves its meter's grid and DG registers, balance and last reading time;
 - `CutDecision`: whether its meter is cut (at or below −grace; `cut_pending`: "no cut pending"
   is its other half);
@@ -41,6 +42,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import SQLModel
 
 from storage.commands import PENDING
+from storage.meter_roles import billed
 from storage.models import Command, DgStatusChange, DieselGenerator, Fixed, Tariff
 
 DG, GRID, MIX = "dg", "grid", "mix"
@@ -258,6 +260,12 @@ class Charge:
             .correlate_except(tariff)
             .scalar_subquery()
         )
+
+    def of_meter(self, role: Any, tariff_paise: Any) -> ColumnElement[int]:
+        """The tariff a meter pays, in paise per kWh: the site's for a flat, nothing for a bulk
+        meter (an incomer or a DG's energy meter is measured, never billed). A charge of nothing
+        also means no cut (`CutDecision` needs a charge) and no balance change."""
+        return sa.case((billed(role), tariff_paise), else_=0)
 
     def paise(self, wh: Any, tariff_paise: Any) -> ColumnElement[int]:
         """The charge of `wh` at a tariff, in paise."""
