@@ -21,6 +21,7 @@ from gateway.admin import admin_only, ok, site_in_scope
 from gateway.auth import Principal
 from gateway.keys import CLOCK, DB, SETTINGS
 from gateway.report_cli import BATCH, csv_chunks
+from gateway.settings import Settings
 from schemas import statements as wire
 from schemas.energy_audit import EnergyBalanceOut
 from storage import energy_audit, quality
@@ -88,6 +89,15 @@ async def site_report(request: web.Request, principal: Principal) -> web.StreamR
         await report.aclose()  # a client that went away: the read transaction ends here
 
 
+def quality_rules(settings: Settings) -> quality.QualityRules:
+    """The data-quality thresholds of the GATEWAY_QUALITY_* settings (the API's and the dashboard's)."""
+    return quality.QualityRules(
+        spike_factor=settings.quality_spike_factor,
+        zero_run=settings.quality_zero_run,
+        late_minutes=settings.quality_late_minutes,
+    )
+
+
 QUALITY_FLAGS = Gauge(
     "gateway_quality_flags", "Data-quality flags of the site-day last listed, by kind", ["site_id", "kind"]
 )
@@ -99,12 +109,7 @@ async def site_quality(request: web.Request, principal: Principal) -> web.Respon
     """The data-quality flags of a site's local day (flagged, never changed)."""
     site_id = site_in_scope(request, principal)
     day = wire.QualityQuery().load(request.query)["day"]
-    settings = request.app[SETTINGS]
-    rules = quality.QualityRules(
-        spike_factor=settings.quality_spike_factor,
-        zero_run=settings.quality_zero_run,
-        late_minutes=settings.quality_late_minutes,
-    )
+    rules = quality_rules(request.app[SETTINGS])
     found = await quality.site_quality(
         request.app[DB], site_id=site_id, day=day, now=request.app[CLOCK].now(), rules=rules
     )

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage import site_events
 from storage.engine import Database
 from storage.errors import Conflict, NotFound
+from storage.meter_roles import FLAT
 from storage.models import Command, Holiday, Meter, Site
 from storage.policy import NoCutWindows, cut_threshold
 
@@ -55,10 +56,13 @@ class Opened:
 
 
 async def meter_on_site(session: AsyncSession, *, site_id: str, meter_no: int, lock: bool = False) -> Meter:
-    """The meter if it is on this site; NotFound worded the same whether it is unknown or elsewhere."""
+    """The flat if it is on this site; NotFound worded the same whether it is unknown, elsewhere or
+    a bulk meter (`storage.meter_roles`: recharges, relay and load commands are for flats)."""
     meter = await session.get(Meter, meter_no, with_for_update=lock)
     if meter is None or meter.site_id != site_id:
         raise NotFound("Meter not Found", {"meter_no": ["Unknown meter on this site."]})
+    if meter.role != FLAT:  # measured for the energy audit, never billed nor switched
+        raise NotFound("Meter not Found", {"meter_no": [f"A bulk meter ({meter.role}): not billed or operated."]})
     return meter
 
 

@@ -84,8 +84,12 @@ async def site_meters(db: Database, *, site_id: str) -> list[MeterState]:
 
 
 async def meter_state(db: Database, *, meter_no: int) -> MeterState:
-    """One meter (retired ones too: they keep their last state)."""
-    query = select(*_METER_COLUMNS).join(Site, Site.id == Meter.site_id).where(Meter.meter_no == meter_no)
+    """One flat (retired ones too: they keep their last state); a bulk meter is unknown here."""
+    query = (
+        select(*_METER_COLUMNS)
+        .join(Site, Site.id == Meter.site_id)
+        .where(Meter.meter_no == meter_no, billed(Meter.role))  # a bulk meter is no Factech meter
+    )
     async with db.reader() as session:
         row = (await session.execute(query)).first()
     if row is None:

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.commands import queue_cut_if_due, restore_if_credited
 from storage.engine import Database
 from storage.errors import InvalidInput, NotFound
-from storage.meter_roles import billed
+from storage.meter_roles import FLAT, billed
 from storage.models import LedgerEntry, Meter, Reading, Site
 from storage.tariffs import tariff_at
 
@@ -117,6 +117,11 @@ async def adjust_balance(
         meter = await session.get(Meter, meter_no, with_for_update=True)
         if meter is None:
             raise NotFound(f"unknown meter {meter_no}", {"meter_no": ["Unknown meter."]})
+        if meter.role != FLAT:
+            raise InvalidInput(
+                f"meter {meter_no} is a bulk meter ({meter.role}): it is never billed and has no balance",
+                {"meter_no": ["A bulk meter has no balance."]},
+            )
         entry = add_entry(
             session, meter=meter, kind="adjustment", amount=amount, reason=reason, created_by=created_by, now=now
         )

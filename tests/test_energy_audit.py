@@ -80,10 +80,8 @@ async def audited_month(client: TestClient, db: Database) -> Society:
     async with db.transaction() as session:  # registered on the injected clock's day, not today
         await session.execute(update(Meter).values(created_at=clock.now()))
         await session.execute(update(LedgerEntry).values(created_at=clock.now()))
-    keys = {
-        role: (await registry.create_key(db, name=role, role=role, sites=["AUD"])).key for role in ("admin", "read")
-    }
-    keys["ingest"] = (await registry.create_key(db, name="ingest", role="ingest", sites=["AUD"])).key
+    roles = ("admin", "operate", "read", "ingest")
+    keys = {role: (await registry.create_key(db, name=role, role=role, sites=["AUD"])).key for role in roles}
     society = Society(client, keys, tokens)
     fixed = {"grid": "8.00", "dg": "20.00", "fixed_daily": "1.00", "effective_from": "2025-03-01 00:00:00"}
     await society.call("POST", f"{ADMIN}/sites/AUD/tariffs", fixed)
@@ -158,6 +156,26 @@ async def test_bulk_meters_are_read_but_never_billed(simulated: TestClient, db: 
     # iSocietyManager bills every meter of call 1: it sees the flats only.
     _, readings = await get(society, "/api/v1/site/readings?site_id=AUD", key="read")
     assert sorted(m["meter_no"] for m in readings["data"]) == ["1", "2", "3"]
+    # Nor is a bulk meter a meter of the other Factech calls: no reading, recharge or switching.
+    status, reply = await get(society, "/api/v1/meter/reading?meter_no=900", key="read")
+    assert (status, reply["message"]) == (404, "Not Found")
+    for path, body in (
+        ("/api/v1/meter/recharge", {"site_id": "AUD", "meter_no": "900", "amount": "100.00"}),
+        ("/api/v1/meter/stop", {"site_id": "AUD", "meter_no": "901"}),
+    ):
+        response = await simulated.post(path, json=body, headers={"X-API-Key": society.keys["operate"]})
+        assert response.status == 404, path
+    response = await simulated.post(
+        f"{ADMIN}/meters/900/adjustments",
+        json={"amount": "5.00", "reason": "x"},
+        headers={"X-API-Key": society.keys["admin"]},
+    )
+    assert (response.status, (await response.json())["message"]) == (
+        400, "meter 900 is a bulk meter (incomer): it is never billed and has no balance"
+    )  # fmt: skip
+    async with db.reader() as session:
+        assert [(await session.get_one(Meter, m)).balance for m in BULK] == [0, 0]
+        assert (await session.get_one(Meter, 901)).relay_on
 
 
 async def test_missing_data_is_unknown_not_zero(simulated: TestClient, db: Database) -> None:
