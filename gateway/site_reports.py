@@ -1,16 +1,18 @@
 """A site's month for its accountant over HTTP and on the command line, streamed; and a
 site-day's data-quality flags (`GET /api/v1/admin/sites/{site_id}/quality?day=`, counted in
-/metrics as `gateway_quality_flags{site_id,kind}`).
+/metrics as `gateway_quality_flags{site_id,kind}`); and a site's energy audit of a month (the
+month's loss % in /metrics as `gateway_energy_loss_percent{site_id,source}`).
 
 `GET /api/v1/admin/sites/{site_id}/report?month=YYYY-MM[&format=csv]` (its CSV and the CLI's,
-`gateway report`, are written by `gateway.report_cli`), with the month's energy audit totals; the
-audit itself, per day, from `GET /api/v1/admin/sites/{site_id}/audit?month=YYYY-MM`. Rows are written as the store
-yields them (storage/site_report.py), a few hundred at a time, so a 10,000-meter site is never
-built in memory; the JSON reply is the `SiteReport` envelope written piece by piece.
+`gateway report`, are written by `gateway.report_cli`), with the month's energy audit totals
+(the audit per day: `GET /api/v1/admin/sites/{site_id}/audit?month=YYYY-MM`). Rows are written
+as the store yields them (storage/site_report.py), a few hundred at a time, so a 10,000-meter
+site is never built in memory; the JSON reply is the `SiteReport` envelope written piece by piece.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -98,6 +100,11 @@ def quality_rules(settings: Settings) -> quality.QualityRules:
     )
 
 
+ENERGY_LOSS = Gauge(
+    "gateway_energy_loss_percent",
+    "Energy no flat paid for, as a % of the energy bought, of the site-month last audited",
+    ["site_id", "source"],
+)
 QUALITY_FLAGS = Gauge(
     "gateway_quality_flags", "Data-quality flags of the site-day last listed, by kind", ["site_id", "kind"]
 )
@@ -128,4 +135,10 @@ async def site_energy_audit(request: web.Request, principal: Principal) -> web.R
     found = await energy_audit.site_energy_audit(
         request.app[DB], site_id=site_id, year=year, month=month, now=request.app[CLOCK].now()
     )
+    for source, loss in (("grid", found.totals.grid_loss_pct), ("dg", found.totals.dg_loss_pct)):
+        if loss is not None:
+            ENERGY_LOSS.labels(site_id=site_id, source=source).set(float(loss))
+        else:  # unknown: no sample rather than a stale or made-up one
+            with contextlib.suppress(KeyError):
+                ENERGY_LOSS.remove(site_id, source)
     return ok("Energy audit", wire.EnergyAuditOut().dump(found))

@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import func, select
@@ -145,12 +146,59 @@ class _Series:
         return self.falls[day] if day in self.seen else None
 
 
-async def _per_day(session: AsyncSession, query: sa.Select[tuple[object, ...]], tz: str) -> dict[tuple, Decimal]:
-    """Rows of (key..., interval start, kWh) summed per (key..., local day)."""
-    sums: dict[tuple, Decimal] = defaultdict(lambda: ZERO_KWH)
-    for *key, start, kwh in await session.execute(query):
-        sums[(*key, local_day(tz, start))] += kwh or ZERO_KWH
+async def _flats_per_day(
+    session: AsyncSession, site_id: str, in_month: tuple[Any, ...], tz: str
+) -> tuple[dict[dt.date, Decimal], dict[dt.date, Decimal]]:
+    """Σ the flats' grid kWh and DG kWh per local day (summed per half hour by the database)."""
+    rows = await session.execute(
+        select(Reading.interval_start, func.sum(energy.grid_kwh()), func.sum(energy.dg_kwh()))
+        .join(Meter, Meter.meter_no == Reading.meter_no)  # type: ignore[arg-type]
+        .where(Meter.site_id == site_id, billed(Meter.role), *in_month)
+        .group_by(Reading.interval_start)
+    )
+    grid: dict[dt.date, Decimal] = defaultdict(lambda: ZERO_KWH)
+    dg: dict[dt.date, Decimal] = defaultdict(lambda: ZERO_KWH)
+    for start, grid_kwh, dg_kwh in rows:
+        day = local_day(tz, start)
+        grid[day] += grid_kwh or ZERO_KWH
+        dg[day] += dg_kwh or ZERO_KWH
+    return grid, dg
+
+
+async def _measured_per_day(
+    session: AsyncSession, meter_nos: list[int], in_month: tuple[Any, ...], tz: str
+) -> dict[tuple[int, dt.date], Decimal]:
+    """What each bulk meter measured per local day (a key only for days with readings)."""
+    rows = await session.execute(
+        select(Reading.meter_no, Reading.interval_start, energy.measured_kwh()).where(
+            Reading.meter_no.in_(meter_nos),  # type: ignore[attr-defined]
+            *in_month,
+        )
+    )
+    sums: dict[tuple[int, dt.date], Decimal] = defaultdict(lambda: ZERO_KWH)
+    for meter_no, start, kwh in rows:
+        sums[(meter_no, local_day(tz, start))] += kwh
     return sums
+
+
+async def _dg_series(
+    session: AsyncSession, site_id: str, period: Month, tz: str
+) -> tuple[dict[str, _Series], dict[str, _Series]]:
+    """Each DG's fuel and energy register series, from the week before the month to its end."""
+    samples = await session.execute(
+        select(DgSample.dg_no, DgSample.at, DgSample.fuel_litres, DgSample.reading_kwh)
+        .where(DgSample.site_id == site_id, DgSample.at >= period.start - SERIES_LEAD, DgSample.at < period.end)
+        .order_by(DgSample.dg_no, DgSample.at, DgSample.id)  # type: ignore[arg-type]
+    )
+    fuel: dict[str, _Series] = defaultdict(_Series)
+    register: dict[str, _Series] = defaultdict(_Series)
+    for dg_no, at, litres, kwh in samples:
+        day = local_day(tz, at)
+        if litres is not None:
+            fuel[dg_no].step(day, litres, rising_use=False)
+        if kwh is not None:
+            register[dg_no].step(day, kwh, rising_use=True)
+    return fuel, register
 
 
 async def site_energy_audit(db: Database, *, site_id: str, year: int, month: int, now: dt.datetime) -> EnergyAudit:
@@ -163,41 +211,11 @@ async def site_energy_audit(db: Database, *, site_id: str, year: int, month: int
             Meter.site_id == site_id, sa.not_(billed(Meter.role))
         )
         bulk = (await session.execute(bulk_query)).all()
-        flat_rows = await session.execute(
-            select(Reading.interval_start, func.sum(energy.grid_kwh()), func.sum(energy.dg_kwh()))
-            .join(Meter, Meter.meter_no == Reading.meter_no)  # type: ignore[arg-type]
-            .where(Meter.site_id == site_id, billed(Meter.role), *in_month)
-            .group_by(Reading.interval_start)
-        )
-        flats_grid: dict[dt.date, Decimal] = defaultdict(lambda: ZERO_KWH)
-        flats_dg: dict[dt.date, Decimal] = defaultdict(lambda: ZERO_KWH)
-        for start, grid, dg in flat_rows:
-            day = local_day(tz, start)
-            flats_grid[day] += grid or ZERO_KWH
-            flats_dg[day] += dg or ZERO_KWH
-        measured = await _per_day(
-            session,
-            select(Reading.meter_no, Reading.interval_start, energy.measured_kwh()).where(
-                Reading.meter_no.in_([row.meter_no for row in bulk]),
-                *in_month,  # type: ignore[attr-defined]
-            ),
-            tz,
-        )
+        flats_grid, flats_dg = await _flats_per_day(session, site_id, in_month, tz)
+        measured = await _measured_per_day(session, [row.meter_no for row in bulk], in_month, tz)
         dg_query = select(DieselGenerator.dg_no).where(DieselGenerator.site_id == site_id)
         dgs = list((await session.execute(dg_query)).scalars())
-        samples = await session.execute(
-            select(DgSample.dg_no, DgSample.at, DgSample.fuel_litres, DgSample.reading_kwh)
-            .where(DgSample.site_id == site_id, DgSample.at >= period.start - SERIES_LEAD, DgSample.at < period.end)
-            .order_by(DgSample.dg_no, DgSample.at, DgSample.id)
-        )
-        fuel: dict[str, _Series] = defaultdict(_Series)
-        register: dict[str, _Series] = defaultdict(_Series)
-        for dg_no, at, litres, kwh in samples:
-            day = local_day(tz, at)
-            if litres is not None:
-                fuel[dg_no].step(day, litres, rising_use=False)
-            if kwh is not None:
-                register[dg_no].step(day, kwh, rising_use=True)
+        fuel, register = await _dg_series(session, site_id, period, tz)
     incomers = [row.meter_no for row in bulk if row.role == INCOMER]
     dg_meters: dict[str, list[int]] = defaultdict(list)
     for row in bulk:
@@ -205,11 +223,12 @@ async def site_energy_audit(db: Database, *, site_id: str, year: int, month: int
             dg_meters[row.dg_no].append(row.meter_no)
 
     def metered(meter_nos: list[int], day: dt.date) -> Decimal | None:
-        """Σ of these meters' kWh on the day; None if none of them (or none at all) read that day."""
+        """Σ of these meters' kWh on the day; None if none of them read that day."""
         values = [measured[(m, day)] for m in meter_nos if (m, day) in measured]
         return sum(values, ZERO_KWH) if values else None
 
     def dg_energy(day: dt.date) -> Decimal | None:
+        """Σ the DGs' kWh: each from its meter if it has one, else from its register."""
         if not dgs:
             return None
         return _sum(metered(dg_meters[d], day) if dg_meters.get(d) else register[d].on(day) for d in dgs)

@@ -124,6 +124,9 @@ async def test_the_energy_audit_of_a_month_per_day_and_in_total(simulated: TestC
     )  # fmt: skip
     assert data["days"] == [MARCH_1, MARCH_2]
     assert data["totals"] == MONTH
+    metrics = await (await simulated.get("/metrics")).text()
+    assert 'gateway_energy_loss_percent{site_id="AUD",source="grid"} 9.09' in metrics
+    assert 'gateway_energy_loss_percent{site_id="AUD",source="dg"} 52.17' in metrics
 
     # The site report carries the month's totals, as JSON and as CSV.
     status, report = await get(society, f"{ADMIN}/sites/AUD/report?month=2025-03")
@@ -194,6 +197,7 @@ async def test_missing_data_is_unknown_not_zero(simulated: TestClient, db: Datab
     )  # no incomer: the loss is unknown  # fmt: skip
     assert (day["dg_kwh"], day["fuel_used_litres"], day["dg_kwh_per_litre"]) == (None, None, None)  # no DG
     assert body["data"]["totals"]["incomer_kwh"] is None and body["data"]["incomer_meters"] == 0
+    assert 'gateway_energy_loss_percent{site_id="AUD"' not in await (await simulated.get("/metrics")).text()
 
 
 async def test_bad_energy_audit_requests_are_refused(simulated: TestClient, db: Database) -> None:
