@@ -41,7 +41,8 @@ def csv_line(item: MeterMonth | SiteTotals) -> list[Any]:
 
 async def csv_chunks(report: Items, audit: EnergyBalance) -> AsyncIterator[str]:
     """The report as CSV text, `BATCH` rows per chunk (the header line first), then after an
-    empty line the month's energy audit totals, a line per figure (empty: not measured)."""
+    empty line the month's energy audit totals (`audit`: its bulk meters' side, the flats' kWh
+    taken from the report's totals), a line per figure (empty: not measured)."""
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\n")
     out.writerow(CSV_HEADER)
@@ -49,6 +50,8 @@ async def csv_chunks(report: Items, audit: EnergyBalance) -> AsyncIterator[str]:
     async for item in report:
         if isinstance(item, ReportHeader):
             continue
+        if isinstance(item, SiteTotals):
+            audit = audit.with_flats(item.grid_kwh, item.dg_kwh)
         out.writerow(csv_line(item))
         rows += 1
         if rows % BATCH == 0:
@@ -70,7 +73,8 @@ async def cmd_report(args: argparse.Namespace, settings: Settings, db: Database)
     except ValidationError:
         raise InvalidInput(f"--month: not a valid month: expected YYYY-MM, got {args.month!r}") from None
     now = Clock().now()
-    audit = await site_energy_audit(db, site_id=args.site_id, year=year, month=month, now=now)  # bad site or month
+    # The bulk meters' side (an unknown site or a month not begun fails here, before any output).
+    audit = await site_energy_audit(db, site_id=args.site_id, year=year, month=month, now=now, flats=False)
     report = stream_site_report(db, site_id=args.site_id, year=year, month=month, now=now)
     out: TextIO = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: ASYNC230 (a CLI run: nothing else on its loop)
     try:

@@ -44,11 +44,9 @@ async def json_chunks(
     async for item in report:
         if isinstance(item, SiteTotals):
             totals = json.dumps(wire.SiteTotalsOut().dump(item))
-            yield (
-                "".join(parts)
-                + f'], "totals": {totals}, "energy_audit": {json.dumps(EnergyBalanceOut().dump(audit))}}}}}'
-            )
-
+            audit = audit.with_flats(item.grid_kwh, item.dg_kwh)  # the flats' kWh: the report's own sums
+            energy = json.dumps(EnergyBalanceOut().dump(audit))
+            yield "".join(parts) + f'], "totals": {totals}, "energy_audit": {energy}}}}}'
             return
         parts.append(("" if first else ",") + json.dumps(row_schema.dump(item)))
         first = False
@@ -77,7 +75,7 @@ async def site_report(request: web.Request, principal: Principal) -> web.StreamR
     year, month = args["month"]
     db, now = request.app[DB], request.app[CLOCK].now()
     # Unknown site, bad month: an error reply before anything is sent.
-    audit = await energy_audit.site_energy_audit(db, site_id=site_id, year=year, month=month, now=now)
+    audit = await energy_audit.site_energy_audit(db, site_id=site_id, year=year, month=month, now=now, flats=False)
     report = stream_site_report(db, site_id=site_id, year=year, month=month, now=now)
     try:
         header = await anext(report)  # unknown site, bad month: an error reply before anything is sent

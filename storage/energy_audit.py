@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import energy
-from storage.days import local_day
+from storage.days import day_bounds, local_day
 from storage.engine import Database
 from storage.meter_roles import DG_METER, INCOMER, billed
 from storage.models import DgSample, DieselGenerator, Meter, Reading
@@ -48,6 +48,11 @@ def percent(part: Decimal | None, whole: Decimal | None) -> Decimal | None:
     if part is None or whole is None or whole <= 0:
         return None
     return (part * 100 / whole).quantize(HUNDREDTH)
+
+
+def _days_of(period: Month) -> list[dt.date]:
+    """The local days of a month."""
+    return [period.first + dt.timedelta(days=n) for n in range((period.next_first - period.first).days)]
 
 
 def _sum(values: Iterable[Decimal | None]) -> Decimal | None:
@@ -70,6 +75,10 @@ class EnergyBalance:
     flats_dg_kwh: Decimal
     fuel_used_litres: Decimal | None
     refill_litres: Decimal
+
+    def with_flats(self, grid_kwh: Decimal, dg_kwh: Decimal) -> EnergyBalance:
+        """The same with the flats' kWh given (summed elsewhere: the site report's totals)."""
+        return replace(self, flats_grid_kwh=grid_kwh, flats_dg_kwh=dg_kwh)
 
     @property
     def grid_loss_kwh(self) -> Decimal | None:
@@ -147,21 +156,28 @@ class _Series:
 
 
 async def _flats_per_day(
-    session: AsyncSession, site_id: str, in_month: tuple[Any, ...], tz: str
+    session: AsyncSession, site_id: str, days: list[dt.date], tz: str
 ) -> tuple[dict[dt.date, Decimal], dict[dt.date, Decimal]]:
-    """Σ the flats' grid kWh and DG kWh per local day (summed per half hour by the database)."""
-    rows = await session.execute(
-        select(Reading.interval_start, func.sum(energy.grid_kwh()), func.sum(energy.dg_kwh()))
-        .join(Meter, Meter.meter_no == Reading.meter_no)  # type: ignore[arg-type]
-        .where(Meter.site_id == site_id, billed(Meter.role), *in_month)
-        .group_by(Reading.interval_start)
-    )
-    grid: dict[dt.date, Decimal] = defaultdict(lambda: ZERO_KWH)
-    dg: dict[dt.date, Decimal] = defaultdict(lambda: ZERO_KWH)
-    for start, grid_kwh, dg_kwh in rows:
-        day = local_day(tz, start)
-        grid[day] += grid_kwh or ZERO_KWH
-        dg[day] += dg_kwh or ZERO_KWH
+    """Σ the flats' grid kWh and DG kWh per local day: one aggregate per day over that day's
+    readings (no GROUP BY: a site-month grouped by half hour made SQLite sort every reading,
+    measured at 10,000 meters: 30 s and 900 MB)."""
+    grid: dict[dt.date, Decimal] = {}
+    dg: dict[dt.date, Decimal] = {}
+    for day in days:
+        start, end = day_bounds(tz, day)
+        grid_kwh, dg_kwh = (
+            await session.execute(
+                select(func.sum(energy.grid_kwh()), func.sum(energy.dg_kwh()))
+                .join(Meter, Meter.meter_no == Reading.meter_no)  # type: ignore[arg-type]
+                .where(
+                    Meter.site_id == site_id,
+                    billed(Meter.role),
+                    Reading.interval_start >= start,  # type: ignore[arg-type]
+                    Reading.interval_start < end,  # type: ignore[arg-type]
+                )
+            )
+        ).one()
+        grid[day], dg[day] = grid_kwh or ZERO_KWH, dg_kwh or ZERO_KWH
     return grid, dg
 
 
@@ -201,17 +217,24 @@ async def _dg_series(
     return fuel, register
 
 
-async def site_energy_audit(db: Database, *, site_id: str, year: int, month: int, now: dt.datetime) -> EnergyAudit:
-    """The energy audit of a site's month (NotFound: unknown site; InvalidInput: not begun)."""
+async def site_energy_audit(
+    db: Database, *, site_id: str, year: int, month: int, now: dt.datetime, flats: bool = True
+) -> EnergyAudit:
+    """The energy audit of a site's month (NotFound: unknown site; InvalidInput: not begun).
+
+    `flats=False`: the bulk meters' and DGs' side only, the flats' kWh left at 0, for the site
+    report, which sums the flats' kWh itself (`EnergyBalance.with_flats`).
+    """
     async with db.reader() as session:
         site, period = await site_month(session, site_id=site_id, year=year, month=month, now=now)
         tz = site.timezone
         in_month = (Reading.interval_start >= period.start, Reading.interval_start < period.end)
+        begun = [day for day in _days_of(period) if day <= local_day(tz, now)]
         bulk_query = select(Meter.meter_no, Meter.role, Meter.dg_no).where(
             Meter.site_id == site_id, sa.not_(billed(Meter.role))
         )
         bulk = (await session.execute(bulk_query)).all()
-        flats_grid, flats_dg = await _flats_per_day(session, site_id, in_month, tz)
+        flats_grid, flats_dg = await _flats_per_day(session, site_id, begun if flats else [], tz)
         measured = await _measured_per_day(session, [row.meter_no for row in bulk], in_month, tz)
         dg_query = select(DieselGenerator.dg_no).where(DieselGenerator.site_id == site_id)
         dgs = list((await session.execute(dg_query)).scalars())
@@ -233,21 +256,18 @@ async def site_energy_audit(db: Database, *, site_id: str, year: int, month: int
             return None
         return _sum(metered(dg_meters[d], day) if dg_meters.get(d) else register[d].on(day) for d in dgs)
 
-    days = []
-    day = period.first
-    while day < period.next_first and local_day(tz, now) >= day:  # the days begun by now
-        days.append(
-            AuditDay(
-                day=day,
-                incomer_kwh=metered(incomers, day) if incomers else None,
-                flats_grid_kwh=flats_grid[day],
-                dg_kwh=dg_energy(day),
-                flats_dg_kwh=flats_dg[day],
-                fuel_used_litres=_sum(fuel[d].on(day) for d in dgs) if dgs else None,
-                refill_litres=sum((fuel[d].rises[day] for d in dgs), ZERO_KWH),
-            )
+    days = [
+        AuditDay(
+            day=day,
+            incomer_kwh=metered(incomers, day) if incomers else None,
+            flats_grid_kwh=flats_grid.get(day, ZERO_KWH),
+            dg_kwh=dg_energy(day),
+            flats_dg_kwh=flats_dg.get(day, ZERO_KWH),
+            fuel_used_litres=_sum(fuel[d].on(day) for d in dgs) if dgs else None,
+            refill_litres=sum((fuel[d].rises[day] for d in dgs), ZERO_KWH),
         )
-        day += dt.timedelta(days=1)
+        for day in begun
+    ]
     totals = EnergyBalance(
         incomer_kwh=_sum(d.incomer_kwh for d in days),
         flats_grid_kwh=sum((d.flats_grid_kwh for d in days), ZERO_KWH),

@@ -102,6 +102,14 @@ async def test_bad_requests_get_a_page_that_says_why(
     assert response.status == status and says in await response.text()
 
 
+async def test_the_dashboard_counts_the_flats_energy_only(aiohttp_client, world: str) -> None:  # type: ignore[no-untyped-def]
+    client = await portal(aiohttp_client, world, STAFF)
+    html = await (await client.get("/management-dashboard/?period=current-month")).text()
+    palm_court = next(row for row in table_rows(html, "sites") if row[0].startswith("Palm Court"))
+    assert palm_court[2:5] == ["116.75", "11.50", "128.25"]  # not the incomer's 100.80 again
+    assert "777-000-001" not in html.split('id="top"')[1].split("</table>")[0]  # nor a top consumer
+
+
 async def test_only_the_sites_staff_see_it(aiohttp_client, world: str) -> None:  # type: ignore[no-untyped-def]
     other = await portal(aiohttp_client, world, S2_STAFF)
     assert (await other.get(f"{PAGE}?site=S1&month=2025-02")).status == 404  # as if S1 did not exist
