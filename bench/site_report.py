@@ -26,6 +26,7 @@ from common import fresh_database, machine
 from sqlalchemy import insert
 
 from storage import registry
+from storage.energy_audit import site_energy_audit
 from storage.engine import Database
 from storage.migrate import upgrade
 from storage.models import Meter
@@ -140,7 +141,24 @@ async def bench(database: str, meters: int) -> bool:
               f"({'within' if ok else 'OVER'} the targets {TARGET_SECONDS:.0f} s, {TARGET_MB:.0f} MB)")  # fmt: skip
         print(f"  totals: {lines[-1]}")
         print(f"  energy audit: {', '.join(audit.splitlines()[1:4])}", flush=True)
+        await time_energy_audit(url)
         return ok
+
+
+async def time_energy_audit(url: str) -> None:
+    """The energy audit in this process: its bulk-meter side (what the report adds) and the whole
+    audit of `GET .../audit` (one aggregate of the flats' readings per day), wall time each."""
+    db = Database(url)
+    try:
+        now = dt.datetime(2025, 3, 1, 12, tzinfo=dt.UTC)
+        for flats in (False, True):
+            started = time.perf_counter()
+            audit = await site_energy_audit(db, site_id=SITE, year=2025, month=2, now=now, flats=flats)
+            label = "the whole audit (GET .../audit)" if flats else "its bulk-meter side (in the report)"
+            print(f"  energy audit, {label}: {time.perf_counter() - started:.2f} s, "
+                  f"{len(audit.days)} days, flats' grid {audit.totals.flats_grid_kwh} kWh", flush=True)  # fmt: skip
+    finally:
+        await db.dispose()
 
 
 async def main() -> int:
