@@ -4,7 +4,8 @@ One command: `python bench/site_report.py [--meters 10000] [--skip-postgres]`. F
 for PostgreSQL it builds a throwaway database (under var/, the real disk) with one site of
 `--meters` meters and, for February 2025 (Asia/Kolkata), every meter's 1,344 half-hour readings
 (a fiftieth of them on DG), a fixed charge per meter-day and a recharge per meter, all in
-bulk SQL; then runs `gateway report` in a child process writing the CSV to a file, and reports
+bulk SQL; then runs `gateway report` (with the month's energy audit totals, whose Σ of the flats'
+kWh per half hour reads every reading once more) in a child process writing the CSV to a file, and reports
 its wall time and peak memory (max RSS of the child). Targets: ≤ 10 s and ≤ 200 MB.
 """
 
@@ -27,6 +28,7 @@ from sqlalchemy import insert
 from storage.db.engine import Database
 from storage.db.migrate import upgrade
 from storage.db.models import Meter
+from storage.reads.energy_audit import site_energy_audit
 from storage.registry import sites
 
 SITE = "BENCH"
@@ -131,13 +133,32 @@ async def bench(database: str, meters: int) -> bool:
         await build(url, meters)
         output = workdir / "report.csv"
         elapsed, peak_mb = await asyncio.to_thread(run_report, url, output)
-        lines = output.read_text(encoding="utf-8").splitlines()
+        table, audit = output.read_text(encoding="utf-8").split("\n\n")  # the meters, the energy audit's totals
+        lines = table.splitlines()
         assert len(lines) == meters + 2, f"{len(lines)} lines for {meters} meters"
         ok = elapsed <= TARGET_SECONDS and peak_mb <= TARGET_MB
         print(f"  report: {elapsed:.2f} s, peak RSS {peak_mb:.0f} MB, {len(lines) - 2:,} meter lines "
               f"({'within' if ok else 'OVER'} the targets {TARGET_SECONDS:.0f} s, {TARGET_MB:.0f} MB)")  # fmt: skip
-        print(f"  totals: {lines[-1]}", flush=True)
+        print(f"  totals: {lines[-1]}")
+        print(f"  energy audit: {', '.join(audit.splitlines()[1:4])}", flush=True)
+        await time_energy_audit(url)
         return ok
+
+
+async def time_energy_audit(url: str) -> None:
+    """The energy audit in this process: its bulk-meter side (what the report adds) and the whole
+    audit of `GET .../audit` (one aggregate of the flats' readings per day), wall time each."""
+    db = Database(url)
+    try:
+        now = dt.datetime(2025, 3, 1, 12, tzinfo=dt.UTC)
+        for flats in (False, True):
+            started = time.perf_counter()
+            audit = await site_energy_audit(db, site_id=SITE, year=2025, month=2, now=now, flats=flats)
+            label = "the whole audit (GET .../audit)" if flats else "its bulk-meter side (in the report)"
+            print(f"  energy audit, {label}: {time.perf_counter() - started:.2f} s, "
+                  f"{len(audit.days)} days, flats' grid {audit.totals.flats_grid_kwh} kWh", flush=True)  # fmt: skip
+    finally:
+        await db.dispose()
 
 
 async def main() -> int:

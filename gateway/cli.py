@@ -109,6 +109,8 @@ async def cmd_meter_add(args: argparse.Namespace, settings: Settings, db: Databa
         balance=_amount(args.balance, "--balance"),
         start_grid=_amount(args.start_grid, "--start-grid", places=3, minimum=Decimal(0)),
         start_dg=_amount(args.start_dg, "--start-dg", places=3, minimum=Decimal(0)),
+        role=args.role,
+        dg_no=args.dg_no,
     )
     meter = created.meter
     return {
@@ -116,6 +118,8 @@ async def cmd_meter_add(args: argparse.Namespace, settings: Settings, db: Databa
         "site_id": meter.site_id,
         "unit_no": meter.unit_no,
         "balance": str(meter.balance),
+        "role": meter.role,
+        "dg_no": meter.dg_no,
         "token": created.token,
     }
 
@@ -214,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     meter_add.add_argument("--balance", default="0")
     meter_add.add_argument("--start-grid", default="0")
     meter_add.add_argument("--start-dg", default="0")
+    meter_add.add_argument(
+        "--role", default="flat", help="flat (billed), or a bulk meter never billed: incomer, dg (with --dg-no)"
+    )
+    meter_add.add_argument("--dg-no", help="the site's DG that a --role dg meter measures")
     meter_add.set_defaults(func=cmd_meter_add, audit="meter.create")
     meter_replace = meter.add_parser(
         "replace", parents=[common], help="replace a meter by a new one (prints the new token)"

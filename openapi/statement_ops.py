@@ -40,7 +40,7 @@ def with_csv(responses: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def statement_ops(ref: Ref) -> dict[tuple[str, str], dict[str, Any]]:
-    """A meter's monthly statement and a site's month report."""
+    """A meter's monthly statement, a site's month report, data quality and energy audit."""
     op, ok = functools.partial(admin_op, ref), functools.partial(reply, ref)
     base = "/api/v1/admin"
     return {
@@ -58,4 +58,9 @@ def statement_ops(ref: Ref) -> dict[tuple[str, str], dict[str, Any]]:
             "A site-day's data-quality flags per meter: missing half hours, spikes, zero runs while the site "
             "consumed, late packets, conflicts (flagged, never changed)",
             ok(admin_reply.SiteQuality), ADMIN_READ_ERRORS, parameters=[SITE_ID, DAY]),
+        ("GET", f"{base}/sites/{{site_id}}/audit"): op(
+            "A site's energy audit of a month (not the audit trail): per local day and for the month, the grid "
+            "incomer's kWh against the flats' billed grid kWh (loss, %), the DGs' kWh against the flats' DG kWh, "
+            "diesel burnt, refills and DG kWh per litre; null where data is missing",
+            ok(admin_reply.EnergyAuditReply), ADMIN_READ_ERRORS, parameters=[SITE_ID, MONTH]),
     }  # fmt: skip

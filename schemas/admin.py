@@ -24,6 +24,18 @@ from schemas.fields import (
     Weekdays,
 )
 
+METER_ROLES = ("flat", "incomer", "dg")  # storage.registry.meter_roles; which roles need a dg_no, it checks
+
+
+class MeterRole(fields.String):
+    """What a meter measures: `flat` (billed), or a bulk meter never billed, `incomer` or `dg`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        choices = ", ".join(METER_ROLES)
+        kwargs.setdefault("metadata", {"description": f"one of {choices}", "enum": list(METER_ROLES)})
+        super().__init__(validate=validate.OneOf(METER_ROLES, error=f"Unknown role; one of {choices}."), **kwargs)
+
+
 ZERO = Decimal(0)
 
 
@@ -80,15 +92,20 @@ class MeterCreate(AdminBody):
     balance = Amount(load_default=Decimal("0.00"))
     start_grid = Amount(places=3, minimum=ZERO, load_default=Decimal(0))
     start_dg = Amount(places=3, minimum=ZERO, load_default=Decimal(0))
+    role = MeterRole(load_default="flat")
+    dg_no = Text(max_length=64, load_default=None)
 
 
 class MeterEdit(AdminBody):
-    """`PATCH /api/v1/admin/meters/{meter_no}`: the consumer details, and whether the meter may
-    post readings without a token (`legacy_ingest`, for old meters that cannot send one)."""
+    """`PATCH /api/v1/admin/meters/{meter_no}`: the consumer details, whether the meter may
+    post readings without a token (`legacy_ingest`, for old meters that cannot send one), and
+    what it measures (`role`, with `dg_no` for a DG's meter; null: no DG)."""
 
     consumer_name = FreeText(200)
     fin_no = FreeText(64)
     legacy_ingest = fields.Boolean()
+    role = MeterRole()
+    dg_no = Text(max_length=64, allow_none=True)
 
 
 class DgCreate(AdminBody):
@@ -169,6 +186,8 @@ class MeterOut(Record):
     active = fields.Boolean()
     retired_at = fields.DateTime(allow_none=True)
     legacy_ingest = fields.Boolean()
+    role = fields.String(metadata={"description": "flat (billed), or a bulk meter never billed: incomer | dg"})
+    dg_no = fields.String(allow_none=True, metadata={"description": "the DG a role-dg meter measures"})
 
 
 class DgOut(Record):

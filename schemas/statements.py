@@ -12,6 +12,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate
 
 from schemas.admin import AdminBody, Record
+from schemas.energy_audit import EnergyAuditDayOut, EnergyBalanceOut
 from schemas.fields import Day, MeterNumber
 
 _MONTH = re.compile(r"^(2[0-9]{3})-(0[1-9]|1[0-2])$")
@@ -183,6 +184,25 @@ class SiteReportOut(SiteReportHeaderOut):
 
     meters = fields.List(fields.Nested(SiteReportRowOut))
     totals = fields.Nested(SiteTotalsOut)
+    energy_audit = fields.Nested(EnergyBalanceOut, metadata={"description": "The month's energy audit totals"})
+
+
+class EnergyAuditOut(SiteReportHeaderOut):
+    """A site's energy audit of a month: the days begun so far and the month's totals (null if
+    any day's is)."""
+
+    incomer_meters = fields.Integer(metadata={"description": "Meters of role incomer"})
+    dg_sources = fields.Dict(
+        keys=fields.String(), values=fields.String(), metadata={"description": "DG number → meter | register"}
+    )
+    days = fields.List(fields.Nested(EnergyAuditDayOut))
+    totals = fields.Nested(EnergyBalanceOut)
+
+
+class EnergyAuditQuery(AdminBody):
+    """`GET /api/v1/admin/sites/{site_id}/audit?month=YYYY-MM`."""
+
+    month = Month(required=True, metadata={"description": "The calendar month, YYYY-MM, in the site's time zone"})
 
 
 class QualityQuery(AdminBody):

@@ -41,6 +41,7 @@ class MeterRow(NamedTuple):
     relay_on: bool
     auto_cut: bool
     grace: int  # paise: the cut threshold is -grace
+    role: str  # "flat" is billed; a bulk meter ("incomer", "dg") is charged nothing
 
 
 def _json(value: Any) -> str:
@@ -102,7 +103,7 @@ def _record(conn: sqlite3.Connection, readings: list[NewReading], received: str)
 
 def _meters(conn: sqlite3.Connection, meter_nos: list[int]) -> dict[int, MeterRow]:
     rows = conn.execute(
-        "SELECT m.meter_no, m.site_id, m.active, m.balance, m.relay_on, s.auto_cut, s.grace_amount "
+        "SELECT m.meter_no, m.site_id, m.active, m.balance, m.relay_on, s.auto_cut, s.grace_amount, m.role "
         "FROM json_each(?) AS j JOIN meter AS m ON m.meter_no = j.value JOIN site AS s ON s.id = m.site_id",
         (_json(meter_nos),),
     )
@@ -165,6 +166,8 @@ def _store_new(
         if slot not in slots:
             slots[slot] = (_dg_seconds(conn, *slot), *_tariff(conn, meter.site_id, start))
         seconds, grid_paise, dg_paise = slots[slot]
+        if meter.role != "flat":  # a bulk meter is measured, never billed
+            grid_paise = dg_paise = 0
         if reading.source == "dg":
             dg_wh = reading.wh
         elif reading.source == "grid":

@@ -223,6 +223,8 @@ async def test_meters_create_list_get_edit_retire(client: TestClient, keys: dict
         "active": True,
         "retired_at": None,
         "legacy_ingest": False,
+        "role": "flat",
+        "dg_no": None,
     }
     _, listed = await call(client, "GET", "/sites/S1/meters", key)
     assert [m["meter_no"] for m in listed["data"]] == ["101", "102"] and "token" not in listed["data"][0]

@@ -2,6 +2,7 @@
 path, reading by reading in Python, is the reference model (`tests/ingest_reference.py`). This
 test feeds the same random groups (DG sites with ON/OFF history, two changes at one instant,
 explicit sources, auto-cut sites, low balances, a disconnected meter, retired and unknown meters,
+bulk meters that are never billed (an incomer on the DG site and on the auto-cut site, a DG's meter),
 scoped keys, repeats and conflicts within a group and against stored readings) to two copies of
 one world, one recorded by each dialect's statements and one by the model, and compares results
 and tables after every group.
@@ -50,7 +51,9 @@ from tests.ingest_reference import record_reference
 
 DAY = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 STARTS = [DAY + i * HALF_HOUR for i in range(48)]
-METERS = {"DGS": range(1, 13), "CUT": range(21, 33), "PLAIN": range(41, 47)}
+METERS = {"DGS": range(1, 15), "CUT": range(21, 34), "PLAIN": range(41, 47)}
+# Bulk meters (storage/registry/meter_roles.py): read like any other, never charged nor cut.
+BULK = {13: ("incomer", None), 14: ("dg", "DG1"), 33: ("incomer", None)}
 RETIRED, UNKNOWN = 46, 999
 FREE_AT_ZERO = 21  # an auto-cut meter at the cut threshold whose first reading costs nothing: no cut
 SUPPLY_OFF = 22  # an auto-cut meter at the threshold already disconnected: no cut either
@@ -111,11 +114,20 @@ async def build_world(url: str, rng: random.Random) -> None:
             db, site_id="CUT", name="Cuts", region="R", tariff_grid=Decimal("9.99"), auto_cut=True
         )
         await site_registry.add_site(db, site_id="PLAIN", name="Plain", region="R", tariff_grid=Decimal("7.13"))
+        for dg_no in ("DG1", "DG2"):
+            await dgs.add_dg(db, site_id="DGS", dg_no=dg_no)
         for site, meters in METERS.items():
             for meter_no in meters:
                 balance = Decimal(OPENING.get(meter_no) or rng.choice(["0.00", "0.40", "3.00", "250.00"]))
+                role, dg_no = BULK.get(meter_no, ("flat", None))
                 await meter_registry.add_meter(
-                    db, meter_no=meter_no, site_id=site, unit_no=f"U{meter_no}", balance=balance
+                    db,
+                    meter_no=meter_no,
+                    site_id=site,
+                    unit_no=f"U{meter_no}",
+                    balance=balance if role == "flat" else Decimal(0),
+                    role=role,
+                    dg_no=dg_no,
                 )
         await retire_meter(db, meter_no=RETIRED)
         async with db.transaction() as session:
@@ -126,8 +138,6 @@ async def build_world(url: str, rng: random.Random) -> None:
                     Tariff(site_id=site_id, effective_from=start, grid=Decimal(grid), dg=Decimal(dg), created_at=DAY)
                 )
             session.add(Command(meter_no=CUT_SENT, action="cut", reason="zero balance", state="sent"))
-        for dg_no in ("DG1", "DG2"):
-            await dgs.add_dg(db, site_id="DGS", dg_no=dg_no)
         changes = []
         for dg_no in ("DG1", "DG2"):
             # Changes on interval starts (and before the day), within intervals, and two at one instant.
@@ -241,6 +251,10 @@ async def test_sqlite_statements_leave_what_the_reference_model_leaves(tmp_path:
         tables = dump(worlds.conn)
         assert {row[3] for row in tables["reading"]} == {"grid", "dg", "mix"}
         assert tables["command"] and tables["conflict"]
+        bulk = [row for row in tables["reading"] if row[0] in BULK]
+        assert {row[0] for row in bulk if row[2] > 0} == set(BULK)  # read, with energy ...
+        assert {row[4] for row in bulk} == {0}  # ... never charged
+        assert not [row for row in tables["command"] if row[0] in BULK]
     finally:
         await worlds.close()
 
@@ -299,6 +313,11 @@ MUTANTS = [
         "WHERE ingest_charged.meter_no = meter.meter_no) >= 0",
     ),
     ("cut while disconnected", "meter.relay_on = 1 AND ", ""),
+    (
+        "bulk meters billed",
+        "CASE WHEN (meter.role = 'flat') THEN slots.grid_paise",
+        "CASE WHEN (meter.role IS NOT NULL) THEN slots.grid_paise",
+    ),
     ("a sent cut not counted as pending", "pending.state IN ('requested', 'sent')", "pending.state IN ('requested')"),
     (
         "retired judged before unknown",

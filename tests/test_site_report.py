@@ -64,6 +64,7 @@ async def test_the_site_report_of_a_month_as_json_and_csv(gateway: TestClient, m
     assert (data["site_id"], data["month"], data["timezone"]) == ("S1", "2025-02", "Asia/Kolkata")
     assert data["meters"] == [METER_1, METER_2]
     assert data["totals"] == TOTALS
+    assert (data["energy_audit"]["flats_grid_kwh"], data["energy_audit"]["incomer_kwh"]) == ("9.500", None)
     for line in data["meters"]:  # the same balances as each meter's statement
         statement = await (await get(gateway, keys, f"/meters/{line['meter_no']}/statement?month=2025-02")).json()
         assert (line["opening_balance"], line["closing_balance"]) == (
@@ -72,8 +73,10 @@ async def test_the_site_report_of_a_month_as_json_and_csv(gateway: TestClient, m
 
     response = await get(gateway, keys, "/sites/S1/report?month=2025-02&format=csv")
     assert response.status == 200 and response.content_type == "text/csv"
-    rows = list(csv.DictReader(io.StringIO(await response.text())))
+    table, audit = (await response.text()).split("\n\n")  # the meters, then the energy audit's totals
+    rows = list(csv.DictReader(io.StringIO(table)))
     assert [row["meter_no"] for row in rows] == ["1", "2", "total"]
+    assert audit.splitlines()[:3] == ["energy_audit,month", "incomer_kwh,", "flats_grid_kwh,9.500"]  # no incomer
     assert rows[1]["closing_balance"] == "6.00" and rows[2]["billed"] == "136.00" and rows[2]["unit_no"] == "2 meters"
 
     january = await (await get(gateway, keys, "/sites/S1/report?month=2025-01")).json()
@@ -102,7 +105,7 @@ async def test_gateway_report_writes_the_csv(
     output = tmp_path / "feb.csv"
     code = await _cli(["report", "S1", "--month", "2025-02", "--output", str(output), "--database-url", database_url])
     assert code == 0
-    rows = list(csv.DictReader(io.StringIO(output.read_text(encoding="utf-8"))))
+    rows = list(csv.DictReader(io.StringIO(output.read_text(encoding="utf-8").split("\n\n")[0])))
     closing = [(row["meter_no"], row["closing_balance"]) for row in rows]
     assert closing == [("1", "0.00"), ("2", "6.00"), ("total", "6.00")]
     assert await _cli(["report", "S1", "--month", "Feb", "--database-url", database_url]) == 1

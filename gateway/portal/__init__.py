@@ -19,7 +19,7 @@ from aiohttp_session import session_middleware
 
 from gateway.app_keys import SETTINGS
 from gateway.compression import StaticAsset
-from gateway.portal import access, dashboard, prepaid_dashboard, resident
+from gateway.portal import access, dashboard, prepaid_dashboard, resident, site_month
 from gateway.portal import statement as statement_pages
 from gateway.portal.ratelimit import AddressLimiter, ClaimGuesses, UnknownLogins
 from gateway.portal.render import environment_options, error_page
@@ -64,6 +64,7 @@ def setup(app: web.Application) -> None:
     app.add_routes(statement_pages.routes)
     app.add_routes(dashboard.routes)
     app.add_routes(prepaid_dashboard.routes)
+    app.add_routes(site_month.routes)
     app.router.add_get("/portal/static/plotly.min.js", plotly_js)
     app.router.add_get("/portal/static/{name:portal\\.(?:css|js)}", portal_asset)
     app.router.add_get("/favicon.ico", favicon)

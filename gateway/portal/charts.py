@@ -96,15 +96,73 @@ def _stacked(
                 "hovertemplate": hover,
             },
         ],
-        "layout": {
-            # The page's heading and caption carry `title`: inside the chart it crowded phones.
-            "meta": {"title": title},
-            "barmode": "stack",
-            "xaxis": {"title": {"text": x_title}, "type": "category", "automargin": True},
-            "yaxis": {"title": {"text": "Energy (kWh)"}, "rangemode": "tozero", "automargin": True},
-            # Above the plot: below it, the legend collided with rotated tick labels on phones.
-            "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
-            "margin": {"t": 40, "r": 16, "b": 16, "l": 16},
-            "font": {"family": "system-ui, sans-serif", "size": 13},
-        },
+        "layout": {**_layout(x_title, "Energy (kWh)", title), "barmode": "stack"},
     }
+
+
+INCOMER_STYLE = {"color": "#333333", "width": 2, "dash": "dot"}
+LOSS_STYLE = {"color": "#b02a30", "width": 2}
+
+
+def _layout(x_title: str, y_title: str, title: str) -> dict[str, Any]:
+    """The layout every chart shares."""
+    return {
+        # The page's heading and caption carry `title`: inside the chart it crowded phones.
+        "meta": {"title": title},
+        "xaxis": {"title": {"text": x_title}, "type": "category", "automargin": True},
+        "yaxis": {"title": {"text": y_title}, "rangemode": "tozero", "automargin": True},
+        # Above the plot: below it, the legend collided with rotated tick labels on phones.
+        "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
+        "margin": {"t": 40, "r": 16, "b": 16, "l": 16},
+        "font": {"family": "system-ui, sans-serif", "size": 13},
+    }
+
+
+def _line(
+    name: str, labels: Sequence[str], values: Sequence[Decimal | None], style: dict[str, Any], unit: str
+) -> dict[str, Any]:
+    """A line with markers; None is a break in it (no data), not a zero."""
+    return {
+        "type": "scatter",
+        "mode": "lines+markers",
+        "name": name,
+        "x": list(labels),
+        "y": [_number(v) for v in values],
+        "line": style,
+        "connectgaps": False,
+        "hovertemplate": f"%{{x}}<br>%{{fullData.name}}: %{{y:.2f}} {unit}<extra></extra>",
+    }
+
+
+def bars_and_line(
+    *,
+    labels: Sequence[str],
+    bars: Sequence[Decimal | None],
+    bar_name: str,
+    line: Sequence[Decimal | None],
+    line_name: str,
+    x_title: str,
+    title: str,
+) -> dict[str, Any]:
+    """Energy billed as bars against energy bought as a dotted line, one point per label (kWh)."""
+    return {
+        "data": [
+            {
+                "type": "bar",
+                "name": bar_name,
+                "x": list(labels),
+                "y": [_number(v) for v in bars],
+                "marker": GRID_STYLE,
+                "hovertemplate": "%{x}<br>%{fullData.name}: %{y:.2f} kWh<extra></extra>",
+            },
+            _line(line_name, labels, line, INCOMER_STYLE, "kWh"),
+        ],
+        "layout": _layout(x_title, "Energy (kWh)", title),
+    }
+
+
+def line_chart(
+    *, labels: Sequence[str], values: Sequence[Decimal | None], name: str, unit: str, x_title: str, title: str
+) -> dict[str, Any]:
+    """One series as a line with markers (loss %, kWh per litre); gaps where it is unknown."""
+    return {"data": [_line(name, labels, values, LOSS_STYLE, unit)], "layout": _layout(x_title, name, title)}

@@ -17,6 +17,7 @@ from gateway.portal.charts import stacked_bars
 from gateway.portal.render import error_page, render
 from gateway.portal.sessions import current_account
 from storage.calendar import local_day
+from storage.db.models import Site
 from storage.portal.portal_users import Account
 from storage.reads import prepaid_fleet
 from storage.reads.trend import monthly_trend
@@ -34,6 +35,15 @@ async def staff_account(request: web.Request) -> Account:
     if not account.is_staff:
         raise web.HTTPForbidden(text="The management dashboard is for staff accounts.")
     return account
+
+
+async def staff_site(request: web.Request, account: Account) -> Site:
+    """The site of `?site=` if the account sees it; 404 otherwise (as if it did not exist)."""
+    sites = {s.id: s for s in await prepaid_fleet.visible_sites(request.app[DB], only=account.site_filter)}
+    site = sites.get(request.query.get("site", ""))
+    if site is None:
+        raise web.HTTPNotFound(text="There is no site with that id among yours.")
+    return site
 
 
 async def prepaid_panels(request: web.Request, account: Account) -> dict[str, Any]:
@@ -77,10 +87,7 @@ async def missing(request: web.Request) -> web.Response:
     """Which meters of a site lack which half hours on a day (yesterday by default)."""
     account = await staff_account(request)
     db, now = request.app[DB], request.app[CLOCK].now()
-    sites = {s.id: s for s in await prepaid_fleet.visible_sites(db, only=account.site_filter)}
-    site = sites.get(request.query.get("site", ""))
-    if site is None:
-        raise web.HTTPNotFound(text="There is no site with that id among yours.")
+    site = await staff_site(request, account)
     text = request.query.get("day", "")
     try:
         day = dt.date.fromisoformat(text) if text else local_day(site.timezone, now) - dt.timedelta(days=1)

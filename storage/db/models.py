@@ -130,6 +130,10 @@ class Meter(SQLModel, table=True):
     # The lowest alert threshold this meter's balance has been warned about (None: none yet);
     # thresholds below the balance are armed again when money comes in.
     alert_level: Decimal | None = Field(sa_type=Money, default=None)
+    # What it measures (storage/registry/meter_roles.py): "flat" (billed), or a bulk meter never billed,
+    # "incomer" or "dg" (then `dg_no` is the site's DG whose energy it measures).
+    role: str = Field(default="flat", max_length=8, sa_column_kwargs={"server_default": "flat"})
+    dg_no: str | None = Field(default=None, max_length=64)
 
 
 class Reading(SQLModel, table=True):
@@ -225,6 +229,21 @@ class DgStatusChange(SQLModel, table=True):
     dg_no: str = Field(max_length=64)
     at: dt.datetime = Field(sa_type=UtcTime)
     status: str = Field(max_length=3)
+
+
+class DgSample(SQLModel, table=True):
+    """A DG controller's fuel level and energy register as posted at an instant (`POST /dg`): the
+    history the energy audit reads (fuel used, refills, DG kWh when no DG meter is registered)."""
+
+    __tablename__ = "dg_sample"
+    __table_args__ = (sa.Index("ix_dg_sample_dg_at", "site_id", "dg_no", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site_id: str = Field(max_length=64)
+    dg_no: str = Field(max_length=64)
+    at: dt.datetime = Field(sa_type=UtcTime)
+    fuel_litres: Decimal | None = Field(sa_type=Money, default=None)
+    reading_kwh: Decimal | None = Field(sa_type=Energy, default=None)
 
 
 class ApiKey(SQLModel, table=True):

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
-from storage.db.models import DgStatusChange, DieselGenerator, Meter, Reading
+from storage.db.models import DgSample, DgStatusChange, DieselGenerator, Meter, Reading
 from storage.dg import dg_events
 from storage.errors import InvalidInput, unknown_dg
 from storage.ingest.rules import dg_state_in_force
@@ -74,6 +74,10 @@ async def record_dg_state(session: AsyncSession, *, update_: DgUpdate, now: dt.d
     if dg is None:
         raise unknown_dg(update_.site_id, update_.dg_no)
     at = update_.timestamp.astimezone(dt.UTC)
+    if update_.fuel_litres is not None or update_.reading_kwh is not None:
+        # Every value, in or out of order: the energy audit reads the series (storage.reads.energy_audit).
+        litres, kwh = update_.fuel_litres, update_.reading_kwh
+        session.add(DgSample(site_id=dg.site_id, dg_no=dg.dg_no, at=at, fuel_litres=litres, reading_kwh=kwh))
     if update_.fuel_litres is not None and (dg.fuel_at is None or at >= dg.fuel_at):
         dg.fuel_litres, dg.fuel_at = update_.fuel_litres, at
     if update_.reading_kwh is not None and (dg.reading_at is None or at >= dg.reading_at):

@@ -4,7 +4,8 @@ A reading's effects are decided by five rules, and each has exactly one definiti
 
 - `DgShare`: how much of its energy came from a DG (by the seconds a DG of its site ran in its
   half hour, `dg_state_in_force`'s tie-break included; all or none when the packet says);
-- `Charge`: what each part costs, at the tariff in force at the interval's start;
+- `Charge`: what each part costs, at the tariff in force at the interval's start (nothing for
+  a bulk meter: only flats are billed, `storage.registry.meter_roles.billed`);
 - `Registers`: how it moves its meter's grid and DG registers, balance and last reading time;
 - `CutDecision`: whether its meter is cut (at or below −grace; `cut_pending`: "no cut pending"
   is its other half);
@@ -43,6 +44,7 @@ from sqlmodel import SQLModel
 from storage.db.models import Command, DgStatusChange, DieselGenerator, Tariff
 from storage.db.types import Fixed
 from storage.money.command_log import PENDING
+from storage.registry.meter_roles import billed
 
 DG, GRID, MIX = "dg", "grid", "mix"
 CUT = "cut"
@@ -259,6 +261,12 @@ class Charge:
             .correlate_except(tariff)
             .scalar_subquery()
         )
+
+    def of_meter(self, role: Any, tariff_paise: Any) -> ColumnElement[int]:
+        """The tariff a meter pays, in paise per kWh: the site's for a flat, nothing for a bulk
+        meter (an incomer or a DG's energy meter is measured, never billed). A charge of nothing
+        also means no cut (`CutDecision` needs a charge) and no balance change."""
+        return sa.case((billed(role), tariff_paise), else_=0)
 
     def paise(self, wh: Any, tariff_paise: Any) -> ColumnElement[int]:
         """The charge of `wh` at a tariff, in paise."""

@@ -154,8 +154,8 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
             i.c.wh,
             dg_wh.label("dg_wh"),
             i.c.source.label("given_source"),
-            slots.c.grid_paise,
-            slots.c.dg_paise,
+            rules.charge.of_meter(meter.c.role, slots.c.grid_paise).label("grid_paise"),
+            rules.charge.of_meter(meter.c.role, slots.c.dg_paise).label("dg_paise"),
             standing.label("standing"),
             stored_wh.label("stored_wh"),
         )

@@ -32,6 +32,7 @@ from storage.db.models import Command, Holiday, Meter, Site
 from storage.errors import Conflict, NotFound
 from storage.money import site_events
 from storage.money.policy import NoCutWindows, cut_threshold
+from storage.registry.meter_roles import FLAT
 
 CUT_REASON = "zero balance"  # ingest's reason for the cuts it queues (storage.ingest.readings.CUT_REASON)
 RESTORE_REASON = "balance above the cut threshold"
@@ -55,10 +56,13 @@ class Opened:
 
 
 async def meter_on_site(session: AsyncSession, *, site_id: str, meter_no: int, lock: bool = False) -> Meter:
-    """The meter if it is on this site; NotFound worded the same whether it is unknown or elsewhere."""
+    """The flat if it is on this site; NotFound worded the same whether it is unknown, elsewhere or
+    a bulk meter (`storage.registry.meter_roles`: recharges, relay and load commands are for flats)."""
     meter = await session.get(Meter, meter_no, with_for_update=lock)
     if meter is None or meter.site_id != site_id:
         raise NotFound("Meter not Found", {"meter_no": ["Unknown meter on this site."]})
+    if meter.role != FLAT:  # measured for the energy audit, never billed nor switched
+        raise NotFound("Meter not Found", {"meter_no": [f"A bulk meter ({meter.role}): not billed or operated."]})
     return meter
 
 

@@ -27,6 +27,7 @@ from storage.db.models import LedgerEntry, Meter, Reading, Site
 from storage.errors import InvalidInput, unknown_meter
 from storage.money.command_log import queue_cut_if_due, restore_if_credited
 from storage.money.tariffs import tariff_at
+from storage.registry.meter_roles import FLAT, billed
 
 ZERO = Decimal("0.00")
 KINDS = ("opening", "credit", "adjustment", "fixed")
@@ -79,6 +80,7 @@ async def debit_fixed_charges(
         select(Meter)
         .where(
             Meter.site_id == site.id,
+            billed(Meter.role),  # bulk meters carry no fixed charge
             Meter.created_at < end,  # type: ignore[operator]
             sa.or_(Meter.retired_at.is_(None), Meter.retired_at >= end),  # type: ignore[union-attr, operator]
             Meter.meter_no.not_in(charged),  # type: ignore[attr-defined]
@@ -115,6 +117,11 @@ async def adjust_balance(
         meter = await session.get(Meter, meter_no, with_for_update=True)
         if meter is None:
             raise unknown_meter(meter_no)
+        if meter.role != FLAT:
+            raise InvalidInput(
+                f"meter {meter_no} is a bulk meter ({meter.role}): it is never billed and has no balance",
+                {"meter_no": ["A bulk meter has no balance."]},
+            )
         entry = add_entry(
             session, meter=meter, kind="adjustment", amount=amount, reason=reason, created_by=created_by, now=now
         )

@@ -26,6 +26,7 @@ from storage.db.engine import Database
 from storage.db.models import Command, Holiday, LedgerEntry, Meter, Reading, Site
 from storage.errors import NotFound, unknown_site
 from storage.money import site_events
+from storage.registry.meter_roles import billed
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
 MAX_CHAINED_WINDOWS = 400  # more than a year of back-to-back windows: a policy that never allows a cut
@@ -171,6 +172,7 @@ async def raise_balance_alerts(db: Database, *, now: dt.datetime) -> int:
                 .where(
                     Meter.site_id == site.id,
                     Meter.active,
+                    billed(Meter.role),
                     sa.or_(Meter.balance <= thresholds[0], Meter.alert_level.is_not(None)),  # type: ignore[union-attr]
                 )
                 .order_by(Meter.meter_no)

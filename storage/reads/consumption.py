@@ -26,6 +26,7 @@ from storage.db.models import DailyTotal, Meter, Reading, RolledDay, Site
 from storage.errors import unknown_meter
 from storage.reads import energy
 from storage.reads.meter_views import daily_charges
+from storage.registry.meter_roles import billed
 
 ZERO = Decimal("0.000")
 MONEY_ZERO = Decimal("0.00")
@@ -284,8 +285,9 @@ async def unrolled_days(session: AsyncSession, site_ids: Sequence[str], span: Wi
 
 
 def usage_query(span: Window, unrolled: Sequence[dt.date], site_filter: Any) -> Any:
-    """Per meter of the sites matched by `site_filter` (a condition on Meter/Site): energy over
-    the window, as a subquery (meter_no, site_id, kwh, grid_kwh, dg_kwh, intervals).
+    """Per flat of the sites matched by `site_filter` (a condition on Meter/Site): energy over
+    the window, as a subquery (meter_no, site_id, kwh, grid_kwh, dg_kwh, intervals). Bulk meters
+    (an incomer, a DG's meter) are left out: their energy is the flats' again (the energy audit's).
 
     A union of `daily_total` for rolled days and one aggregate of `reading` per unrolled day
     (or over the whole window for half-hourly periods), summed per meter.
@@ -303,7 +305,7 @@ def usage_query(span: Window, unrolled: Sequence[dt.date], site_filter: Any) -> 
             )
             .join(Meter, Meter.meter_no == Reading.meter_no)  # type: ignore[arg-type]
             .join(Site, Site.id == Meter.site_id)  # type: ignore[arg-type]
-            .where(site_filter, Reading.interval_start >= start, Reading.interval_start < end)
+            .where(site_filter, billed(Meter.role), Reading.interval_start >= start, Reading.interval_start < end)
             .group_by(Reading.meter_no, Meter.site_id)
         )
         if day is not None:  # only sites that have not rolled this day (others come from daily_total)
@@ -326,7 +328,7 @@ def usage_query(span: Window, unrolled: Sequence[dt.date], site_filter: Any) -> 
             .join(Meter, Meter.meter_no == DailyTotal.meter_no)  # type: ignore[arg-type]
             .join(Site, Site.id == Meter.site_id)  # type: ignore[arg-type]
             .join(RolledDay, sa.and_(RolledDay.site_id == Meter.site_id, RolledDay.day == DailyTotal.day))  # type: ignore[arg-type]
-            .where(site_filter, DailyTotal.day >= span.first_day, DailyTotal.day <= span.last_day)
+            .where(site_filter, billed(Meter.role), DailyTotal.day >= span.first_day, DailyTotal.day <= span.last_day)
         ]
         parts += [from_readings(*day_bounds(span.timezone, day), day) for day in unrolled]
     union = sa.union_all(*parts).subquery("usage_parts")

@@ -35,3 +35,9 @@ def dg_charge() -> Any:
 def grid_charge() -> Any:
     """What the reading's grid energy cost (₹)."""
     return sa.type_coerce(Reading.charge - Reading.dg_charge, Money)
+
+
+def measured_kwh() -> Any:
+    """All of a reading's energy (kWh), whatever its split: what a bulk meter measured (an
+    incomer's is all grid, a DG meter's all DG, however ingest split it by the DG's minutes)."""
+    return Reading.kwh

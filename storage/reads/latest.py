@@ -15,6 +15,7 @@ from sqlalchemy import select
 from storage.db.engine import Database
 from storage.db.models import DieselGenerator, Meter, Site
 from storage.errors import NotFound, unknown_dg, unknown_meter
+from storage.registry.meter_roles import billed
 
 
 class MeterState(NamedTuple):
@@ -62,14 +63,16 @@ _METER_COLUMNS = (
 
 
 async def site_meters(db: Database, *, site_id: str) -> list[MeterState]:
-    """The site's active meters ordered by unit, in one query; NotFound if there are none.
+    """The site's active flats (bulk meters are never billed) ordered by unit, in one query;
+    NotFound if there are none.
 
     An unknown site and a site without active meters are the same answer to the caller.
     """
     query = (
         select(*_METER_COLUMNS)
         .join(Site, Site.id == Meter.site_id)
-        .where(Meter.site_id == site_id, Meter.active.is_(True))  # type: ignore[attr-defined]
+        # Flats only: iSocietyManager bills every meter it is given, and bulk meters are never billed.
+        .where(Meter.site_id == site_id, Meter.active.is_(True), billed(Meter.role))  # type: ignore[attr-defined]
         .order_by(Meter.unit_no, Meter.meter_no)  # type: ignore[arg-type]
     )
     # A Core connection, not an ORM session: the ORM's row loading adds nothing here but time.
@@ -81,8 +84,12 @@ async def site_meters(db: Database, *, site_id: str) -> list[MeterState]:
 
 
 async def meter_state(db: Database, *, meter_no: int) -> MeterState:
-    """One meter (retired ones too: they keep their last state)."""
-    query = select(*_METER_COLUMNS).join(Site, Site.id == Meter.site_id).where(Meter.meter_no == meter_no)
+    """One flat (retired ones too: they keep their last state); a bulk meter is unknown here."""
+    query = (
+        select(*_METER_COLUMNS)
+        .join(Site, Site.id == Meter.site_id)
+        .where(Meter.meter_no == meter_no, billed(Meter.role))  # a bulk meter is no Factech meter
+    )
     async with db.reader() as session:
         row = (await session.execute(query)).first()
     if row is None:

@@ -19,6 +19,7 @@ from storage.db.engine import Database
 from storage.db.models import Command, DieselGenerator, Meter, Reading, Recharge, Site
 from storage.money.policy import cut_threshold, days_left_of
 from storage.reads.meter_views import RELAY_ACTIONS, RELAY_OFF_REASONS, dg_runs
+from storage.registry.meter_roles import billed
 
 LOW_DAYS = Decimal("3.0")  # a meter with fewer days left than this is listed as low
 STUCK = ("requested", "waiting", "error")  # recharges a manager should look at
@@ -59,13 +60,13 @@ class MeterMoney:
 async def meter_money(
     db: Database, *, now: dt.datetime, only: Collection[str] | None, site_id: str | None = None, search: str = ""
 ) -> list[MeterMoney]:
-    """Every active meter of the sites (optionally matching `search` in its unit, meter number
+    """Every active flat of the sites (optionally matching `search` in its unit, meter number
     or consumer name), with days left at the last 7 days' spend and why it is off."""
     async with db.reader() as session:
         query = (
             select(Meter, Site)
             .join(Site, Site.id == Meter.site_id)  # type: ignore[arg-type]
-            .where(Meter.active.is_(True), _sites(only, site_id))  # type: ignore[attr-defined]
+            .where(Meter.active.is_(True), billed(Meter.role), _sites(only, site_id))  # type: ignore[attr-defined]
             .order_by(Meter.site_id, Meter.unit_no, Meter.meter_no)
         )
         if search:

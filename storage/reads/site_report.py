@@ -30,9 +30,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.db.engine import Database
 from storage.db.models import Command, LedgerEntry, Meter, Reading, Site
 from storage.db.types import Money
-from storage.errors import unknown_site
+from storage.errors import NotFound
 from storage.reads import energy
 from storage.reads.statements import Month, check_month_started
+from storage.registry.meter_roles import billed
 
 ZERO = Decimal("0.00")
 ZERO_KWH = Decimal("0.000")
@@ -186,6 +187,7 @@ def _meters_query(site_id: str, month: Month) -> sa.Select[tuple[int]]:
         select(Meter.meter_no)
         .where(
             Meter.site_id == site_id,
+            billed(Meter.role),  # the flats: bulk meters are in the energy audit
             Meter.created_at < month.end,  # type: ignore[operator]
             sa.or_(Meter.retired_at.is_(None), Meter.retired_at >= month.start),  # type: ignore[union-attr, operator]
         )
@@ -287,6 +289,19 @@ async def _batch(
     return lines
 
 
+async def site_month(
+    session: AsyncSession, *, site_id: str, year: int, month: int, now: dt.datetime
+) -> tuple[Site, Month]:
+    """A site and one of its months: NotFound for an unknown site, InvalidInput for a month
+    that has not begun there."""
+    site = await session.get(Site, site_id)
+    if site is None:
+        raise NotFound(f"unknown site {site_id!r}", {"site_id": ["Unknown site."]})
+    period = Month.of(year, month, site.timezone)
+    check_month_started(period, now)
+    return site, period
+
+
 async def stream_site_report(
     db: Database, *, site_id: str, year: int, month: int, now: dt.datetime
 ) -> AsyncIterator[ReportHeader | MeterMonth | SiteTotals]:
@@ -297,11 +312,7 @@ async def stream_site_report(
     its primary-key range of readings, so memory does not grow with the site.
     """
     async with db.reader() as session:
-        site = await session.get(Site, site_id)
-        if site is None:
-            raise unknown_site(site_id)
-        period = Month.of(year, month, site.timezone)
-        check_month_started(period, now)
+        site, period = await site_month(session, site_id=site_id, year=year, month=month, now=now)
         zone = ZoneInfo(site.timezone)
         yield ReportHeader(site.id, site.name, site.timezone, period)
         off_days = await _supply_off_days(session, site_id, period, zone)

@@ -7,13 +7,35 @@ from decimal import Decimal
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
-from storage.db.models import LedgerEntry, Meter, Site, utcnow
+from storage.db.models import DieselGenerator, LedgerEntry, Meter, Site, utcnow
 from storage.errors import Conflict, InvalidInput, unknown_meter, unknown_site
 from storage.portal.accounts import unlink_in
 from storage.registry.keys import hash_secret, new_secret
+from storage.registry.meter_roles import DG_METER, FLAT, METER_ROLES
 from storage.registry.sites import check_editable
+
+
+def check_role(role: str, dg_no: str | None, balance: Decimal = Decimal(0)) -> None:
+    """A known role; a DG number for a DG's meter and for no other; no balance on a bulk meter."""
+    if role not in METER_ROLES:
+        raise InvalidInput(f"unknown meter role {role!r}; one of {', '.join(METER_ROLES)}", {"role": ["Unknown role."]})
+    if role == DG_METER and not dg_no:
+        raise InvalidInput("a DG's meter (role dg) needs dg_no", {"dg_no": ["Required for role dg."]})
+    if role != DG_METER and dg_no is not None:
+        raise InvalidInput(f"dg_no is for role dg only, not {role!r}", {"dg_no": ["Only for role dg."]})
+    if role != FLAT and balance != 0:
+        raise InvalidInput(
+            f"a bulk meter ({role}) is never billed: no balance", {"balance": ["Must be 0 for a bulk meter."]}
+        )
+
+
+async def check_dg_of_site(session: AsyncSession, *, site_id: str, dg_no: str | None) -> None:
+    """InvalidInput unless `dg_no` (if any) is a DG of the site."""
+    if dg_no is not None and await session.get(DieselGenerator, (site_id, dg_no)) is None:
+        raise InvalidInput(f"unknown DG {dg_no!r} on site {site_id!r}", {"dg_no": ["Unknown DG of the site."]})
 
 
 @dataclass(frozen=True)
@@ -35,12 +57,17 @@ async def add_meter(
     balance: Decimal = Decimal("0.00"),
     start_grid: Decimal = Decimal("0.000"),
     start_dg: Decimal = Decimal("0.000"),
+    role: str = FLAT,
+    dg_no: str | None = None,
 ) -> NewMeter:
-    """Register a meter on a site; it starts ON with its registers at the start values."""
+    """Register a meter on a site; it starts ON with its registers at the start values. A bulk
+    meter (`role` incomer or dg: `storage.registry.meter_roles`) is never billed, so it has no balance;
+    a DG's meter names a DG of the site."""
     if meter_no <= 0:
         raise InvalidInput("meter_no must be a positive integer", {"meter_no": ["Must be positive."]})
     if not unit_no.strip():
         raise InvalidInput("unit_no must not be empty", {"unit_no": ["Must not be empty."]})
+    check_role(role, dg_no, balance)
     # Quantized like the balance, so the returned meter reads exactly as stored.
     start_grid, start_dg = start_grid.quantize(Decimal("0.001")), start_dg.quantize(Decimal("0.001"))
     token = new_secret("mtr")
@@ -56,11 +83,14 @@ async def add_meter(
         start_grid=start_grid,
         start_dg=start_dg,
         token_hash=hash_secret(token),
+        role=role,
+        dg_no=dg_no,
     )
     try:
         async with db.transaction() as session:
             if await session.get(Site, site_id) is None:
                 raise unknown_site(site_id)
+            await check_dg_of_site(session, site_id=site_id, dg_no=dg_no)
             if await session.get(Meter, meter_no) is not None:
                 raise Conflict(
                     f"meter {meter_no} already exists (meter numbers are never reused)",
@@ -110,7 +140,8 @@ async def find_meter_by_token(db: Database, *, token_hash: str) -> int | None:
         return result.scalar_one_or_none()
 
 
-METER_EDITABLE = ("consumer_name", "fin_no", "legacy_ingest")
+METER_EDITABLE = ("consumer_name", "fin_no", "legacy_ingest", "role", "dg_no")
+ROLE_FIELDS = ("role", "dg_no")  # what the meter measures: not a new resident
 
 
 async def list_meters(db: Database, *, site_id: str) -> list[Meter]:
@@ -130,7 +161,8 @@ async def get_meter(db: Database, *, meter_no: int) -> Meter:
 
 
 async def edit_meter(db: Database, *, meter_no: int, changes: dict[str, object]) -> tuple[Meter, bool]:
-    """Change a meter's consumer details (name, fin_no) or whether it may post without a token.
+    """Change a meter's consumer details (name, fin_no), whether it may post without a token, or
+    its role (`storage.registry.meter_roles`: a DG's meter names a DG of its site; a bulk meter has no balance).
     A new consumer or FIN is a new resident: the old one's portal account is removed in the same
     transaction (True then), so they no longer see the meter and the new one can claim it."""
     check_editable(changes, METER_EDITABLE)
@@ -138,7 +170,17 @@ async def edit_meter(db: Database, *, meter_no: int, changes: dict[str, object])
         meter = await session.get(Meter, meter_no)
         if meter is None:
             raise unknown_meter(meter_no)
-        new_resident = any(getattr(meter, field) != value for field, value in changes.items())
+        if "role" in changes or "dg_no" in changes:
+            role = str(changes.get("role", meter.role))
+            # A meter that stops measuring a DG forgets its DG.
+            kept_dg = meter.dg_no if role == DG_METER else None
+            dg_no = changes.get("dg_no", kept_dg)
+            check_role(role, None if dg_no is None else str(dg_no), meter.balance)
+            await check_dg_of_site(session, site_id=meter.site_id, dg_no=None if dg_no is None else str(dg_no))
+            changes = {**changes, "role": role, "dg_no": dg_no}
+        new_resident = any(
+            getattr(meter, field) != value for field, value in changes.items() if field not in ROLE_FIELDS
+        )
         for field, value in changes.items():
             setattr(meter, field, value)
         unlinked = await unlink_in(session, meter_no=meter_no) if new_resident else False

@@ -33,6 +33,10 @@ REFUSED_ANYWAY = {
     ("/api/v1/admin/sites/{site_id}/webhook", "PUT"): ["400", "422"],
     # A tariff may not start in the past (relative to now), and a pattern cannot rule out 2025-02-30.
     ("/api/v1/admin/sites/{site_id}/tariffs", "POST"): ["400"],
+    # A meter's role across fields and stored state: role dg needs the dg_no of a DG of the site,
+    # no other role takes one, and a bulk meter has no balance.
+    ("/api/v1/admin/sites/{site_id}/meters", "POST"): ["400"],
+    ("/api/v1/admin/meters/{meter_no}", "PATCH"): ["400"],
 }
 SETTINGS = """
 # Too large (413) is a rejection too: a batch or a form over the limits.

@@ -125,6 +125,7 @@ CALLS: tuple[ApiCall, ...] = (
     ApiCall("GET", "/api/v1/admin/meters/{meter_no}/statement", "admin", {"month": "2025-01"}),
     ApiCall("GET", "/api/v1/admin/sites/{site_id}/report", "admin", {"month": "2025-01"}),
     ApiCall("GET", "/api/v1/admin/sites/{site_id}/quality", "admin", {"day": "2025-01-15"}),
+    ApiCall("GET", "/api/v1/admin/sites/{site_id}/audit", "admin", {"month": "2025-01"}),
     ApiCall("POST", "/api/v1/admin/meters/{meter_no}/adjustments", "admin", {"amount": "-1.00", "reason": "matrix"}),
     ApiCall(
         "POST",
