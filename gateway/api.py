@@ -66,6 +66,18 @@ async def request_inputs(request: web.Request) -> dict[str, Any]:
     return inputs
 
 
+async def read_json(request: web.Request) -> Any:
+    """The request body as any JSON value (ingest takes an object or an array), parsed by orjson:
+    floats stay floats, as packets carry kWh; InvalidInput naming the problem if it is not JSON."""
+    raw = await request.read()
+    if not raw:
+        raise InvalidInput("Malformed JSON: the request body is empty", {"_body": ["Empty body."]})
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"Malformed JSON: {exc}", {"_body": ["Not valid JSON."]}) from None
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """A JSON object from a request body, numbers with a fraction as exact Decimals; InvalidInput otherwise.
 

@@ -12,11 +12,11 @@ import time
 from decimal import Decimal
 from typing import Any
 
-import orjson
 from aiohttp import web
 from marshmallow import ValidationError
 from prometheus_client import Counter, Histogram
 
+from gateway.api import json_reply, read_json
 from gateway.app_keys import CLOCK, DB, DELIVERIES, DEVICES, KEYS, LEGACY, SETTINGS, WRITER
 from gateway.auth import Principal, credential_header
 from schemas.packets import DgPacket, Packet, Window, load_meter_packet, load_meter_packets
@@ -56,22 +56,6 @@ BATCH_LATENCY = LATENCY.labels("batch")
 Caller = int | Principal | frozenset[int]
 BEARER_MISSING = "Missing credentials: send 'Authorization: Bearer <device token or ingest key>'"
 ECHO_TEXT = 64  # characters of a rejected item's id echoed back
-
-
-def json_reply(payload: Any, status: int = 200) -> web.Response:
-    """A JSON response serialised with orjson (the hot path answers thousands a second)."""
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
-
-
-async def read_json(request: web.Request) -> Any:
-    """The request body as JSON; InvalidInput naming the problem if it is not JSON."""
-    raw = await request.read()
-    if not raw:
-        raise InvalidInput("Malformed JSON: the request body is empty", {"_body": ["Empty body."]})
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"Malformed JSON: {exc}", {"_body": ["Not valid JSON."]}) from None
 
 
 async def ingest_caller(request: web.Request, *, legacy: bool = True) -> Caller:
