@@ -10,12 +10,14 @@ SQLite only: the pages' queries are covered on both databases by the HTTP tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from aiohttp import web
@@ -44,6 +46,9 @@ FLAGS = (
     "--window-size=1280,1000",
 )
 WAIT = 20  # seconds for a page or a chart
+
+
+T = TypeVar("T")
 
 
 def _require_chromium() -> None:
@@ -89,29 +94,44 @@ class ServerThread:
         self._thread.join(30)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The gateway with two regions' data and a staff account (the resident registers in the test)."""
-    _require_chromium()
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('browser') / 'gateway.db'}"
+async def _resident_registers_in_the_test(db: Database) -> None:
+    async with db.transaction() as session:  # the resident's account is made through the form
+        account = (await session.execute(PortalUser.__table__.select().where(PortalUser.meter_no == RESIDENT))).first()
+        await session.execute(PortalUser.__table__.delete().where(PortalUser.id == account.id))
 
-    async def prepare() -> None:
+
+def portal_world(directory: Path, then: Callable[[Database], Awaitable[T]] | None = None) -> tuple[str, T | None]:
+    """A SQLite database in `directory` with the portal's world and accounts (tests.portaldata),
+    then `then`; its URL and what `then` returned. Skips when Chromium is missing."""
+    _require_chromium()
+    url = f"sqlite+aiosqlite:///{directory / 'gateway.db'}"
+
+    async def prepare() -> T | None:
         db = Database(url)
         try:
             await upgrade(db)
             await make_world(db)
             await add_accounts(db)
-            async with db.transaction() as session:  # the resident's account is made through the form
-                account = (
-                    await session.execute(PortalUser.__table__.select().where(PortalUser.meter_no == RESIDENT))
-                ).first()
-                await session.execute(PortalUser.__table__.delete().where(PortalUser.id == account.id))
+            return await then(db) if then is not None else None
         finally:
             await db.dispose()
 
-    asyncio.run(prepare())
+    return url, asyncio.run(prepare())
+
+
+@contextlib.contextmanager
+def serving(url: str) -> Iterator[str]:
+    """The portal's gateway on `url`'s database, at the world's fixed time, in a thread."""
     with ServerThread(lambda: create_app(portal_settings(url), clock=FixedClock(NOW))) as running:
         yield running.url
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The gateway with two regions' data and a staff account (the resident registers in the test)."""
+    url, _ = portal_world(tmp_path_factory.mktemp("browser"), _resident_registers_in_the_test)
+    with serving(url) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

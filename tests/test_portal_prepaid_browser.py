@@ -8,76 +8,57 @@ queries run on both databases in tests/test_portal_prepaid.py).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
 
-from gateway.app import create_app
-from storage.clock import FixedClock
 from storage.db.engine import Database
-from storage.db.migrate import upgrade
 from storage.db.models import LedgerEntry, Reading
 from tests.daydata import at
 from tests.portaldata import (
     KOLKATA,
     NEIGHBOUR,
-    NOW,
     PASSWORD,
     RESIDENT,
     STAFF,
-    add_accounts,
-    make_world,
-    portal_settings,
 )
 from tests.prepaiddata import add_prepaid_story
 from tests.test_portal_browser import (  # noqa: F401 (browser is a fixture)
-    ServerThread,
-    _require_chromium,
     browser,
     console_errors,
     drawn_bars,
     fill,
+    portal_world,
+    serving,
     set_phone,
     shot,
     submit,
 )
 
 
+async def _prepaid_story_and_debits(db: Database) -> Decimal:
+    """The prepaid story; the resident's debits this week per the ledger."""
+    week_start = at(KOLKATA, "2025-02-10 00:00")  # this week began on Monday
+    await add_prepaid_story(db)
+    async with db.reader() as session:
+        energy = await session.scalar(
+            select(func.sum(Reading.charge)).where(Reading.meter_no == RESIDENT, Reading.interval_start >= week_start)
+        )
+        fixed = await session.scalar(
+            select(func.sum(LedgerEntry.amount)).where(LedgerEntry.meter_no == RESIDENT, LedgerEntry.kind == "fixed")
+        )
+    return Decimal(energy) - Decimal(fixed)
+
+
 @pytest.fixture(scope="module")
 def prepaid_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Decimal]]:
     """The gateway with the prepaid story; also the resident's debits this week per the ledger."""
-    _require_chromium()
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('prepaid-browser') / 'gateway.db'}"
-    week_start = at(KOLKATA, "2025-02-10 00:00")  # this week began on Monday
-
-    async def prepare() -> Decimal:
-        db = Database(url)
-        try:
-            await upgrade(db)
-            await make_world(db)
-            await add_accounts(db)
-            await add_prepaid_story(db)
-            async with db.reader() as session:
-                energy = await session.scalar(
-                    select(func.sum(Reading.charge)).where(
-                        Reading.meter_no == RESIDENT, Reading.interval_start >= week_start
-                    )
-                )
-                fixed = await session.scalar(
-                    select(func.sum(LedgerEntry.amount)).where(
-                        LedgerEntry.meter_no == RESIDENT, LedgerEntry.kind == "fixed"
-                    )
-                )
-            return Decimal(energy) - Decimal(fixed)
-        finally:
-            await db.dispose()
-
-    debits = asyncio.run(prepare())
-    with ServerThread(lambda: create_app(portal_settings(url), clock=FixedClock(NOW))) as running:
-        yield running.url, debits
+    url, debits = portal_world(tmp_path_factory.mktemp("prepaid-browser"), _prepaid_story_and_debits)
+    assert debits is not None
+    with serving(url) as base:
+        yield base, debits
 
 
 def fits_the_window(driver) -> bool:  # type: ignore[no-untyped-def]

@@ -8,25 +8,20 @@ skipped without Chromium (failed on CI).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 
-from gateway.app import create_app
-from storage.clock import FixedClock
-from storage.db.engine import Database
-from storage.db.migrate import upgrade
 from tests.auditdata import FEB_10, add_audit_story
-from tests.portaldata import NOW, PASSWORD, STAFF, add_accounts, make_world, portal_settings
+from tests.portaldata import PASSWORD, STAFF
 from tests.test_portal_browser import (  # noqa: F401 (browser is a fixture)
     WAIT,
-    ServerThread,
-    _require_chromium,
     browser,
     console_errors,
     drawn_bars,
     fill,
+    portal_world,
+    serving,
     shot,
     submit,
 )
@@ -35,22 +30,9 @@ from tests.test_portal_browser import (  # noqa: F401 (browser is a fixture)
 @pytest.fixture(scope="module")
 def audit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The gateway with the portal's world and the audit story."""
-    _require_chromium()
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('site-month-browser') / 'gateway.db'}"
-
-    async def prepare() -> None:
-        db = Database(url)
-        try:
-            await upgrade(db)
-            await make_world(db)
-            await add_accounts(db)
-            await add_audit_story(db)
-        finally:
-            await db.dispose()
-
-    asyncio.run(prepare())
-    with ServerThread(lambda: create_app(portal_settings(url), clock=FixedClock(NOW))) as running:
-        yield running.url
+    url, _ = portal_world(tmp_path_factory.mktemp("site-month-browser"), add_audit_story)
+    with serving(url) as base:
+        yield base
 
 
 def drawn_lines(driver, chart_id: str) -> int:  # type: ignore[no-untyped-def]

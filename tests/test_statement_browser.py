@@ -6,17 +6,12 @@ tests; skipped without Chromium (failed on CI).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 
-from gateway.app import create_app
-from storage.clock import FixedClock
-from storage.db.engine import Database
-from storage.db.migrate import upgrade
-from tests.portaldata import NOW, PASSWORD, RESIDENT, add_accounts, make_world, portal_settings
-from tests.test_portal_browser import ServerThread, _require_chromium, browser, console_errors, fill, shot, submit
+from tests.portaldata import PASSWORD, RESIDENT
+from tests.test_portal_browser import browser, console_errors, fill, portal_world, serving, shot, submit
 
 __all__ = ["browser"]  # the module's Chromium fixture, shared with the portal's browser tests
 
@@ -24,21 +19,9 @@ __all__ = ["browser"]  # the module's Chromium fixture, shared with the portal's
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The gateway with the portal's world and the resident's account."""
-    _require_chromium()
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('statement-browser') / 'gateway.db'}"
-
-    async def prepare() -> None:
-        db = Database(url)
-        try:
-            await upgrade(db)
-            await make_world(db)
-            await add_accounts(db)
-        finally:
-            await db.dispose()
-
-    asyncio.run(prepare())
-    with ServerThread(lambda: create_app(portal_settings(url), clock=FixedClock(NOW))) as running:
-        yield running.url
+    url, _ = portal_world(tmp_path_factory.mktemp("statement-browser"))
+    with serving(url) as base:
+        yield base
 
 
 def test_resident_opens_picks_and_prints_the_monthly_statement(server: str, browser) -> None:  # type: ignore[no-untyped-def]
