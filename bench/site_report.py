@@ -4,9 +4,9 @@ One command: `python bench/site_report.py [--meters 10000] [--skip-postgres]`. F
 for PostgreSQL it builds a throwaway database (under var/, the real disk) with one site of
 `--meters` meters and, for February 2025 (Asia/Kolkata), every meter's 1,344 half-hour readings
 (a fiftieth of them on DG), a fixed charge per meter-day and a recharge per meter, all in
-bulk SQL; then runs `gateway report` (with the month's energy audit totals, whose Σ of the flats'
-kWh per half hour reads every reading once more) in a child process writing the CSV to a file, and reports
-its wall time and peak memory (max RSS of the child). Targets: ≤ 10 s and ≤ 200 MB.
+bulk SQL; then runs `gateway report` (with the month's energy audit totals: the report adds
+only the bulk meters' side, the flats' kWh being its own totals) in a child process writing
+the CSV to a file, and reports its wall time and peak memory (max RSS of the child). Targets: ≤ 10 s and ≤ 200 MB.
 """
 
 from __future__ import annotations
