@@ -44,6 +44,7 @@ from sqlmodel import SQLModel
 from storage.db.models import Command, DgStatusChange, DieselGenerator, Tariff
 from storage.db.types import Fixed
 from storage.money.command_log import PENDING
+from storage.money.policy import cut_threshold
 from storage.registry.meter_roles import billed
 
 DG, GRID, MIX = "dg", "grid", "mix"
@@ -316,7 +317,7 @@ def cut_pending(meter_no: Any) -> ColumnElement[bool]:
 @dataclass(frozen=True)
 class CutDecision:
     """A meter is cut when readings just charged it something and its balance is now at or
-    below the site's cut threshold (−`grace_amount`: `storage.money.policy.cut_threshold`), on a site
+    below the site's cut threshold (`storage.money.policy.cut_threshold`, the dispatcher's too), on a site
     that cuts automatically, while its supply is on and no cut is pending. (When it may be carried
     out, no-cut windows decide: `storage.money.command_log.claim_due`.)"""
 
@@ -326,7 +327,7 @@ class CutDecision:
             site.c.auto_cut,
             meter.c.relay_on,
             charged_paise > 0,
-            in_units(meter.c.balance) <= -in_units(site.c.grace_amount),
+            in_units(meter.c.balance) <= cut_threshold(in_units(site.c.grace_amount)),
             sa.not_(cut_pending(meter.c.meter_no)),
         )
 

@@ -16,11 +16,13 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from storage.db.engine import Database
 from storage.db.models import Command, Holiday, LedgerEntry, Meter, Reading, Site
@@ -32,8 +34,14 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.wee
 MAX_CHAINED_WINDOWS = 400  # more than a year of back-to-back windows: a policy that never allows a cut
 
 
-def cut_threshold(grace_amount: Decimal) -> Decimal:
-    """The balance at or below which an auto-cut meter is cut."""
+Amount = TypeVar("Amount", Decimal, ColumnElement[Any])
+
+
+def cut_threshold(grace_amount: Amount) -> Amount:
+    """The balance at or below which an auto-cut meter is cut: minus its site's grace credit.
+
+    One definition for both sides: the dispatcher and restores pass a Decimal, ingest's cut
+    rule (`storage.ingest.rules.CutDecision`) a SQL expression."""
     return -grace_amount
 
 
