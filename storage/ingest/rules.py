@@ -41,6 +41,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import SQLModel
 
+from storage.calendar import HALF_HOUR
 from storage.db.models import Command, DgStatusChange, DieselGenerator, Tariff
 from storage.db.types import Fixed
 from storage.money.command_log import PENDING
@@ -148,7 +149,7 @@ class SlotColumns(NamedTuple):
     interval_end: ColumnElement[dt.datetime]
 
 
-INTERVAL_SECONDS = 1800
+INTERVAL_SECONDS = int(HALF_HOUR.total_seconds())
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,12 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.calendar import HALF_HOUR
 from storage.db.engine import Database
 from storage.db.models import Meter, Reading, ReadingConflict, Site
 from storage.errors import InvalidInput, unknown_site
 
 KINDS = ("missing", "spike", "zero_run", "late", "conflict")
-HALF_HOUR = dt.timedelta(minutes=30)
 HISTORY_DAYS, MIN_HISTORY = 14, 7
 BATCH = 500
 

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.calendar import HALF_HOUR
 from storage.db.engine import Database
 from storage.db.models import Command, LedgerEntry, Meter, Reading, Site
 from storage.db.types import Money
@@ -37,7 +38,6 @@ from storage.registry.meter_roles import billed
 
 ZERO = Decimal("0.00")
 ZERO_KWH = Decimal("0.000")
-HALF_HOUR = dt.timedelta(minutes=30)
 OFF, ON = ("cut", "stop"), ("restore", "start")
 BATCH = 500  # meters per round of queries: bounds memory whatever the site's size
 
