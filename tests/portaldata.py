@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 from aiohttp.test_utils import TestClient
@@ -117,3 +118,15 @@ async def log_in(client: TestClient, login: str = str(RESIDENT), password: str =
 def portal_settings(database_url: str, **overrides: object) -> Settings:
     """Gateway settings for portal tests: no scheduler (the clock is fixed; rolls are explicit)."""
     return Settings(database_url=database_url, scheduler=False, **overrides)  # type: ignore[arg-type]
+
+
+async def seed_world(database_url: str, *stories: Callable[[Database], Awaitable[object]]) -> None:
+    """The portal's world and accounts in the database at `database_url`, then each story."""
+    db = Database(database_url)
+    try:
+        await make_world(db)
+        await add_accounts(db)
+        for story in stories:
+            await story(db)
+    finally:
+        await db.dispose()

@@ -33,10 +33,9 @@ from tests.portaldata import (
     PASSWORD,
     RESIDENT,
     STAFF,
-    add_accounts,
     log_in,
-    make_world,
     portal_settings,
+    seed_world,
     submit,
 )
 
@@ -49,12 +48,7 @@ def clock() -> FixedClock:
 
 
 async def build(database_url: str) -> None:
-    db = Database(database_url)
-    try:
-        await make_world(db)
-        await add_accounts(db)
-    finally:
-        await db.dispose()
+    await seed_world(database_url)
 
 
 @pytest.fixture

@@ -18,19 +18,14 @@ from storage.calendar import PERIODS
 from storage.clock import FixedClock
 from storage.db.engine import Database
 from storage.db.models import Command, Meter, Site
-from tests.portaldata import NOW, RESIDENT, STAFF, add_accounts, log_in, make_world, portal_settings
+from tests.portaldata import NOW, RESIDENT, STAFF, log_in, portal_settings, seed_world
 
 CONSUMPTION = f"/profile/{RESIDENT}/consumption"
 
 
 @pytest.fixture
 async def resident(aiohttp_client, database_url: str) -> TestClient:  # type: ignore[no-untyped-def]
-    db = Database(database_url)
-    try:
-        await make_world(db)
-        await add_accounts(db)
-    finally:
-        await db.dispose()
+    await seed_world(database_url)
     client = await aiohttp_client(create_app(portal_settings(database_url), clock=FixedClock(NOW)))
     assert (await log_in(client)).status == 303
     return client
@@ -151,12 +146,7 @@ async def test_pages_carry_security_headers(resident: TestClient) -> None:
 
 
 async def test_dashboard_for_each_period(aiohttp_client, database_url: str) -> None:  # type: ignore[no-untyped-def]
-    db = Database(database_url)
-    try:
-        await make_world(db)
-        await add_accounts(db)
-    finally:
-        await db.dispose()
+    await seed_world(database_url)
     client = await aiohttp_client(create_app(portal_settings(database_url), clock=FixedClock(NOW)))
     await log_in(client, STAFF, staff=True)
     for period in PERIODS:

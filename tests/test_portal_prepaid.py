@@ -28,10 +28,9 @@ from tests.portaldata import (
     NOW,
     RESIDENT,
     STAFF,
-    add_accounts,
     log_in,
-    make_world,
     portal_settings,
+    seed_world,
 )
 from tests.prepaiddata import add_prepaid_story
 from tests.test_portal_pages import chart_of, tile
@@ -39,13 +38,7 @@ from tests.test_portal_pages import chart_of, tile
 
 @pytest.fixture
 async def world(database_url: str) -> str:
-    db = Database(database_url)
-    try:
-        await make_world(db)
-        await add_accounts(db)
-        await add_prepaid_story(db)
-    finally:
-        await db.dispose()
+    await seed_world(database_url, add_prepaid_story)
     return database_url
 
 

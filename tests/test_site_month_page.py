@@ -13,9 +13,8 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from storage.clock import FixedClock
-from storage.db.engine import Database
 from tests.auditdata import FEB_10, S2_STAFF, add_audit_story, days_of_february
-from tests.portaldata import NOW, RESIDENT, STAFF, add_accounts, log_in, make_world, portal_settings
+from tests.portaldata import NOW, RESIDENT, STAFF, log_in, portal_settings, seed_world
 from tests.test_portal_prepaid import table_rows
 
 PAGE = "/management-dashboard/site-month"
@@ -23,13 +22,7 @@ PAGE = "/management-dashboard/site-month"
 
 @pytest.fixture
 async def world(database_url: str) -> str:
-    db = Database(database_url)
-    try:
-        await make_world(db)
-        await add_accounts(db)
-        await add_audit_story(db)
-    finally:
-        await db.dispose()
+    await seed_world(database_url, add_audit_story)
     return database_url
 
 

@@ -47,7 +47,7 @@ from storage.registry import keys as key_registry
 from storage.registry import meters, sites
 from tests.command_setup import MockHeadEnd
 from tests.portaldata import NOW as PORTAL_NOW
-from tests.portaldata import RESIDENT, add_accounts, log_in, make_world, portal_settings
+from tests.portaldata import RESIDENT, log_in, portal_settings, seed_world
 
 IST = ZoneInfo("Asia/Kolkata")
 ADMIN = "/api/v1/admin"
@@ -246,12 +246,7 @@ async def test_bad_months_and_other_sites_meters_are_refused(gateway: TestClient
 @pytest.fixture
 async def resident(aiohttp_client, database_url: str) -> TestClient:  # type: ignore[no-untyped-def]
     """The portal's world (tests/portaldata.py), logged in as the resident of 999-999-999."""
-    db = Database(database_url)
-    try:
-        await make_world(db)
-        await add_accounts(db)
-    finally:
-        await db.dispose()
+    await seed_world(database_url)
     client = await aiohttp_client(create_app(portal_settings(database_url), clock=FixedClock(PORTAL_NOW)))
     assert (await log_in(client)).status == 303
     return client
