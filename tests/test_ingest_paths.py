@@ -35,6 +35,7 @@ from storage.db.models import Command, DgStatusChange, Meter, Reading, ReadingCo
 from storage.ingest.readings import NewReading, Outcome, ReadingResult
 from storage.ingest.run import (
     LOAD_ROWS,
+    Group,
     prepare_postgres,
     prepare_sqlite,
     record_on_postgres,
@@ -246,8 +247,12 @@ async def test_sqlite_statements_leave_what_the_reference_model_leaves(tmp_path:
     await build_world(sqlite_url, rng)
     worlds = SqliteWorlds(sqlite_url, tmp_path, IngestStatements.compile(sqlite.dialect()))
     try:
-        assert worlds.first_difference(groups(rng, 300)) is None
+        drawn = list(groups(rng, 300))
+        assert worlds.first_difference(iter(drawn)) is None
         assert worlds.outcomes == set(Outcome)  # every outcome was met
+        # Every variant of the statements was run: with and without repeats, each meter once.
+        shapes = {(g.repeats, g.one_each) for g in (Group(r, worlds.to_driver) for r in drawn)}
+        assert shapes == {(True, False), (False, False), (False, True)}
         tables = dump(worlds.conn)
         assert {row[3] for row in tables["reading"]} == {"grid", "dg", "mix"}
         assert tables["command"] and tables["conflict"]
@@ -332,14 +337,15 @@ MUTANTS = [
         "THEN CASE WHEN (judged.wh = judged.stored_wh) THEN 1 ELSE 2",
         "THEN CASE WHEN (judged.wh = judged.stored_wh) THEN 2 ELSE 1",
     ),
-    ("DG energy on the grid register", "sum(ingest_work.wh - ingest_work.dg_wh)", "sum(ingest_work.wh)"),
+    ("DG energy on the grid register", "ingest_work.wh - ingest_work.dg_wh", "ingest_work.wh"),
     ("DG part of the charge not recorded", "ingest_work.dg_charge AS", "0 AS"),
-    ("balance credited", "balance=meter.balance - (SELECT", "balance=meter.balance + (SELECT"),
+    ("balance credited", "meter.balance - ingest_charged.charge", "meter.balance + ingest_charged.charge"),
     (
         "last reading time moves back",
-        "meter.last_reading_at < (SELECT ingest_charged.last_end",
-        "meter.last_reading_at > (SELECT ingest_charged.last_end",
+        "meter.last_reading_at < ingest_charged.last_end",
+        "meter.last_reading_at > ingest_charged.last_end",
     ),
+    ("a meter's readings not summed", "sum(ingest_work.charge)", "max(ingest_work.charge)"),
     ("conflict keeps the offered value", "coalesce(judged.stored_wh, first_value", "coalesce(judged.wh, first_value"),
 ]
 
@@ -352,6 +358,7 @@ def mutated(statements: IngestStatements, wrong: str, mistake: str) -> IngestSta
         classify=statements.classify.replace(wrong, mistake),
         classify_once_each=statements.classify_once_each.replace(wrong, mistake),
         record=tuple(sql.replace(wrong, mistake) for sql in statements.record),
+        record_one_each=tuple(sql.replace(wrong, mistake) for sql in statements.record_one_each),
     )
 
 

@@ -280,13 +280,21 @@ class Registers:
     """A stored reading advances its meter's grid and DG registers by its parts, debits its
     charge from the balance, and moves the last reading time to its interval's end if later."""
 
-    def sums(self, wh: Any, dg_wh: Any, charge: Any, interval_end: Any) -> dict[str, ColumnElement[Any]]:
-        """Per meter, over its stored readings: grid Wh, DG Wh, paise charged, latest interval end."""
+    def sums(
+        self, wh: Any, dg_wh: Any, charge: Any, interval_end: Any, *, one_reading_each: bool = False
+    ) -> dict[str, ColumnElement[Any]]:
+        """Per meter, over its stored readings: grid Wh, DG Wh, paise charged, latest interval end.
+
+        `one_reading_each`: each meter has one reading, whose own values are its sums (a group
+        of many meters: the statement then needs no GROUP BY, a sort of the whole group).
+        """
+        total = _itself if one_reading_each else sa.func.sum
+        latest = _itself if one_reading_each else sa.func.max
         return {
-            "grid_wh": sa.func.sum(wh - dg_wh),
-            "dg_wh": sa.func.sum(dg_wh),
-            "charge": sa.func.sum(charge),
-            "last_end": sa.func.max(interval_end),
+            "grid_wh": total(wh - dg_wh),
+            "dg_wh": total(dg_wh),
+            "charge": total(charge),
+            "last_end": latest(interval_end),
         }
 
     def meter_values(self, meter: sa.Table, sums: Mapping[str, ColumnElement[Any]]) -> dict[str, ColumnElement[Any]]:
@@ -302,6 +310,10 @@ class Registers:
                 else_=c.last_reading_at,
             ),
         }
+
+
+def _itself(value: ColumnElement[Any]) -> ColumnElement[Any]:
+    return value
 
 
 def cut_pending(meter_no: Any) -> ColumnElement[bool]:

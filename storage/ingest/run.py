@@ -56,9 +56,10 @@ def time_to_driver(dialect: Dialect) -> TimeToDriver:
 class Group:
     """A group of readings as the load statements take it: rows of (place, meter, start, end,
     Wh, source, scope) and (scope, site) pairs; scope 0 may touch any site, scope n only the
-    sites paired with n. `repeats`: some (meter, interval) comes more than once."""
+    sites paired with n. `repeats`: some (meter, interval) comes more than once; `one_each`:
+    each meter comes once."""
 
-    __slots__ = ("repeats", "rows", "scopes")
+    __slots__ = ("one_each", "repeats", "rows", "scopes")
 
     def __init__(self, readings: list[NewReading], to_driver: TimeToDriver) -> None:
         times: dict[dt.datetime, tuple[Any, Any]] = {}  # a group has few distinct intervals
@@ -66,6 +67,7 @@ class Group:
         self.scopes: list[tuple[int, str]] = []
         self.rows: list[tuple[Any, ...]] = []
         keys: set[tuple[int, dt.datetime]] = set()
+        meters: set[int] = set()
         for idx, (meter_no, start, wh, source, sites) in enumerate(readings):
             interval = times.get(start)
             if interval is None:
@@ -79,11 +81,15 @@ class Group:
                 scope = found
             self.rows.append((idx, meter_no, *interval, wh, source, scope))
             keys.add((meter_no, start))
+            meters.add(meter_no)
         self.repeats = len(keys) < len(self.rows)
+        self.one_each = len(meters) == len(self.rows)
 
-    def classify(self, statements: IngestStatements) -> str:
-        """The classify statement this group needs."""
-        return statements.classify if self.repeats else statements.classify_once_each
+    def steps(self, statements: IngestStatements) -> tuple[str, ...]:
+        """The statements that record this group once it is loaded: classify, then record (the
+        lighter variants where the group allows them)."""
+        classify = statements.classify if self.repeats else statements.classify_once_each
+        return (classify, *(statements.record_one_each if self.one_each else statements.record))
 
 
 def results_of(size: int, rows: list[Any]) -> list[ReadingResult]:
@@ -146,8 +152,7 @@ def record_on_sqlite(
         conn.execute("INSERT INTO ingest_group (received_at) VALUES (?)", (to_driver(received_at),))
         conn.executemany("INSERT INTO ingest_scope (scope, site_id) VALUES (?, ?)", group.scopes)
         load_on_sqlite(conn, group.rows)
-        conn.execute(group.classify(statements))
-        for statement in statements.record:
+        for statement in group.steps(statements):
             conn.execute(statement)
         results = results_of(len(readings), conn.execute(statements.results).fetchall())
         for statement in statements.clear:
@@ -216,7 +221,7 @@ async def record_on_postgres(
     group = Group(readings, _identity)
     # The group's rows go into the connection's own temp tables: they need no transaction.
     await conn.execute(POSTGRES_LOAD, *_columns(group.rows, 7), *_columns(group.scopes, 2), received_at)
-    steps = ("BEGIN", statements.lock or "", group.classify(statements), *statements.record, "COMMIT")
+    steps = ("BEGIN", statements.lock or "", *group.steps(statements), "COMMIT")
     try:
         # No parameters: one round trip for all of them. The script ends with the results query,
         # whose status ("SELECT n") says how many readings were not simply stored: usually none,

@@ -82,7 +82,9 @@ work = sa.Table(
 charged = sa.Table(
     "ingest_charged",
     WORK,
-    sa.Column("meter_no", sa.BigInteger, primary_key=True, autoincrement=False),
+    # INTEGER on SQLite makes the key the rowid: one B-tree, not a table and an index (the
+    # update and the cuts look each meter up in it).
+    sa.Column("meter_no", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=False),
     sa.Column("grid_wh", sa.BigInteger, nullable=False),
     sa.Column("dg_wh", sa.BigInteger, nullable=False),
     sa.Column("charge", sa.BigInteger, nullable=False),
@@ -235,31 +237,29 @@ def insert_conflicts() -> sa.Insert:
     )
 
 
-def sum_charged(rules: Rules) -> sa.Insert:
-    """Per meter with stored readings: what they add to its registers and take from its balance."""
+def sum_charged(rules: Rules, *, one_reading_each: bool = False) -> sa.Insert:
+    """Per meter with stored readings: what they add to its registers and take from its balance.
+
+    `one_reading_each=True` is the same statement for a group in which each meter comes once
+    (a concentrator's batch, a single packet): the readings' own values, without the GROUP BY.
+    """
     w = work.c
-    sums = rules.registers.sums(w.wh, w.dg_wh, w.charge, w.interval_end)
+    sums = rules.registers.sums(w.wh, w.dg_wh, w.charge, w.interval_end, one_reading_each=one_reading_each)
+    summed = sa.select(w.meter_no, *sums.values()).where(w.outcome == OutcomeCode.STORED)
     return sa.insert(charged).from_select(
-        ["meter_no", *sums],
-        sa.select(w.meter_no, *sums.values()).where(w.outcome == OutcomeCode.STORED).group_by(w.meter_no),
+        ["meter_no", *sums], summed if one_reading_each else summed.group_by(w.meter_no)
     )
 
 
 def update_meters(rules: Rules) -> sa.Update:
     """The registers, balances and last reading times of the charged meters."""
-    # The meters by the IN, their sums by subqueries, not a join: both databases then start from
-    # the few charged meters (with a join, each planner chose to scan every meter: the temp
-    # tables' sizes are guesses).
-    sums = {
-        name: sa.select(column).where(charged.c.meter_no == meter.c.meter_no).scalar_subquery()
-        for name, column in charged.c.items()
-        if name != "meter_no"
-    }
-    return (
-        sa.update(meter)
-        .where(meter.c.meter_no.in_(sa.select(charged.c.meter_no)))
-        .values(rules.registers.meter_values(meter, sums))
-    )
+    # The meters by the IN, all their new values from one lookup of their sums (a row value):
+    # both databases then start from the few charged meters (with a join, each planner chose to
+    # scan every meter: the temp tables' sizes are guesses).
+    new_values = rules.registers.meter_values(meter, {name: charged.c[name] for name in charged.c.keys()})
+    columns = sa.tuple_(*(meter.c[name] for name in new_values))
+    row = sa.select(*new_values.values()).where(charged.c.meter_no == meter.c.meter_no).scalar_subquery()
+    return sa.update(meter).where(meter.c.meter_no.in_(sa.select(charged.c.meter_no))).values({columns: row})
 
 
 def queue_cuts(rules: Rules) -> sa.Insert:
@@ -315,6 +315,7 @@ class IngestStatements:
     classify: str
     classify_once_each: str  # the same for a group without repeated (meter, interval)
     record: tuple[str, ...]  # insert_readings … queue_cuts
+    record_one_each: tuple[str, ...]  # the same for a group in which each meter comes once
     results: str
     clear: tuple[str, ...]
     analyze: str  # the working tables' statistics (PostgreSQL)
@@ -327,22 +328,26 @@ class IngestStatements:
         def sql(statement: sa.Executable) -> str:
             return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
+        def record(*, one_reading_each: bool) -> tuple[str, ...]:
+            return tuple(
+                sql(statement)
+                for statement in (
+                    insert_readings(),
+                    insert_conflicts(),
+                    sum_charged(rules, one_reading_each=one_reading_each),
+                    update_meters(rules),
+                    queue_cuts(rules),
+                )
+            )
+
         postgres = dialect.name == "postgresql"
         return cls(
             create_tables=tuple(sql(CreateTable(table, if_not_exists=True)) for table in WORK.sorted_tables),
             lock=sql(lock_meters()) if postgres else None,
             classify=sql(classify(rules)),
             classify_once_each=sql(classify(rules, repeats=False)),
-            record=tuple(
-                sql(statement)
-                for statement in (
-                    insert_readings(),
-                    insert_conflicts(),
-                    sum_charged(rules),
-                    update_meters(rules),
-                    queue_cuts(rules),
-                )
-            ),
+            record=record(one_reading_each=False),
+            record_one_each=record(one_reading_each=True),
             results=sql(results()),
             clear=tuple(sql(sa.delete(table)) for table in WORK.sorted_tables),
             analyze="ANALYZE " + ", ".join(table.name for table in WORK.sorted_tables),
