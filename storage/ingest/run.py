@@ -25,7 +25,7 @@ import functools
 import itertools
 import sqlite3
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,36 +54,42 @@ def time_to_driver(dialect: Dialect) -> TimeToDriver:
 
 
 class Group:
-    """A group of readings as the load statements take it: rows of (place, meter, start, end,
-    Wh, source, scope) and (scope, site) pairs; scope 0 may touch any site, scope n only the
-    sites paired with n. `repeats`: some (meter, interval) comes more than once; `one_each`:
-    each meter comes once."""
+    """A group of readings as the load statements take it: its columns (place, meter, start,
+    end, Wh, source, scope) and (scope, site) pairs; scope 0 may touch any site, scope n only
+    the sites paired with n. `repeats`: some (meter, interval) comes more than once;
+    `one_each`: each meter comes once.
 
-    __slots__ = ("one_each", "repeats", "rows", "scopes")
+    Built column by column with built-ins (`zip`, `map`, `set`): a loop of Python statements per
+    reading cost as much as a statement of SQL.
+    """
+
+    __slots__ = ("columns", "one_each", "repeats", "scopes", "size")
 
     def __init__(self, readings: list[NewReading], to_driver: TimeToDriver) -> None:
-        times: dict[dt.datetime, tuple[Any, Any]] = {}  # a group has few distinct intervals
-        numbers: dict[frozenset[str], int] = {}
+        self.size = len(readings)
+        meter_nos, starts, whs, sources, site_sets = zip(*readings, strict=True) if readings else ((),) * 5
+        ends = {start: to_driver(start + HALF_HOUR) for start in set(starts)}  # a group has few intervals
+        bound = {start: to_driver(start) for start in ends}
+        numbers: dict[frozenset[str] | None, int] = {None: 0}
         self.scopes: list[tuple[int, str]] = []
-        self.rows: list[tuple[Any, ...]] = []
-        keys: set[tuple[int, dt.datetime]] = set()
-        meters: set[int] = set()
-        for idx, (meter_no, start, wh, source, sites) in enumerate(readings):
-            interval = times.get(start)
-            if interval is None:
-                interval = times[start] = (to_driver(start), to_driver(start + HALF_HOUR))
-            scope = 0
-            if sites is not None:
-                found = numbers.get(sites)
-                if found is None:
-                    found = numbers[sites] = len(numbers) + 1
-                    self.scopes.extend((found, site) for site in sorted(sites))
-                scope = found
-            self.rows.append((idx, meter_no, *interval, wh, source, scope))
-            keys.add((meter_no, start))
-            meters.add(meter_no)
-        self.repeats = len(keys) < len(self.rows)
-        self.one_each = len(meters) == len(self.rows)
+        for sites in set(site_sets) - {None}:
+            numbers[sites] = len(numbers)
+            self.scopes.extend((numbers[sites], site) for site in sorted(sites))
+        self.columns: tuple[Sequence[Any], ...] = (
+            range(self.size),
+            meter_nos,
+            list(map(bound.__getitem__, starts)),
+            list(map(ends.__getitem__, starts)),
+            whs,
+            sources,
+            list(map(numbers.__getitem__, site_sets)),
+        )
+        self.one_each = len(set(meter_nos)) == self.size
+        self.repeats = not self.one_each and len(set(zip(meter_nos, starts, strict=True))) < self.size
+
+    def rows(self, first: int, last: int) -> list[Any]:
+        """The parameters of readings `first` to `last` (excluded), row after row."""
+        return list(itertools.chain.from_iterable(zip(*(column[first:last] for column in self.columns), strict=True)))
 
     def steps(self, statements: IngestStatements) -> tuple[str, ...]:
         """The statements that record this group once it is loaded: classify, then record (the
@@ -125,11 +131,11 @@ def sqlite_load(rows: int) -> str:
     return f"INSERT INTO ingest_incoming ({LOAD_COLUMNS}) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
 
 
-def load_on_sqlite(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert the group's rows into `ingest_incoming`, LOAD_ROWS at a time."""
-    for first in range(0, len(rows), LOAD_ROWS):
-        chunk = rows[first : first + LOAD_ROWS]
-        conn.execute(sqlite_load(len(chunk)), list(itertools.chain.from_iterable(chunk)))
+def load_on_sqlite(conn: sqlite3.Connection, group: Group) -> None:
+    """Insert the group's readings into `ingest_incoming`, LOAD_ROWS at a time."""
+    for first in range(0, group.size, LOAD_ROWS):
+        last = min(first + LOAD_ROWS, group.size)
+        conn.execute(sqlite_load(last - first), group.rows(first, last))
 
 
 def prepare_sqlite(conn: sqlite3.Connection, statements: IngestStatements) -> None:
@@ -151,7 +157,7 @@ def record_on_sqlite(
     try:
         conn.execute("INSERT INTO ingest_group (received_at) VALUES (?)", (to_driver(received_at),))
         conn.executemany("INSERT INTO ingest_scope (scope, site_id) VALUES (?, ?)", group.scopes)
-        load_on_sqlite(conn, group.rows)
+        load_on_sqlite(conn, group)
         for statement in group.steps(statements):
             conn.execute(statement)
         results = results_of(len(readings), conn.execute(statements.results).fetchall())
@@ -192,12 +198,6 @@ WRITER_SETTINGS = "SET enable_hashjoin = off; SET enable_mergejoin = off; SET ji
 VACUUM_EVERY = 1000  # groups between vacuums of the working tables (each group deletes the last one's rows)
 
 
-def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    if not rows:
-        return [[] for _ in range(width)]
-    return [list(column) for column in zip(*rows, strict=True)]
-
-
 async def prepare_postgres(conn: asyncpg.Connection, statements: IngestStatements) -> None:
     """Create the working tables on this connection (once per connection).
 
@@ -220,7 +220,8 @@ async def record_on_postgres(
     """Record a group in one transaction on a connection through `prepare_postgres`."""
     group = Group(readings, _identity)
     # The group's rows go into the connection's own temp tables: they need no transaction.
-    await conn.execute(POSTGRES_LOAD, *_columns(group.rows, 7), *_columns(group.scopes, 2), received_at)
+    scopes = [[scope for scope, _ in group.scopes], [site for _, site in group.scopes]]
+    await conn.execute(POSTGRES_LOAD, *(list(column) for column in group.columns), *scopes, received_at)
     steps = ("BEGIN", statements.lock or "", *group.steps(statements), "COMMIT")
     try:
         # No parameters: one round trip for all of them. The script ends with the results query,
