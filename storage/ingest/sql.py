@@ -112,9 +112,10 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
     window that finds the first (a sort of the whole group, a sixth of the statement) is left out.
     """
     i = incoming
+    # (scope, site) IN the pairs: a lookup in one index built per statement, where a correlated
+    # EXISTS ran a subquery per reading.
     in_scope = sa.or_(
-        i.c.scope == 0,
-        sa.select(scope.c.site_id).where(scope.c.scope == i.c.scope, scope.c.site_id == meter.c.site_id).exists(),
+        i.c.scope == 0, sa.tuple_(i.c.scope, meter.c.site_id).in_(sa.select(scope.c.scope, scope.c.site_id))
     )
     standing = rules.classification.standing(
         visible=sa.and_(meter.c.meter_no.is_not(None), in_scope), active=meter.c.active
@@ -139,13 +140,11 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
         .cte("slots")
         .prefix_with("MATERIALIZED")
     )
-    # A subquery per reading, not a join: PostgreSQL then looks each one up in its month's
-    # partition instead of hashing every stored reading (its temp tables' sizes are guesses).
-    stored_wh = (
-        sa.select(in_units(reading.c.kwh))
-        .where(reading.c.meter_no == i.c.meter_no, reading.c.interval_start == i.c.interval_start)
-        .scalar_subquery()
-    )
+    # The stored reading of the same interval, if any, by its key (the writer's PostgreSQL
+    # connection plans nested loops only, so this is a lookup in the month's partition there too).
+    stored = reading.alias("stored")
+    stored_wh = in_units(stored.c.kwh)
+    interval_start = i.c.interval_start
     dg_wh = rules.dg_share.dg_wh(i.c.wh, i.c.source, slots.c.dg_seconds)
     judged = (
         sa.select(
@@ -162,15 +161,15 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
             stored_wh.label("stored_wh"),
         )
         .select_from(
-            i.outerjoin(meter, meter.c.meter_no == i.c.meter_no).outerjoin(
-                slots, sa.and_(slots.c.site_id == meter.c.site_id, slots.c.interval_start == i.c.interval_start)
-            )
+            i.outerjoin(meter, meter.c.meter_no == i.c.meter_no)
+            .outerjoin(slots, sa.and_(slots.c.site_id == meter.c.site_id, slots.c.interval_start == i.c.interval_start))
+            .outerjoin(stored, sa.and_(stored.c.meter_no == i.c.meter_no, stored.c.interval_start == interval_start))
         )
-        # MATERIALIZED keeps both databases from inlining it into the next level, where each
-        # reference to `dg_wh` or `stored_wh` would run its subquery again.
         .cte("judged")
-        .prefix_with("MATERIALIZED")
     )
+    if repeats:  # the window functions below read it twice: worked out once (measured: inlined,
+        # it costs a tenth more when each (meter, interval) comes once, so then it is not kept)
+        judged = judged.prefix_with("MATERIALIZED")
     j = judged.c
     same_interval = {
         "partition_by": [j.meter_no, j.interval_start, j.standing]
