@@ -18,9 +18,10 @@ from gateway.app import create_app
 from storage.calendar import local_day
 from storage.clock import FixedClock
 from storage.db.engine import Database
-from storage.db.models import LedgerEntry, Reading, Site
+from storage.db.models import DgStatusChange, LedgerEntry, Reading, Site
+from storage.ingest.rules import dg_state_in_force
 from storage.money.policy import restore_amount
-from storage.reads.meter_views import pair_runs
+from storage.reads.meter_views import dg_runs, pair_runs
 from tests.portaldata import (
     CUT,
     KOLKATA,
@@ -184,6 +185,27 @@ def test_runs_pair_on_with_off_and_clip_minutes_to_the_window() -> None:
         (t + 40 * minutes, None, 20),
     ]
     assert pair_runs("DG-1", [(t - 30 * minutes, "ON"), (t - 5 * minutes, "OFF")], start=t, end=t + minutes) == []
+
+
+async def test_two_changes_at_one_instant_leave_the_dg_running_in_the_log_as_in_the_bill(world: str) -> None:
+    # ON posted first, OFF second, at the same instant: billing counts the DG ON from then
+    # (`storage.ingest.rules.change_order`), and the resident's run log says the same.
+    moment = dt.datetime(2025, 2, 12, 6, 0, tzinfo=dt.UTC)
+    db = Database(world)
+    try:
+        async with db.transaction() as session:
+            for status in ("ON", "OFF"):
+                session.add(DgStatusChange(site_id="S1", dg_no="DG-1", at=moment, status=status))
+                await session.flush()  # inserted in this order: OFF gets the later id
+        async with db.reader() as session:
+            billed_state = (await session.execute(select(dg_state_in_force("S1", "DG-1", moment)))).scalar_one()
+        runs = await dg_runs(
+            db, site_id="S1", start=moment - dt.timedelta(minutes=5), end=moment + dt.timedelta(hours=1)
+        )
+    finally:
+        await db.dispose()
+    assert billed_state == "ON"
+    assert [(run.on_at, run.off_at, run.minutes_in_window) for run in runs] == [(moment, None, 60)]
 
 
 @pytest.mark.parametrize(

@@ -106,14 +106,21 @@ def table_of(model: type[SQLModel]) -> sa.Table:
 # The rules.
 
 
+def change_order(at: Any, status: Any) -> tuple[Any, Any]:
+    """The order in which a DG's ON/OFF changes take effect: by time and, at one instant, OFF
+    before ON (`'OFF' < 'ON'`), so that two changes at one instant leave the DG ON. (Descending:
+    the change in force first.)"""
+    return at, status
+
+
 def dg_state_in_force(site_id: Any, dg_no: Any, at: Any) -> sa.ScalarSelect[str]:
-    """A DG's state at an instant: its latest ON/OFF change at or before it, two changes at one
-    instant counting as ON (`'ON' > 'OFF'`); NULL (i.e. OFF) before its first change."""
+    """A DG's state at an instant: its latest ON/OFF change at or before it (`change_order`: two
+    changes at one instant count as ON); NULL (i.e. OFF) before its first change."""
     change = table_of(DgStatusChange).alias("state")
     return (
         sa.select(change.c.status)
         .where(change.c.site_id == site_id, change.c.dg_no == dg_no, change.c.at <= at)
-        .order_by(change.c.at.desc(), change.c.status.desc())
+        .order_by(*(key.desc() for key in change_order(change.c.at, change.c.status)))
         .limit(1)
         .correlate_except(change)
         .scalar_subquery()

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage.calendar import local_day
 from storage.db.engine import Database
 from storage.db.models import Command, DgStatusChange, DieselGenerator, LedgerEntry, Meter, Reading, Recharge
+from storage.ingest.rules import change_order
 from storage.reads import energy
 
 RELAY_OFF_REASONS = {"cut": "cut", "stop": "stopped"}  # last relay action → why the supply is off
@@ -88,7 +89,8 @@ class DgRun:
 
 async def dg_runs(db: Database, *, site_id: str, start: dt.datetime, end: dt.datetime) -> list[DgRun]:
     """The runs of the site's DGs that overlap [start, end), in time order (a run that began
-    before `start` is included with its real ON time)."""
+    before `start` is included with its real ON time). Changes are read in `change_order`, as
+    ingest bills them: two at one instant leave the DG ON."""
     async with db.reader() as session:
         dgs = list(
             (await session.execute(select(DieselGenerator.dg_no).where(DieselGenerator.site_id == site_id))).scalars()
@@ -99,7 +101,7 @@ async def dg_runs(db: Database, *, site_id: str, start: dt.datetime, end: dt.dat
                 await session.execute(
                     select(DgStatusChange.at, DgStatusChange.status)
                     .where(DgStatusChange.site_id == site_id, DgStatusChange.dg_no == dg_no, DgStatusChange.at < start)  # type: ignore[arg-type,operator]
-                    .order_by(DgStatusChange.at.desc(), DgStatusChange.id.desc())  # type: ignore[attr-defined,union-attr]
+                    .order_by(*(key.desc() for key in change_order(DgStatusChange.at, DgStatusChange.status)))
                     .limit(1)
                 )
             ).all()
@@ -112,7 +114,7 @@ async def dg_runs(db: Database, *, site_id: str, start: dt.datetime, end: dt.dat
                         DgStatusChange.at >= start,  # type: ignore[operator]
                         DgStatusChange.at < end,  # type: ignore[operator]
                     )
-                    .order_by(DgStatusChange.at, DgStatusChange.id)  # type: ignore[arg-type]
+                    .order_by(*change_order(DgStatusChange.at, DgStatusChange.status))
                 )
             ).all()
             runs += pair_runs(dg_no, [*before, *inside], start=start, end=end)
