@@ -120,6 +120,9 @@ def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_UNSEEN: Any = object()  # a timestamp not yet met in this batch
+
+
 @functools.lru_cache(maxsize=4096)
 def _interval(timestamp: dt.datetime) -> tuple[dt.datetime, str]:
     """The start of the half hour a packet reports, and that start as ISO text.
@@ -134,11 +137,6 @@ def _sites_of(caller: Caller) -> frozenset[str] | None:
     """The sites the caller's readings may touch; None: any (a device token, the legacy meters,
     a key for every site)."""
     return caller.sites if isinstance(caller, Principal) and "*" not in caller.sites else None
-
-
-def _new_readings(packets: list[Packet], caller: Caller) -> list[NewReading]:
-    sites = _sites_of(caller)
-    return [NewReading(p.meter_no, _interval(p.timestamp)[0], wh_of(p.kwh), p.source, sites) for p in packets]
 
 
 def _result_errors(packet: Packet, result: ReadingResult) -> tuple[str, dict[str, list[str]]]:
@@ -197,7 +195,6 @@ async def _post_single(request: web.Request, body: dict[str, Any], caller: Calle
         if isinstance(caller, frozenset):
             raise Unauthorized(BEARER_MISSING)  # the same answer as for a meter that does not exist
         raise Forbidden(scope["id"][0], scope)
-    # One reading built here, not through _new_readings' list comprehension: the hot path.
     start = _interval(packet.timestamp)[0]
     reading = NewReading(packet.meter_no, start, wh_of(packet.kwh), packet.source, _sites_of(caller))
     (result,) = await request.app[WRITER].submit([reading])
@@ -239,21 +236,31 @@ async def _post_batch(request: web.Request, body: list[Any], caller: Caller) -> 
     window = _window(request)
     own_meter = caller if isinstance(caller, int) else None
     legacy = caller if isinstance(caller, frozenset) else None
+    sites = _sites_of(caller)
+    # Per distinct timestamp (a concentrator's packets mostly share one), not per packet: its
+    # interval's start, or None if the window refuses it.
+    starts: dict[dt.datetime, dt.datetime | None] = {}
     accepted: list[tuple[int, Packet]] = []
+    readings: list[NewReading] = []
     for index, packet in good:
+        stamp = packet.timestamp
+        start = starts.get(stamp, _UNSEEN)
+        if start is _UNSEEN:
+            start = starts[stamp] = _interval(stamp)[0] if window.holds(stamp) else None
         if (
-            window.holds(packet.timestamp)
+            start is not None
             and (own_meter is None or packet.meter_no == own_meter)
             and (legacy is None or packet.meter_no in legacy)
         ):
             accepted.append((index, packet))
+            readings.append(NewReading(packet.meter_no, start, wh_of(packet.kwh), packet.source, sites))
             continue
-        errors = window.errors(packet.timestamp) or _scope_errors(packet, caller)
+        errors = window.errors(stamp) or _scope_errors(packet, caller)
         PACKETS.labels("rejected", "window" if errors and "timestamp" in errors else "forbidden").inc()
         rejected.append({"index": index, "id": packet.meter_no, "errors": errors})
     stored = duplicates = 0
     if accepted:
-        results = await request.app[WRITER].submit(_new_readings([p for _, p in accepted], caller))
+        results = await request.app[WRITER].submit(readings)
         if all(result is STORED for result in results):  # the usual case, without a loop of counting
             stored = len(results)
         else:
