@@ -128,8 +128,8 @@ def _check_directly(item: Any, max_kwh: float, stamps: dict[Any, dt.datetime]) -
             stamp = stamps[raw_stamp] = parse_timestamp(raw_stamp)
         # tuple.__new__, not Packet(...): a NamedTuple's own constructor is a Python function,
         # which costs twice as much, per packet of every batch.
-        fields_ = (parse_meter_no(item["id"]), stamp, parse_kwh(item["reading_kWh"], max_kwh), source)
-        return tuple.__new__(Packet, fields_)
+        parsed = (parse_meter_no(item["id"]), stamp, parse_kwh(item["reading_kWh"], max_kwh), source)
+        return tuple.__new__(Packet, parsed)
     except (KeyError, ValidationError):
         return None
 
