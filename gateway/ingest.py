@@ -120,9 +120,6 @@ def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_UNSEEN: Any = object()  # a timestamp not yet met in this batch
-
-
 @functools.lru_cache(maxsize=4096)
 def _interval(timestamp: dt.datetime) -> tuple[dt.datetime, str]:
     """The start of the half hour a packet reports, and that start as ISO text.
@@ -244,8 +241,8 @@ async def _post_batch(request: web.Request, body: list[Any], caller: Caller) -> 
     readings: list[NewReading] = []
     for index, packet in good:
         stamp = packet.timestamp
-        start = starts.get(stamp, _UNSEEN)
-        if start is _UNSEEN:
+        start = starts.get(stamp)
+        if start is None and stamp not in starts:
             start = starts[stamp] = _interval(stamp)[0] if window.holds(stamp) else None
         if (
             start is not None

@@ -106,11 +106,11 @@ def table_of(model: type[SQLModel]) -> sa.Table:
 # The rules.
 
 
-def change_order(at: Any, status: Any) -> tuple[Any, Any]:
+def change_order(at: Any, status: Any, *, in_force_first: bool = False) -> tuple[Any, Any]:
     """The order in which a DG's ON/OFF changes take effect: by time and, at one instant, OFF
-    before ON (`'OFF' < 'ON'`), so that two changes at one instant leave the DG ON. (Descending:
-    the change in force first.)"""
-    return at, status
+    before ON (`'OFF' < 'ON'`), so that two changes at one instant leave the DG ON.
+    `in_force_first`: the reverse, the change in force at the end first."""
+    return (at.desc(), status.desc()) if in_force_first else (at, status)
 
 
 def dg_state_in_force(site_id: Any, dg_no: Any, at: Any) -> sa.ScalarSelect[str]:
@@ -120,7 +120,7 @@ def dg_state_in_force(site_id: Any, dg_no: Any, at: Any) -> sa.ScalarSelect[str]
     return (
         sa.select(change.c.status)
         .where(change.c.site_id == site_id, change.c.dg_no == dg_no, change.c.at <= at)
-        .order_by(*(key.desc() for key in change_order(change.c.at, change.c.status)))
+        .order_by(*change_order(change.c.at, change.c.status, in_force_first=True))
         .limit(1)
         .correlate_except(change)
         .scalar_subquery()

@@ -144,7 +144,6 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
     # connection plans nested loops only, so this is a lookup in the month's partition there too).
     stored = reading.alias("stored")
     stored_wh = in_units(stored.c.kwh)
-    interval_start = i.c.interval_start
     dg_wh = rules.dg_share.dg_wh(i.c.wh, i.c.source, slots.c.dg_seconds)
     judged = (
         sa.select(
@@ -163,7 +162,9 @@ def classify(rules: Rules, *, repeats: bool = True) -> sa.Insert:
         .select_from(
             i.outerjoin(meter, meter.c.meter_no == i.c.meter_no)
             .outerjoin(slots, sa.and_(slots.c.site_id == meter.c.site_id, slots.c.interval_start == i.c.interval_start))
-            .outerjoin(stored, sa.and_(stored.c.meter_no == i.c.meter_no, stored.c.interval_start == interval_start))
+            .outerjoin(
+                stored, sa.and_(stored.c.meter_no == i.c.meter_no, stored.c.interval_start == i.c.interval_start)
+            )
         )
         .cte("judged")
     )

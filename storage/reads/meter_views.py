@@ -101,7 +101,7 @@ async def dg_runs(db: Database, *, site_id: str, start: dt.datetime, end: dt.dat
                 await session.execute(
                     select(DgStatusChange.at, DgStatusChange.status)
                     .where(DgStatusChange.site_id == site_id, DgStatusChange.dg_no == dg_no, DgStatusChange.at < start)  # type: ignore[arg-type,operator]
-                    .order_by(*(key.desc() for key in change_order(DgStatusChange.at, DgStatusChange.status)))
+                    .order_by(*change_order(DgStatusChange.at, DgStatusChange.status, in_force_first=True))
                     .limit(1)
                 )
             ).all()
