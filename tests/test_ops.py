@@ -29,6 +29,7 @@ from gateway.settings import Settings
 from storage.db.engine import Database
 from storage.db.migrate import alembic_config, head_revision
 from storage.ingest.writer import ReadingWriter
+from storage.ops.wal import WalCheckpointer
 
 GZIP = {"Accept-Encoding": "gzip"}
 IDENTITY = {"Accept-Encoding": "identity"}
@@ -170,6 +171,39 @@ def test_the_wal_takes_the_private_mode_of_a_fresh_database(tmp_path: Path) -> N
         assert stat.S_IMODE((tmp_path / "fresh.db-wal").stat().st_mode) == 0o600
     finally:
         conn.close()
+
+
+def test_the_checkpointer_copies_committed_pages_into_the_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    writer = db.connect_sqlite()
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # as the ingest writer's connection
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("INSERT INTO t VALUES (42)")
+
+    def file_alone_holds_the_row() -> bool:
+        """The database file without its WAL (a copy) has the committed row."""
+        alone = tmp_path / "alone.db"
+        alone.write_bytes(path.read_bytes())
+        conn = sqlite3.connect(alone)
+        try:
+            return conn.execute("SELECT x FROM t").fetchall() == [(42,)]
+        except sqlite3.DatabaseError:  # not copied yet (or copied halfway through a round)
+            return False
+        finally:
+            conn.close()
+
+    assert not file_alone_holds_the_row()  # committed, but only in the WAL
+    checkpointer = WalCheckpointer(db)
+    try:
+        checkpointer.nudge()
+        deadline = time.monotonic() + 30
+        while not file_alone_holds_the_row():
+            assert time.monotonic() < deadline, "the nudged checkpointer never copied the WAL"
+            time.sleep(0.01)
+    finally:
+        checkpointer.close()
+        writer.close()
 
 
 def test_secrets_come_from_files_and_stay_out_of_reprs_and_logs(

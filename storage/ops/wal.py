@@ -18,9 +18,16 @@ log = logging.getLogger("gateway.writer")
 class WalCheckpointer:
     """Checkpoints a SQLite WAL from its own thread and connection when nudged, at most every
     `pause` seconds. PASSIVE: it never blocks the writer or readers, and what it cannot copy
-    yet waits for the next round."""
+    yet waits for the next round.
 
-    def __init__(self, db: Database, pause: float = 0.2) -> None:
+    A round copies each page once, however many commits rewrote it since the last round (a
+    meter's page, the tail of an index), so rounds a second apart copy far fewer pages than
+    rounds every 0.2 s: measured with 1,000-packet batches after a burst of single packets, the
+    checkpointer's CPU went from about 1.2 to 0.3 µs per packet. The price: the WAL holds up
+    to a second more of commits.
+    """
+
+    def __init__(self, db: Database, pause: float = 1.0) -> None:
         self._db = db
         self._pause = pause
         self._nudged = threading.Event()
