@@ -26,7 +26,7 @@ from schemas.dg_callback import verify
 from storage import days
 from storage.clock import FixedClock
 from storage.db.engine import Database
-from storage.db.models import Meter
+from storage.db.models import Meter, Site
 from storage.money import command_log, ledger, tariffs
 from storage.money.policy import NoCutWindows, alert_step
 from storage.registry import dgs
@@ -348,6 +348,33 @@ async def test_the_fixed_charge_is_debited_once_per_meter_day_through_catch_up_a
         ]  # 1 March started before the tariff with a fixed charge
         check = await ledger.check_ledger(db, meter_no=meter_no)
         assert check.ok and check.balance == Decimal("-10.00")
+
+
+async def test_a_fixed_charge_that_empties_a_balance_queues_one_cut_by_the_ingest_cut_rule(db: Database) -> None:
+    created = ist("2025-03-01 09:00")
+    await make_site(db, meters=(1, 2, 3), created=created)
+    fixed = Decimal("5.00")
+    await tariffs.set_tariff(
+        db, site_id="S1", grid=Decimal("8"), dg=Decimal("20"), fixed_daily=fixed, effective_from=None, now=created
+    )
+    async with db.transaction() as session:
+        await session.execute(update(Site).values(auto_cut=True))
+        await session.execute(update(Meter).where(Meter.meter_no == 1).values(balance=Decimal("12.00")))
+        await session.execute(update(Meter).where(Meter.meter_no == 2).values(balance=Decimal("7.00")))
+        await session.execute(update(Meter).where(Meter.meter_no == 3).values(balance=Decimal("3.00"), relay_on=False))
+
+    async def cuts(meter_no: int) -> list[tuple[str, str, dt.datetime]]:
+        listed = await command_log.list_commands(db, meter_no=meter_no)
+        return [(c.state, c.reason, c.created_at) for c in listed if c.action == "cut"]
+
+    # 2 and 3 March are charged: meter 1 keeps 2.00, meter 2 goes 2.00 then -3.00, meter 3 is off already.
+    rolled_at = ist("2025-03-04 00:20")
+    await days.roll_up_due(db, now=rolled_at)
+    assert await cuts(1) == [] and await cuts(3) == []
+    assert await cuts(2) == [("requested", command_log.CUT_REASON, rolled_at)]
+    await days.roll_up_due(db, now=ist("2025-03-05 00:20"))  # 4 March: meter 1 at -3.00, meter 2 at -8.00
+    assert await cuts(1) == [("requested", command_log.CUT_REASON, ist("2025-03-05 00:20"))]
+    assert len(await cuts(2)) == 1  # its cut is still pending: not a second one
 
 
 # --- Days left --------------------------------------------------------------------------------

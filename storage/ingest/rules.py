@@ -42,9 +42,9 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import SQLModel
 
 from storage.calendar import HALF_HOUR
-from storage.db.models import Command, DgStatusChange, DieselGenerator, Tariff
+from storage.db.models import Command, DgStatusChange, DieselGenerator, Meter, Site, Tariff
 from storage.db.types import Fixed
-from storage.money.command_log import PENDING
+from storage.money.command_log import CUT_REASON, PENDING
 from storage.money.policy import cut_threshold
 from storage.registry.meter_roles import billed
 
@@ -336,19 +336,48 @@ def cut_pending(meter_no: Any) -> ColumnElement[bool]:
 
 @dataclass(frozen=True)
 class CutDecision:
-    """A meter is cut when readings just charged it something and its balance is now at or
-    below the site's cut threshold (`storage.money.policy.cut_threshold`, the dispatcher's too), on a site
-    that cuts automatically, while its supply is on and no cut is pending. (When it may be carried
-    out, no-cut windows decide: `storage.money.command_log.claim_due`.)"""
+    """A meter is cut when something just charged it (readings, or the fixed daily charge) and
+    its balance is now at or below the site's cut threshold (`storage.money.policy.cut_threshold`,
+    the dispatcher's too), on a site that cuts automatically, while it is in service, its supply
+    is on and no cut is pending. (When it may be carried out, no-cut windows decide:
+    `storage.money.command_log.claim_due`.)"""
 
     def due(self, *, meter: sa.Table, site: sa.FromClause, charged_paise: ColumnElement[int]) -> ColumnElement[bool]:
         """Whether to queue a cut for this meter (its balance already debited)."""
         return sa.and_(
             site.c.auto_cut,
+            meter.c.active,
             meter.c.relay_on,
             charged_paise > 0,
             in_units(meter.c.balance) <= cut_threshold(in_units(site.c.grace_amount)),
             sa.not_(cut_pending(meter.c.meter_no)),
+        )
+
+    def queue(self, *, meter_nos: Any, charged_paise: ColumnElement[int], at: ColumnElement[Any]) -> sa.Insert:
+        """A requested cut, created `at`, for each meter of `meter_nos` (a subquery of meter
+        numbers) that `due` says is due: how ingest (`storage.ingest.sql.queue_cuts`) and the
+        fixed daily charge (`storage.money.ledger.debit_fixed_charges`) queue their cuts.
+        `charged_paise` may refer to the meter's columns."""
+        meter, site, command = table_of(Meter), table_of(Site), table_of(Command)
+        return sa.insert(command).from_select(
+            ["meter_no", "action", "reason", "params", "state", "result", "attempts", "created_at", "updated_at"],
+            sa.select(
+                meter.c.meter_no,
+                sa.literal(CUT),
+                sa.literal(CUT_REASON),
+                sa.literal_column("'{}'"),  # JSON: text both databases take as the column's type
+                sa.literal("requested"),
+                sa.literal(""),
+                sa.literal(0),
+                at,
+                at,
+            )
+            .select_from(meter.join(site, site.c.id == meter.c.site_id))
+            # Meters looked up by the IN (a join made SQLite scan every meter: ingest's temp
+            # tables have no statistics).
+            .where(meter.c.meter_no.in_(meter_nos), self.due(meter=meter, site=site, charged_paise=charged_paise))
+            .order_by(meter.c.meter_no),
+            include_defaults=False,
         )
 
 

@@ -32,10 +32,9 @@ import sqlalchemy as sa
 from sqlalchemy import Dialect
 from sqlalchemy.schema import CreateTable
 
-from storage.db.models import Command, Meter, Reading, ReadingConflict, Site
+from storage.db.models import Meter, Reading, ReadingConflict
 from storage.db.types import Energy, Money, UtcTime
-from storage.ingest.rules import CUT, RULES, OutcomeCode, Rules, SlotColumns, from_units, in_units, table_of
-from storage.money.command_log import CUT_REASON
+from storage.ingest.rules import RULES, OutcomeCode, Rules, SlotColumns, from_units, in_units, table_of
 
 # The working tables, in each writer connection's own temp schema. SQLite empties them before
 # its commit (`clear`); PostgreSQL as it loads the next group (`storage.ingest.run`), so that the
@@ -93,10 +92,8 @@ charged = sa.Table(
 )
 
 meter = table_of(Meter)
-site = table_of(Site)
 reading = table_of(Reading)
 conflict = table_of(ReadingConflict)
-command = table_of(Command)
 
 
 def _received_at() -> sa.ScalarSelect[object]:
@@ -264,31 +261,8 @@ def update_meters(rules: Rules) -> sa.Update:
 
 def queue_cuts(rules: Rules) -> sa.Insert:
     """A requested cut for each charged meter the cut decision says is due."""
-    received = _received_at()
     charge = sa.select(charged.c.charge).where(charged.c.meter_no == meter.c.meter_no).scalar_subquery()
-    return sa.insert(command).from_select(
-        ["meter_no", "action", "reason", "params", "state", "result", "attempts", "created_at", "updated_at"],
-        sa.select(
-            meter.c.meter_no,
-            sa.literal(CUT),
-            sa.literal(CUT_REASON),
-            sa.literal("{}"),
-            sa.literal("requested"),
-            sa.literal(""),
-            sa.literal(0),
-            received,
-            received,
-        )
-        .select_from(meter.join(site, site.c.id == meter.c.site_id))
-        # Meters looked up by the IN (a join made SQLite scan every meter: its temp tables have
-        # no statistics).
-        .where(
-            meter.c.meter_no.in_(sa.select(charged.c.meter_no)),
-            rules.cut.due(meter=meter, site=site, charged_paise=charge),
-        )
-        .order_by(meter.c.meter_no),
-        include_defaults=False,
-    )
+    return rules.cut.queue(meter_nos=sa.select(charged.c.meter_no), charged_paise=charge, at=_received_at())
 
 
 def lock_meters() -> sa.Select[tuple[int]]:

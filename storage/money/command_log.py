@@ -276,24 +276,6 @@ async def finish_command(
         return row
 
 
-async def queue_cut_if_due(session: AsyncSession, *, meter: Meter, site: Site, now: dt.datetime) -> Command | None:
-    """After a debit outside ingest (a fixed daily charge), same transaction: queue a zero-balance
-    cut if the site cuts automatically, the supply is on, the balance is at or below the cut
-    threshold and no cut is pending yet."""
-    if not (site.auto_cut and meter.active and meter.relay_on and meter.balance <= cut_threshold(site.grace_amount)):
-        return None
-    pending = await session.scalar(
-        select(Command.id)
-        .where(Command.meter_no == meter.meter_no, Command.action == "cut", Command.state.in_(PENDING))  # type: ignore[attr-defined]
-        .limit(1)
-    )
-    if pending is not None:
-        return None
-    cut = Command(meter_no=meter.meter_no, action="cut", reason=CUT_REASON, created_at=now, updated_at=now)
-    session.add(cut)
-    return cut
-
-
 async def restore_if_credited(session: AsyncSession, *, meter: Meter, now: dt.datetime) -> Command | None:
     """After money came in (same transaction): if the balance is above the site's cut threshold,
     drop pending (or deferred) zero-balance cuts and, if the supply is off because of one, queue

@@ -24,8 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
 from storage.db.models import LedgerEntry, Meter, Reading, Site
+from storage.db.types import UtcTime
 from storage.errors import InvalidInput, unknown_meter
-from storage.money.command_log import queue_cut_if_due, restore_if_credited
+from storage.ingest.rules import RULES
+from storage.money.command_log import restore_if_credited
 from storage.money.tariffs import tariff_at
 from storage.registry.meter_roles import FLAT, billed
 
@@ -100,7 +102,12 @@ async def debit_fixed_charges(
             now=now,
             day=day,
         )
-        await queue_cut_if_due(session, meter=meter, site=site, now=now)
+    if meters:
+        await session.flush()  # the debited balances, which the cut decision reads
+        debited_today = select(LedgerEntry.meter_no).where(LedgerEntry.kind == "fixed", LedgerEntry.day == day)
+        site_meters = select(Meter.meter_no).where(Meter.site_id == site.id, Meter.meter_no.in_(debited_today))  # type: ignore[attr-defined]
+        charge = sa.literal(int(tariff.fixed_daily.scaleb(2)))  # paise
+        await session.execute(RULES.cut.queue(meter_nos=site_meters, charged_paise=charge, at=sa.literal(now, UtcTime)))
     return len(meters)
 
 
