@@ -21,6 +21,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from storage.db.engine import Database
 from storage.db.models import LedgerEntry, Meter, Reading, Site
@@ -105,7 +106,7 @@ async def debit_fixed_charges(
     if meters:
         await session.flush()  # the debited balances, which the cut decision reads
         debited_today = select(LedgerEntry.meter_no).where(LedgerEntry.kind == "fixed", LedgerEntry.day == day)
-        site_meters = select(Meter.meter_no).where(Meter.site_id == site.id, Meter.meter_no.in_(debited_today))  # type: ignore[attr-defined]
+        site_meters = select(Meter.meter_no).where(Meter.site_id == site.id, col(Meter.meter_no).in_(debited_today))
         charge = sa.literal(int(tariff.fixed_daily.scaleb(2)))  # paise
         await session.execute(RULES.cut.queue(meter_nos=site_meters, charged_paise=charge, at=sa.literal(now, UtcTime)))
     return len(meters)
