@@ -35,7 +35,8 @@ from schemas.factech_envelopes import (
     success,
     waiting,
 )
-from storage.db.models import DgSubscription, MeterChange
+from storage.db.event_models import DgSubscription
+from storage.db.models import MeterChange
 from storage.errors import NotFound, Refused
 from storage.money.recharge import RechargeView
 from storage.reads.latest import DgState, MeterState

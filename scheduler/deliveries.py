@@ -33,7 +33,7 @@ from scheduler.backoff import delay
 from scheduler.runner import ScheduledJob
 from storage.clock import Clock
 from storage.db.engine import Database
-from storage.db.models import DgDeliveryAttempt, SiteEventAttempt
+from storage.db.event_models import DgDeliveryAttempt, SiteEventAttempt
 from storage.dg import dg_events
 from storage.money import site_events
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
-from storage.db.models import AuditEvent
+from storage.db.event_models import AuditEvent
 
 PAGE = 500  # events per listing, at most
 SECRET_FIELDS = frozenset({"key", "token", "secret", "password", "password_hash", "new_password"})

@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select, update
 from gateway.cli import main
 from storage import audit
 from storage.db.engine import Database
-from storage.db.models import AuditEvent
+from storage.db.event_models import AuditEvent
 from storage.registry import keys
 from tests.command_setup import NOW, World
 

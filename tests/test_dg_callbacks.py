@@ -25,7 +25,7 @@ from scheduler.deliveries import DeliveryJob
 from schemas.dg_callback import new_secret, verify
 from storage.clock import FixedClock
 from storage.db.engine import Database
-from storage.db.models import DgDeliveryAttempt, DgEvent
+from storage.db.event_models import DgDeliveryAttempt, DgEvent
 from storage.dg import dg_events
 from tests.api_setup import add_dg, add_key, add_site, headers
 

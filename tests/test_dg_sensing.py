@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from gateway.app import create_app
 from gateway.settings import Settings
 from storage.db.engine import Database
-from storage.db.models import DgSubscription
+from storage.db.event_models import DgSubscription
 from tests.api_setup import add_dg, add_key, add_site, headers
 
 PATH = "/api/v1/dg/sensing"

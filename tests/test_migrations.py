@@ -7,6 +7,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
+# Every table on the metadata (both modules), whatever else the tests imported.
+import storage.db.event_models
+import storage.db.models  # noqa: F401
 from storage.db.engine import Database
 from storage.db.migrate import current_revision, head_revision, upgrade
 from storage.ops.partitions import include_name

@@ -20,7 +20,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
-from storage.db.models import DgDeliveryAttempt, DgEvent, DgSubscription, DieselGenerator, Site
+from storage.db.event_models import DgDeliveryAttempt, DgEvent, DgSubscription
+from storage.db.models import DieselGenerator, Site
 from storage.errors import unknown, unknown_dg
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"

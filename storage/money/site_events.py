@@ -19,7 +19,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
-from storage.db.models import Site, SiteEvent, SiteEventAttempt, SiteWebhook
+from storage.db.event_models import SiteEvent, SiteEventAttempt, SiteWebhook
+from storage.db.models import Site
 from storage.dg.dg_events import PENDING, after_attempt
 from storage.errors import NotFound, unknown, unknown_site
 

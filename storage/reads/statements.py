@@ -26,7 +26,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.db.engine import Database
-from storage.db.models import Command, LedgerEntry, Meter, MeterChange, Reading, Site, SiteEvent, Tariff
+from storage.db.event_models import SiteEvent
+from storage.db.models import Command, LedgerEntry, Meter, MeterChange, Reading, Site, Tariff
 from storage.errors import InvalidInput, unknown_meter
 from storage.reads import energy
 

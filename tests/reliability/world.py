@@ -17,7 +17,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import SQLModel
 
-import storage.db.models  # noqa: F401  (registers every table on SQLModel.metadata)
+# Registers both modules' tables on SQLModel.metadata.
+import storage.db.event_models
+import storage.db.models  # noqa: F401
 from storage.db.engine import Database
 from storage.db.models import PortalUser
 from storage.dg import dg_events

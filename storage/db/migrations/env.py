@@ -3,7 +3,9 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import storage.db.models  # noqa: F401  (registers the tables on the metadata)
+# Registers both modules' tables on the metadata.
+import storage.db.event_models
+import storage.db.models  # noqa: F401
 from storage.ops.partitions import include_name
 
 connection = context.config.attributes.get("connection")
