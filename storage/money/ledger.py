@@ -25,9 +25,9 @@ from sqlmodel import col
 
 from storage.db.engine import Database
 from storage.db.models import LedgerEntry, Meter, Reading, Site
-from storage.db.types import UtcTime
+from storage.db.types import Money, UtcTime
 from storage.errors import InvalidInput, unknown_meter
-from storage.ingest.rules import RULES
+from storage.ingest.rules import RULES, in_units
 from storage.money.command_log import restore_if_credited
 from storage.money.tariffs import tariff_at
 from storage.registry.meter_roles import FLAT, billed
@@ -107,7 +107,7 @@ async def debit_fixed_charges(
         await session.flush()  # the debited balances, which the cut decision reads
         debited_today = select(LedgerEntry.meter_no).where(LedgerEntry.kind == "fixed", LedgerEntry.day == day)
         site_meters = select(Meter.meter_no).where(Meter.site_id == site.id, col(Meter.meter_no).in_(debited_today))
-        charge = sa.literal(int(tariff.fixed_daily.scaleb(2)))  # paise
+        charge = in_units(sa.literal(tariff.fixed_daily, Money))  # paise, as ingest's charges are
         await session.execute(RULES.cut.queue(meter_nos=site_meters, charged_paise=charge, at=sa.literal(now, UtcTime)))
     return len(meters)
 
