@@ -10,15 +10,16 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 
 from gateway.app import create_app
-from gateway.app_keys import KEYS
+from gateway.app_keys import KEYS, WRITER
 from gateway.settings import Settings
 from storage.clock import FixedClock
 from storage.db.engine import Database
 from storage.db.models import Command, DgStatusChange, DieselGenerator, Meter, Reading, ReadingConflict
-from storage.ingest.readings import wh_of
+from storage.ingest.readings import STORED, NewReading, wh_of
 from storage.registry import dgs, keys, meters, sites
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
@@ -513,6 +514,31 @@ async def test_ingest_metrics_count_outcomes(env: Env) -> None:
         "gateway_writer_queue_readings",
     ):
         assert line in text
+
+
+def commits() -> tuple[float, float]:
+    """(group commits, requests committed) so far, from the writer's metrics."""
+    count = REGISTRY.get_sample_value("gateway_writer_commit_requests_count") or 0.0
+    return count, REGISTRY.get_sample_value("gateway_writer_commit_requests_sum") or 0.0
+
+
+async def test_requests_that_reach_the_writer_a_few_loop_turns_apart_share_one_commit(env: Env) -> None:
+    # Under load, requests whose bytes have arrived reach `submit` within a few turns of the event
+    # loop of each other: they go into one group rather than one commit each.
+    writer = env.client.app[WRITER]
+    start = dt.datetime(2026, 11, 20, 11, 0, tzinfo=dt.UTC)
+
+    async def submit_after(turns: int, meter_no: int) -> Any:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await writer.submit([NewReading(meter_no, start, 500, None, frozenset({"S1"}))])
+
+    before = commits()
+    results = await asyncio.gather(*(submit_after(turns, m) for turns, m in ((0, M1), (1, M2), (2, M3))))
+    after = commits()
+    assert results == [[STORED]] * 3
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 3)
+    assert len(await readings(env.db)) == 3
 
 
 @pytest.mark.parametrize(
