@@ -37,9 +37,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two test processes (pytest-xdist; up to four on bigger machines), each module's tests in one of
+# them, so that a module's browser or server fixture starts once: 4.5 min instead of 8 on 2 cores.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --numprocesses auto --maxprocesses 4 --dist loadscope
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
