@@ -34,7 +34,7 @@ from storage.money import site_events
 from storage.money.policy import NoCutWindows, cut_threshold
 from storage.registry.meter_roles import FLAT
 
-CUT_REASON = "zero balance"  # ingest's reason for the cuts it queues (storage.ingest.readings.CUT_REASON)
+CUT_REASON = "zero balance"  # the reason of the cuts `CutDecision.queue` queues (storage.ingest.rules)
 RESTORE_REASON = "balance above the cut threshold"
 RELAY_ACTIONS = {"start": True, "restore": True, "stop": False, "cut": False}  # action → relay on after it
 PENDING = ("requested", "sent")  # on its way to the head-end
