@@ -37,16 +37,17 @@ MONTH_START = "2025-01-31 18:30:00"  # 1 Feb 2025 00:00 IST, in UTC
 HALF_HOURS = 28 * 48
 TARGET_SECONDS, TARGET_MB = 10.0, 200.0
 
-# Readings in bulk, in key order. SQLite stores UtcTime as naive UTC text, Energy and Money as
-# integer thousandths and hundredths (storage/db/models.py); PostgreSQL as timestamptz and numeric.
+# Readings in bulk, in key order. SQLite stores UtcTime as integer microseconds since the epoch,
+# Energy and Money as integer thousandths and hundredths (storage/db/types.py); PostgreSQL as
+# timestamptz and numeric.
 SQLITE_READINGS = f"""
 WITH RECURSIVE slot(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM slot WHERE n < {HALF_HOURS - 1})
 INSERT INTO reading (meter_no, interval_start, kwh, source, charge, received_at)
 SELECT m.meter_no,
-       strftime('%Y-%m-%d %H:%M:%S.000000', '{MONTH_START}', '+' || (slot.n * 30) || ' minutes'),
+       (unixepoch('{MONTH_START}') + slot.n * 1800) * 1000000,
        250, CASE WHEN slot.n % 50 = 7 THEN 'dg' ELSE 'grid' END,
        CASE WHEN slot.n % 50 = 7 THEN 500 ELSE 200 END,
-       strftime('%Y-%m-%d %H:%M:%S.000000', '{MONTH_START}', '+' || (slot.n * 30 + 31) || ' minutes')
+       (unixepoch('{MONTH_START}') + (slot.n * 30 + 31) * 60) * 1000000
 FROM meter m CROSS JOIN slot WHERE m.site_id = '{SITE}' ORDER BY m.meter_no, slot.n
 """
 POSTGRES_READINGS = f"""
@@ -60,11 +61,11 @@ SQLITE_LEDGER = f"""
 WITH RECURSIVE d(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM d WHERE n < 27)
 INSERT INTO ledger_entry (meter_no, kind, amount, balance_after, reason, created_by, created_at, day)
 SELECT m.meter_no, 'fixed', -500, 0, 'fixed charge', 'rollup',
-       strftime('%Y-%m-%d %H:%M:%S.000000', '{MONTH_START}', '+' || (d.n + 1) || ' days', '+20 minutes'),
+       (unixepoch('{MONTH_START}') + (d.n + 1) * 86400 + 1200) * 1000000,
        date('2025-02-01', '+' || d.n || ' days')
 FROM meter m CROSS JOIN d WHERE m.site_id = '{SITE}'
 UNION ALL
-SELECT m.meter_no, 'credit', 50000, 0, 'recharge', 'bench', '2025-02-10 05:00:00.000000', NULL
+SELECT m.meter_no, 'credit', 50000, 0, 'recharge', 'bench', unixepoch('2025-02-10 05:00:00') * 1000000, NULL
 FROM meter m WHERE m.site_id = '{SITE}'
 """
 POSTGRES_LEDGER = f"""

@@ -27,9 +27,12 @@ def charge_of(wh: int, tariff_paise: int) -> int:
     return (wh * tariff_paise + 500) // 1000
 
 
-def sqlite_time(moment: dt.datetime) -> str:
-    """A UTC instant as `UtcTime` stores it on SQLite."""
-    return moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def sqlite_time(moment: dt.datetime) -> int:
+    """A UTC instant as `UtcTime` stores it on SQLite: microseconds since the epoch."""
+    return (moment - EPOCH) // dt.timedelta(microseconds=1)
 
 
 class MeterRow(NamedTuple):
@@ -62,10 +65,10 @@ def record_reference(
     return results
 
 
-def _record(conn: sqlite3.Connection, readings: list[NewReading], received: str) -> list[ReadingResult]:
+def _record(conn: sqlite3.Connection, readings: list[NewReading], received: int) -> list[ReadingResult]:
     meters = _meters(conn, sorted({r.meter_no for r in readings}))
     results: list[ReadingResult] = [UNKNOWN] * len(readings)
-    candidates: list[tuple[int, tuple[int, str]]] = []
+    candidates: list[tuple[int, tuple[int, int]]] = []
     for i, reading in enumerate(readings):
         meter = meters.get(reading.meter_no)
         if meter is None or (reading.sites is not None and meter.site_id not in reading.sites):
@@ -77,7 +80,7 @@ def _record(conn: sqlite3.Connection, readings: list[NewReading], received: str)
     if not candidates:
         return results
     existing = _existing(conn, [key for _, key in candidates])
-    new: list[tuple[NewReading, str]] = []
+    new: list[tuple[NewReading, int]] = []
     conflicts: list[tuple[Any, ...]] = []
     for i, key in candidates:
         reading = readings[i]
@@ -110,7 +113,7 @@ def _meters(conn: sqlite3.Connection, meter_nos: list[int]) -> dict[int, MeterRo
     return {r[0]: MeterRow(*r[1:]) for r in rows}
 
 
-def _existing(conn: sqlite3.Connection, keys: list[tuple[int, str]]) -> dict[tuple[int, str], int]:
+def _existing(conn: sqlite3.Connection, keys: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
     rows = conn.execute(
         "SELECT r.meter_no, r.interval_start, r.kwh FROM json_each(?) AS j "
         "JOIN reading AS r ON r.meter_no = j.value ->> 0 AND r.interval_start = j.value ->> 1",
@@ -119,7 +122,7 @@ def _existing(conn: sqlite3.Connection, keys: list[tuple[int, str]]) -> dict[tup
     return {(m, t): k for m, t, k in rows}
 
 
-def _tariff(conn: sqlite3.Connection, site_id: str, start: str) -> tuple[int, int]:
+def _tariff(conn: sqlite3.Connection, site_id: str, start: int) -> tuple[int, int]:
     """(grid, DG) paise per kWh of the site's tariff row in force at `start`."""
     row = conn.execute(
         "SELECT grid, dg FROM tariff WHERE site_id = ? AND effective_from <= ? ORDER BY effective_from DESC LIMIT 1",
@@ -135,17 +138,17 @@ def _dg_seconds(conn: sqlite3.Connection, site_id: str, start: dt.datetime) -> i
     changes = conn.execute("SELECT dg_no, at, status FROM dg_status_change WHERE site_id = ?", (site_id,)).fetchall()
     end = start + HALF_HOUR
     raw_start, raw_end = sqlite_time(start), sqlite_time(end)
-    per_dg: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    per_dg: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for dg_no, at, status in changes:
         per_dg[dg_no].append((at, status))
 
-    def any_on(instant: str) -> bool:
+    def any_on(instant: int) -> bool:
         return any(
-            max((c for c in history if c[0] <= instant), default=("", "OFF"))[1] == "ON" for history in per_dg.values()
+            max((c for c in history if c[0] <= instant), default=(0, "OFF"))[1] == "ON" for history in per_dg.values()
         )
 
     cuts = sorted({at for _dg, at, _status in changes if raw_start < at < raw_end})
-    points = [start, *(dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC) for at in cuts), end]
+    points = [start, *(EPOCH + dt.timedelta(microseconds=at) for at in cuts), end]
     raw_points = [raw_start, *cuts]
     seconds = 0
     for raw, begin, finish in zip(raw_points, points, points[1:], strict=False):
@@ -155,7 +158,7 @@ def _dg_seconds(conn: sqlite3.Connection, site_id: str, start: dt.datetime) -> i
 
 
 def _store_new(
-    conn: sqlite3.Connection, new: list[tuple[NewReading, str]], meters: dict[int, MeterRow], received: str
+    conn: sqlite3.Connection, new: list[tuple[NewReading, int]], meters: dict[int, MeterRow], received: int
 ) -> None:
     rows = []
     deltas: dict[int, list[Any]] = {}  # meter → [grid Wh, dg Wh, charge paise, latest start]

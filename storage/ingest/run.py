@@ -14,7 +14,8 @@ Each group runs on the writer's own connection, off the gateway's event loop:
   reading", as after a crash).
 
 Values cross into the statements in integer units (watt-hours) and the driver's time type
-(naive UTC text on SQLite, as `storage.db.types.UtcTime` stores it; aware datetimes on PostgreSQL).
+(integer microseconds on SQLite, as `storage.db.types.UtcTime` stores them; aware datetimes on
+PostgreSQL).
 """
 
 from __future__ import annotations
