@@ -1,4 +1,5 @@
-"""The migrations create exactly what the models describe, on both databases."""
+"""The migrations create exactly what the models describe, on both databases, and convert what
+older versions stored (0013: SQLite's text times into integers, exactly, and back)."""
 
 from __future__ import annotations
 
