@@ -6,32 +6,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from marshmallow import Schema, ValidationError
-
+from gateway.registry_cli import load_flags
 from gateway.settings import Settings
 from schemas.admin import SiteEdit, SiteOut
-from schemas.fields import describe_errors
 from schemas.policy import HolidayCreate, HolidayOut, TariffCreate, TariffOut
 from storage.clock import Clock
 from storage.db.engine import Database
-from storage.errors import InvalidInput
 from storage.money import policy, tariffs
 from storage.registry import sites
-
-
-def _load(schema: Schema, given: dict[str, Any]) -> dict[str, Any]:
-    """Flags through the API's schema (unset flags left out); InvalidInput naming the flag."""
-    try:
-        return dict(schema.load({name: value for name, value in given.items() if value is not None}))
-    except ValidationError as err:
-        raise InvalidInput(describe_errors(err.messages)) from None  # type: ignore[arg-type]
 
 
 async def cmd_tariff_set(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """Add a tariff row from `--from` (site local time, default now)."""
     given = {"grid": args.grid, "dg": args.dg, "fixed_daily": args.fixed_daily, "effective_from": args.effective_from}
     row = await tariffs.set_tariff(
-        db, site_id=args.site_id, now=Clock().now(), created_by="cli", **_load(TariffCreate(), given)
+        db, site_id=args.site_id, now=Clock().now(), created_by="cli", **load_flags(TariffCreate(), given)
     )
     return dict(TariffOut().dump(row))
 
@@ -50,20 +39,20 @@ async def cmd_site_set(args: argparse.Namespace, settings: Settings, db: Databas
         "no_cut_weekdays": args.no_cut_weekdays,
         "auto_cut": args.auto_cut,
     }
-    site = await sites.edit_site(db, site_id=args.site_id, changes=_load(SiteEdit(), given), now=Clock().now())
+    site = await sites.edit_site(db, site_id=args.site_id, changes=load_flags(SiteEdit(), given), now=Clock().now())
     return dict(SiteOut().dump(site))
 
 
 async def cmd_holiday_add(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """Add (or rename) a holiday."""
-    values = _load(HolidayCreate(), {"date": args.date, "name": args.name})
+    values = load_flags(HolidayCreate(), {"date": args.date, "name": args.name})
     holiday = await policy.add_holiday(db, site_id=args.site_id, day=values["date"], name=values["name"])
     return {"site_id": args.site_id, **HolidayOut().dump(holiday)}
 
 
 async def cmd_holiday_remove(args: argparse.Namespace, settings: Settings, db: Database) -> dict[str, Any]:
     """Remove a holiday."""
-    day = _load(HolidayCreate(), {"date": args.date})["date"]
+    day = load_flags(HolidayCreate(), {"date": args.date})["date"]
     await policy.remove_holiday(db, site_id=args.site_id, day=day)
     return {"site_id": args.site_id, "date": day.isoformat(), "removed": True}
 

@@ -8,7 +8,7 @@ import argparse
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 
 from gateway.audit_cli import cmd_meter_legacy_ingest
 from gateway.settings import Settings
@@ -17,6 +17,14 @@ from schemas.fields import amount_flag, describe_errors, known_timezone, meter_n
 from storage.db.engine import Database
 from storage.errors import InvalidInput
 from storage.registry import dgs, keys, meter_changes, meters, sites
+
+
+def load_flags(schema: Schema, given: dict[str, Any]) -> dict[str, Any]:
+    """Flags through the API's schema (unset flags left out); InvalidInput naming the flag."""
+    try:
+        return dict(schema.load({name: value for name, value in given.items() if value is not None}))
+    except ValidationError as err:
+        raise InvalidInput(describe_errors(err.messages)) from None  # type: ignore[arg-type]
 
 
 def _meter_no(text: str) -> int:
@@ -105,11 +113,7 @@ async def cmd_meter_replace(args: argparse.Namespace, settings: Settings, db: Da
         "new_start_dg": args.new_start_dg,
         "new_start_grid": args.new_start_grid,
     }
-    try:
-        change = MeterChangeCreate().load({k: v for k, v in given.items() if v is not None})
-    except ValidationError as err:
-        raise InvalidInput(describe_errors(err.messages)) from None  # type: ignore[arg-type]
-    replaced = await meter_changes.replace_meter(db, **change)
+    replaced = await meter_changes.replace_meter(db, **load_flags(MeterChangeCreate(), given))
     return {**MeterChangeOut().dump(replaced.change), "token": replaced.token}
 
 
