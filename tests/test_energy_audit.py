@@ -202,6 +202,36 @@ async def test_missing_data_is_unknown_not_zero(simulated: TestClient, db: Datab
     assert 'gateway_energy_loss_percent{site_id="AUD"' not in await (await simulated.get("/metrics")).text()
 
 
+async def test_flats_energy_counts_on_the_local_day_of_its_half_hour(simulated: TestClient, db: Database) -> None:
+    """The half hours either side of local midnight, which are one UTC date (18:30 UTC is
+    00:00 IST), count on their own local day; another site's flats and this site's bulk meter
+    never count. Both databases, each with its own plan (`_flats_per_day`)."""
+    clock: FixedClock = simulated.app[CLOCK]  # type: ignore[assignment]
+    clock.set(ist("2025-03-01 09:00"))
+    await sites.add_site(db, site_id="AUD", name="Audited", region="North")
+    await sites.add_site(db, site_id="OTHER", name="Other", region="North")
+    tokens = {
+        meter_no: (await meters.add_meter(db, meter_no=meter_no, site_id=site, unit_no=f"U{meter_no}", role=role)).token
+        for meter_no, site, role in ((1, "AUD", "flat"), (900, "AUD", "incomer"), (2, "OTHER", "flat"))
+    }
+    key = (await key_registry.create_key(db, name="admin", role="admin", sites=["AUD"])).key
+    society = Society(simulated, {"admin": key}, tokens)
+    for meter_no, start, kwh in (
+        (1, "2025-03-01 23:00", "1.25"), (1, "2025-03-01 23:30", "2"), (1, "2025-03-02 00:00", "4"),
+        (1, "2025-03-02 05:00", "0.5"), (1, "2025-03-02 05:30", "8"),
+        (900, "2025-03-01 23:30", "50"), (900, "2025-03-02 00:00", "60"), (2, "2025-03-02 00:00", "70"),
+    ):  # fmt: skip
+        await society.reading(meter_no, start, kwh)
+    clock.set(ist("2025-03-03 12:00"))
+    status, body = await get(society, f"{ADMIN}/sites/AUD/audit?month=2025-03")
+    assert status == 200, body
+    days = {day["day"]: (day["flats_grid_kwh"], day["incomer_kwh"]) for day in body["data"]["days"]}
+    assert days == {
+        "2025-03-01": ("3.250", "50.000"), "2025-03-02": ("12.500", "60.000"), "2025-03-03": ("0.000", None)
+    }  # fmt: skip
+    assert body["data"]["totals"]["flats_grid_kwh"] == "15.750"
+
+
 async def test_bad_energy_audit_requests_are_refused(simulated: TestClient, db: Database) -> None:
     society = await audited_month(simulated, db)
     for query in ("month=2025-3", "", "month=2025-04", "month=March", "month=2025-03&format=csv"):

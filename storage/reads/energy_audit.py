@@ -156,27 +156,46 @@ class _Series:
 
 
 async def _flats_per_day(
-    session: AsyncSession, site_id: str, days: list[dt.date], tz: str
+    session: AsyncSession, site_id: str, days: list[dt.date], tz: str, *, by_half_hour: bool
 ) -> tuple[dict[dt.date, Decimal], dict[dt.date, Decimal]]:
-    """Σ the flats' grid kWh and DG kWh per local day: one aggregate per day over that day's
-    readings, no GROUP BY: grouped by half hour, SQLite sorted the site-month's every reading
-    (the 10,000-meter bench's report with it took 41.7 s and 964 MB)."""
-    grid: dict[dt.date, Decimal] = {}
-    dg: dict[dt.date, Decimal] = {}
-    for day in days:
-        start, end = day_bounds(tz, day)
-        grid_kwh, dg_kwh = (
-            await session.execute(
-                select(func.sum(energy.grid_kwh()), func.sum(energy.dg_kwh()))
-                .join(Meter, Meter.meter_no == Reading.meter_no)  # type: ignore[arg-type]
-                .where(
-                    Meter.site_id == site_id,
-                    billed(Meter.role),
-                    Reading.interval_start >= start,  # type: ignore[arg-type]
-                    Reading.interval_start < end,  # type: ignore[arg-type]
-                )
+    """Σ the flats' grid kWh and DG kWh per local day of `days`.
+
+    Two plans, one per database, for the same sums. `by_half_hour` (PostgreSQL): one aggregate
+    over all the days grouped by half hour, folded into local days here; asked one day at a
+    time, its planner scanned the month's whole partition for each day (13 s for the bench's
+    10,000 meters, 2.3 s in one pass). Otherwise (SQLite, which has no hash
+    aggregate): one aggregate per day, each walking the site's meters through the primary key;
+    grouped by half hour, SQLite sorted the site-month's every reading (41.7 s and 964 MB).
+    """
+    grid: dict[dt.date, Decimal] = defaultdict(lambda: ZERO_KWH)
+    dg: dict[dt.date, Decimal] = defaultdict(lambda: ZERO_KWH)
+    if not days:
+        return grid, dg
+
+    def flats_between(start: dt.datetime, end: dt.datetime) -> sa.Select[Any]:
+        return (
+            select(func.sum(energy.grid_kwh()), func.sum(energy.dg_kwh()))
+            .join(Meter, Meter.meter_no == Reading.meter_no)  # type: ignore[arg-type]
+            .where(
+                Meter.site_id == site_id,
+                billed(Meter.role),
+                Reading.interval_start >= start,  # type: ignore[arg-type]
+                Reading.interval_start < end,  # type: ignore[arg-type]
             )
-        ).one()
+        )
+
+    if by_half_hour:
+        wanted = set(days)
+        start, end = day_bounds(tz, min(days))[0], day_bounds(tz, max(days))[1]
+        query = flats_between(start, end).add_columns(Reading.interval_start).group_by(Reading.interval_start)
+        for grid_kwh, dg_kwh, interval_start in (await session.execute(query)).all():
+            day = local_day(tz, interval_start)
+            if day in wanted:
+                grid[day] += grid_kwh
+                dg[day] += dg_kwh
+        return grid, dg
+    for day in days:
+        grid_kwh, dg_kwh = (await session.execute(flats_between(*day_bounds(tz, day)))).one()
         grid[day], dg[day] = grid_kwh or ZERO_KWH, dg_kwh or ZERO_KWH
     return grid, dg
 
@@ -236,7 +255,9 @@ async def site_energy_audit(
             Meter.site_id == site_id, sa.not_(billed(Meter.role))
         )
         bulk = (await session.execute(bulk_query)).all()
-        flats_grid, flats_dg = await _flats_per_day(session, site_id, begun if flats else [], tz)
+        flats_grid, flats_dg = await _flats_per_day(
+            session, site_id, begun if flats else [], tz, by_half_hour=not db.is_sqlite
+        )
         measured = await _measured_per_day(session, [row.meter_no for row in bulk], in_month, tz)
         dg_query = select(DieselGenerator.dg_no).where(DieselGenerator.site_id == site_id)
         dgs = list((await session.execute(dg_query)).scalars())
