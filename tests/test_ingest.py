@@ -19,8 +19,11 @@ from gateway.settings import Settings
 from storage.clock import FixedClock
 from storage.db.engine import Database
 from storage.db.models import Command, DgStatusChange, DieselGenerator, Meter, Reading, ReadingConflict
+from storage.ingest import run
 from storage.ingest.readings import STORED, NewReading, wh_of
+from storage.ingest.run import PostgresExecutor
 from storage.registry import dgs, keys, meters, sites
+from tests.conftest import _truncate_all
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
 M1, M2, M3 = 100000001, 100000002, 100000003
@@ -561,3 +564,53 @@ async def test_requests_that_reach_the_writer_a_few_loop_turns_apart_share_one_c
 def test_watt_hours_are_the_decimal_value_rounded_half_up(kwh: float, wh: int) -> None:
     assert wh_of(kwh) == wh
     assert wh_of(kwh) == int(Decimal(repr(kwh)).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP).scaleb(3))
+
+
+async def _working_table_pages(executor: PostgresExecutor) -> int:
+    """Pages of the writer connection's `ingest_work` temp table (only that connection sees it)."""
+    conn = executor._conn
+    assert conn is not None
+    pages: int = await executor._in_thread(conn.fetchval("SELECT pg_relation_size('ingest_work') / 8192"))
+    return pages
+
+
+async def test_postgres_writer_vacuums_its_working_tables_as_readings_pass(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each group deletes the last group's working rows, and a temp table's dead rows go only with
+    a vacuum: unvacuumed, the tables grow with every group, and the planner, which sizes them by
+    their pages, misjudged them (it walked every meter to update a group's few)."""
+    await _truncate_all(postgres_url)
+    db = Database(postgres_url)
+    await sites.add_site(db, site_id="S1", name="Green Park", region="North")
+    for n in range(50):
+        await meters.add_meter(db, meter_no=M1 + n, site_id="S1", unit_no=f"U{n}")
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    recorded = 0
+
+    async def largest_table_over_40_groups(vacuum_after: int) -> int:
+        nonlocal recorded
+        monkeypatch.setattr(run, "VACUUM_AFTER_READINGS", vacuum_after)
+        executor = PostgresExecutor(db)
+        largest = 0
+        try:
+            for _ in range(40):
+                group = [
+                    NewReading(M1 + n % 50, start + (n // 50) * dt.timedelta(minutes=30), 100, None, None)
+                    for n in range(recorded, recorded + 100)
+                ]
+                recorded += len(group)
+                assert await executor.record(group, NOW) == [STORED] * len(group)
+                largest = max(largest, await _working_table_pages(executor))
+        finally:
+            await executor.close()
+        return largest
+
+    try:
+        vacuumed = await largest_table_over_40_groups(vacuum_after=200)
+        never = await largest_table_over_40_groups(vacuum_after=10**9)
+        assert never > 4 * vacuumed, (vacuumed, never)
+        async with db.reader() as session:
+            assert await session.scalar(select(func.count()).select_from(Reading)) == recorded == 8000
+    finally:
+        await db.dispose()

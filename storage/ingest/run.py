@@ -196,7 +196,12 @@ SELECT * FROM unnest($1::int[], $2::bigint[], $3::timestamptz[], $4::timestamptz
 WRITER_SETTINGS = "SET enable_hashjoin = off; SET enable_mergejoin = off; SET jit = off"
 
 
-VACUUM_EVERY = 1000  # groups between vacuums of the working tables (each group deletes the last one's rows)
+# Readings recorded between vacuums of the working tables. Each group deletes the last one's
+# rows, and a temp table's dead rows stay until a vacuum: the planner sizes these tables by their
+# pages, so as they grow it misjudges them (it walked all 10,000 meters to update a group's 63).
+# Measured per group, vacuumed every 1,000 groups against every 2,000 readings: 10.0 → 5.2 ms for
+# 63 single packets, 87 → 30 ms for a 1,000-packet batch; a vacuum takes about 1 ms.
+VACUUM_AFTER_READINGS = 2000
 
 
 async def prepare_postgres(conn: asyncpg.Connection, statements: IngestStatements) -> None:
@@ -297,7 +302,7 @@ class PostgresExecutor:
         self._thread = threading.Thread(target=self._loop.run_forever, name="postgres-writer", daemon=True)
         self._thread.start()
         self._conn: asyncpg.Connection | None = None
-        self._groups = 0
+        self._since_vacuum = 0  # readings recorded since the working tables were last vacuumed
 
     def _in_thread(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
         return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
@@ -309,9 +314,10 @@ class PostgresExecutor:
             self._conn = await asyncpg.connect(self._dsn)
             await prepare_postgres(self._conn, self._statements)
         results = await record_on_postgres(self._conn, self._statements, readings, received_at)
-        self._groups += 1
-        if self._groups % VACUUM_EVERY == 0:
+        self._since_vacuum += len(readings)
+        if self._since_vacuum >= VACUUM_AFTER_READINGS:
             await self._conn.execute(self._statements.vacuum)
+            self._since_vacuum = 0
         return results
 
     async def record(self, readings: list[NewReading], received_at: dt.datetime) -> list[ReadingResult]:
