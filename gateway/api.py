@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
+from multidict import MultiDictProxy
 
 from gateway.app_keys import ACTOR, KEYS
 from gateway.auth import Principal, authenticate
@@ -45,20 +47,37 @@ def authenticated(
     return wrap
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The request body; InvalidInput if its content encoding cannot be undone (a corrupt gzip body)."""
+    try:
+        return await request.read()
+    except RequestPayloadError as exc:
+        raise InvalidInput("Invalid input: body", {"body": [f"The body could not be read: {exc}."]}) from None
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | web.FileField]:
+    """A form body (urlencoded or multipart); InvalidInput naming the problem if it cannot be read."""
+    try:
+        return await request.post()
+    except UnicodeDecodeError:
+        raise InvalidInput("Invalid input: body", {"body": ["Not valid UTF-8."]}) from None
+    # ValueError: multipart without a boundary; LookupError: a charset Python does not know;
+    # RuntimeError: a part's unknown Content-Transfer-Encoding; RequestPayloadError: a corrupt
+    # compressed body. All are the client's mistakes, raised by aiohttp while it reads.
+    except (ValueError, LookupError, RuntimeError, RequestPayloadError) as exc:
+        raise InvalidInput("Invalid input: body", {"body": [f"Malformed form body: {exc}"]}) from None
+
+
 async def request_inputs(request: web.Request) -> dict[str, Any]:
     """The request's parameters: query string, overlaid by a JSON or form body."""
     inputs: dict[str, Any] = dict(request.query)
     if request.method in ("GET", "HEAD", "DELETE") or not request.body_exists:
         return inputs
     if request.content_type in FORM_TYPES:
-        try:
-            form = await request.post()
-        except ValueError as exc:  # not UTF-8, or multipart/form-data without a boundary: the client's mistake
-            why = "Not valid UTF-8." if isinstance(exc, UnicodeDecodeError) else f"Malformed form body: {exc}"
-            raise InvalidInput("Invalid input: body", {"body": [why]}) from None
+        form = await read_form(request)
         inputs.update({name: value for name, value in form.items() if isinstance(value, str)})
         return inputs
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         return inputs
     body = parse_json_object(raw)
@@ -69,7 +88,7 @@ async def request_inputs(request: web.Request) -> dict[str, Any]:
 async def read_json(request: web.Request) -> Any:
     """The request body as any JSON value (ingest takes an object or an array), parsed by orjson:
     floats stay floats, as packets carry kWh; InvalidInput naming the problem if it is not JSON."""
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw:
         raise InvalidInput("Malformed JSON: the request body is empty", {"_body": ["Empty body."]})
     try:

@@ -20,11 +20,12 @@ from aiohttp import web
 from aiohttp_session import AbstractStorage, Session, get_session, new_session
 from cryptography.fernet import Fernet, InvalidToken
 
+from gateway.api import read_form
 from gateway.app_keys import DB, SETTINGS
 from gateway.portal.secret import fernet_key, secret_key
 from gateway.proxies import came_over_https
 from gateway.settings import Settings
-from storage.errors import NotFound
+from storage.errors import InvalidInput, NotFound
 from storage.portal import accounts, portal_users
 from storage.portal.portal_users import Account
 
@@ -97,10 +98,10 @@ async def csrf_token(request: web.Request) -> str:
 async def posted_form(request: web.Request) -> dict[str, str]:
     """The POSTed form, once its CSRF token matches the session's; 403 otherwise (400 if unreadable)."""
     try:
-        form = await request.post()
-    except ValueError as exc:  # not UTF-8 (no browser sends that for a UTF-8 page), or multipart without a boundary
-        why = "it is not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else "it is malformed"
-        raise web.HTTPBadRequest(text=f"This form could not be read: {why}. Reload the page and try again.") from None
+        form = await read_form(request)
+    except InvalidInput as exc:  # no browser sends such a body for this site's pages
+        why = exc.errors["body"][0].rstrip(".")
+        raise web.HTTPBadRequest(text=f"This form could not be read ({why}). Reload the page and try again.") from None
     session = await get_session(request)
     expected = session.get("csrf") or ""
     given = form.get(CSRF_FIELD, "")
