@@ -113,9 +113,16 @@ class PublicResolver(ThreadedResolver):
 
 
 def _checked_url(url: str) -> URL:
-    parsed = URL(url)
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise InvalidInput(f"url {url!r} is not an http(s) URL", {"url": ["Must be an http or https URL."]})
+    bad = InvalidInput(f"url {url!r} is not an http(s) URL", {"url": ["Must be an http or https URL."]})
+    try:
+        parsed = URL(url)
+        host, _port = parsed.host, parsed.port  # yarl checks both only when asked: "[::1", port 99999
+        if host and _literal(host) is None:
+            host.encode("idna")  # as the resolver will: an empty or over-long label ("a..b", "xn--")
+    except ValueError:  # UnicodeError (IDNA) included
+        raise bad from None
+    if parsed.scheme not in ("http", "https") or not host:
+        raise bad
     return parsed
 
 

@@ -16,7 +16,7 @@ import sqlalchemy.exc
 from aiohttp import web
 from marshmallow import ValidationError
 
-from schemas.fields import day_from_text
+from schemas.fields import DAY_RANGE, day_from_text
 from storage.errors import DomainError, InvalidInput, Overloaded, TooLarge
 
 log = logging.getLogger("gateway.errors")
@@ -106,5 +106,6 @@ def day_input(text: str, name: str = "day") -> dt.date:
     InvalidInput naming it otherwise."""
     day = day_from_text(text)
     if day is None:
-        raise InvalidInput(f"{name} must be a date YYYY-MM-DD, got {text!r}", {name: ["Not a YYYY-MM-DD date."]})
+        why = f"a date YYYY-MM-DD {DAY_RANGE}"
+        raise InvalidInput(f"{name} must be {why}, got {text!r}", {name: [f"Not {why}."]})
     return day

@@ -101,17 +101,22 @@ class MeterNumber(fields.Field[int]):
         return None if value is None else str(value)
 
 
+# The days and local times the gateway takes: no meter posted before 1970, and a day's
+# neighbours (a fortnight back, the day after) and its bounds in UTC must still be dates.
+FIRST_DAY, LAST_DAY = dt.date(1970, 1, 1), dt.date(9998, 12, 31)
+DAY_RANGE = f"from {FIRST_DAY} to {LAST_DAY}"
+
+
 def day_from_text(text: str) -> dt.date | None:
     """The one day rule: written exactly `YYYY-MM-DD` (ISO's other spellings, week dates
-    included, are refused), a real date, and not the first or last one Python has (its bounds
-    in UTC would overflow). None if not."""
+    included, are refused), a real date, from FIRST_DAY to LAST_DAY. None if not."""
     if not _DAY.fullmatch(text):
         return None
     try:
         day = dt.date.fromisoformat(text)
     except ValueError:
         return None
-    return day if dt.date.min < day < dt.date.max else None
+    return day if FIRST_DAY <= day <= LAST_DAY else None
 
 
 class Day(fields.Date):
@@ -125,7 +130,7 @@ class Day(fields.Date):
             raise ValidationError("Not a valid date: expected YYYY-MM-DD.")
         day = day_from_text(value.strip())
         if day is None:
-            raise self.make_error("invalid")
+            raise ValidationError(f"Not a valid date: expected a real date {DAY_RANGE}.")
         return day
 
 
@@ -133,7 +138,7 @@ def known_timezone(name: str) -> bool:
     """True if `name` is an IANA timezone (from the tzdata package, not the OS)."""
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file name
         return False
     return True
 
@@ -209,6 +214,8 @@ class EventCursor(fields.Field[tuple[int | None, dt.datetime | None]]):
         if not isinstance(value, str) or not 0 < len(value) <= 40:
             raise ValidationError(why)
         if value.isascii() and value.isdigit():
+            if int(value) >= 2**63:  # event ids are signed 64-bit
+                raise ValidationError(why)
             return int(value), None
         try:
             moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -227,9 +234,12 @@ class LocalDateTime(fields.Field[dt.datetime]):
         if not isinstance(value, str) or not _LOCAL.fullmatch(value.strip()):
             raise ValidationError("Not a valid local time: expected YYYY-MM-DD HH:mm:ss.")
         try:
-            return dt.datetime.fromisoformat(value.strip())
+            moment = dt.datetime.fromisoformat(value.strip())
         except ValueError:
             raise ValidationError("Not a valid local time: no such date or time.") from None
+        if not FIRST_DAY <= moment.date() <= LAST_DAY:
+            raise ValidationError(f"Not a valid local time: its day must be {DAY_RANGE}.")
+        return moment
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S")

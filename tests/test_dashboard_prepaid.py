@@ -99,6 +99,9 @@ async def test_completeness_drills_down_to_missing_intervals(staff: TestClient) 
     )
     assert [r[:3] for r in today] == [["555-555-555", "U555", "11 of 21"]] and today[0][3].startswith("05:00 IST")
     assert (await staff.get("/management-dashboard/missing?site=S1&day=12-02")).status == 400
+    for day in ("0001-01-01", "9999-12-31", "20250211", "2025-W07-2"):  # the first two were 500s
+        page = await staff.get(f"/management-dashboard/missing?site=S1&day={day}")
+        assert page.status == 400 and "use YYYY-MM-DD, from 1970-01-01 to 9998-12-31" in await page.text(), day
     assert (await staff.get("/management-dashboard/missing?site=ZZ")).status == 404
 
 

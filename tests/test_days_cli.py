@@ -74,7 +74,7 @@ def test_rollup_rolls_due_days_with_progress_then_nothing(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["rollup", "--day", "2025-13-01"], "--day must be a date YYYY-MM-DD, got '2025-13-01'"),
+        (["rollup", "--day", "2025-13-01"], "--day must be a date YYYY-MM-DD from 1970-01-01 to 9998-12-31"),
         (["rollup", "--day", "2999-01-01"], "day 2999-01-01 is not over yet at site 'S1' (Asia/Kolkata)"),
         (["rollup", "--site", "NOPE"], "unknown site 'NOPE'"),
         (["export-legacy", "--site", "NOPE"], "unknown site 'NOPE'"),

@@ -9,7 +9,20 @@ from decimal import Decimal
 import pytest
 from marshmallow import ValidationError
 
-from schemas.fields import Amount, Day, MeterNumber, amount_flag, day_from_text, meter_number, parse_login
+from schemas.fields import (
+    FIRST_DAY,
+    LAST_DAY,
+    Amount,
+    Day,
+    EventCursor,
+    LocalDateTime,
+    MeterNumber,
+    amount_flag,
+    day_from_text,
+    known_timezone,
+    meter_number,
+    parse_login,
+)
 from schemas.packets import Window, parse_meter_no
 
 
@@ -67,11 +80,25 @@ def test_a_login_is_a_meter_number_or_a_username() -> None:
 
 def test_one_day_rule() -> None:
     assert day_from_text("2025-02-08") == dt.date(2025, 2, 8)
-    for text in ("2025-2-8", "2025-02-30", "2025-W06-6", "0001-01-01", "9999-12-31", " 2025-02-08"):
+    for text in ("2025-2-8", "2025-02-30", "2025-W06-6", "0001-01-02", "1969-12-31", "9999-01-01", " 2025-02-08"):
         assert day_from_text(text) is None, text
+    assert day_from_text("1970-01-01") == FIRST_DAY and day_from_text("9998-12-31") == LAST_DAY
     assert Day().deserialize(" 2025-02-08 ") == dt.date(2025, 2, 8)
-    with pytest.raises(ValidationError, match=r"Not a valid date\."):
+    with pytest.raises(ValidationError, match=r"expected a real date from 1970-01-01 to 9998-12-31\."):
         Day().deserialize("0001-01-01")
+
+
+def test_local_times_timezones_and_event_cursors_refuse_what_would_overflow() -> None:
+    """Each of these was a 500 (an OverflowError converting to UTC or into SQLite, an OSError
+    opening a timezone file)."""
+    assert LocalDateTime().deserialize("1970-01-01 00:00") == dt.datetime(1970, 1, 1)
+    for text in ("0001-01-01 00:00:00", "9999-12-31 23:59:59", "1969-12-31 23:59"):
+        with pytest.raises(ValidationError, match="its day must be from 1970-01-01 to 9998-12-31"):
+            LocalDateTime().deserialize(text)
+    assert not known_timezone("a" * 300) and known_timezone("Asia/Kolkata")
+    assert EventCursor().deserialize(str(2**63 - 1)) == (2**63 - 1, None)
+    with pytest.raises(ValidationError, match="Give an event id"):
+        EventCursor().deserialize(str(2**63))
 
 
 def test_cli_amounts_follow_the_api_rule_in_the_flags_words() -> None:

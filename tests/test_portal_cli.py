@@ -51,6 +51,7 @@ def test_staff_account_from_standard_input(
     [
         ("ops", "short\n", "weak password: Use at least 10 characters."),
         ("12345", "a long staff password\n", "username must not be only digits"),
+        ("999-999-999", "a long staff password\n", "the login form reads that as a meter number"),
         ("two words", "a long staff password\n", "without spaces"),
     ],
 )

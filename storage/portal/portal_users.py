@@ -158,8 +158,12 @@ def check_username(username: str) -> str:
     username = username.strip()
     if not username or len(username) > 100 or any(c.isspace() or not c.isprintable() for c in username):
         raise InvalidInput("username must be 1-100 characters without spaces", {"username": ["Invalid username."]})
-    if username.isdigit():  # the login form tells a meter number from a username this way
-        raise InvalidInput("username must not be only digits", {"username": ["Must not be only digits."]})
+    # The login form reads digits, with dashes between them, as a meter number (parse_login).
+    if username.replace("-", "").isdigit():
+        raise InvalidInput(
+            "username must not be only digits and dashes: the login form reads that as a meter number",
+            {"username": ["Must not be only digits and dashes."]},
+        )
     return username
 
 

@@ -256,6 +256,18 @@ ADMIN = [
     Case("gaps day year 9999", "GET", "/api/v1/admin/gaps?site_id=OURS&day=9999-12-31", None, None),
     Case("gaps day 9999-12-30", "GET", "/api/v1/admin/gaps?site_id=OURS&day=9999-12-30", None, None, (400, 409)),
     Case("today site NUL", "GET", "/api/v1/admin/today?site_id=%00", None, None, key="star"),
+    # Found by an outside probe: each was a 500 (an OverflowError, an OSError, a URL that failed to parse).
+    Case("change date year 1", "POST", "/api/v1/admin/meter-changes", j({"site_id": "OURS", "old_meter_no": "500000003", "new_meter_no": "7", "meter_change_date": "0001-01-02"})),  # noqa: E501
+    Case("tariff from year 1", "POST", "/api/v1/admin/sites/OURS/tariffs", j({"grid": "9.00", "dg": "22.00", "effective_from": "0001-01-01 00:00:00"})),  # noqa: E501
+    Case("tariff from 9999-12-31", "POST", "/api/v1/admin/sites/OURS/tariffs", j({"grid": "9.00", "dg": "22.00", "effective_from": "9999-12-31 23:59:59"})),  # noqa: E501
+    Case("quality day 0001-01-02", "GET", "/api/v1/admin/sites/OURS/quality?day=0001-01-02", None, None),
+    Case("audit after 2^64", "GET", "/api/v1/admin/audit?after=99999999999999999999", None, None, key="star"),
+    Case("site timezone 300 chars", "POST", "/api/v1/admin/sites", j({"site_id": "TZ1", "name": "x", "region": "X", "timezone": "a" * 300}), key="star"),  # noqa: E501
+    Case("webhook IPv6 unclosed", "PUT", "/api/v1/admin/sites/OURS/webhook", j({"url": "http://[::1"})),
+    Case("webhook port 99999", "PUT", "/api/v1/admin/sites/OURS/webhook", j({"url": "http://example.com:99999/"})),
+    Case("webhook empty label", "PUT", "/api/v1/admin/sites/OURS/webhook", j({"url": "http://a..b/"})),
+    Case("webhook bad punycode", "PUT", "/api/v1/admin/sites/OURS/webhook", j({"url": "http://xn--/"})),
+    Case("sensing port 99999", "POST", "/api/v1/dg/sensing", j({"site_id": "OURS", "dg_number": "DG-OURS", "url": "http://example.com:99999/"})),
 ]  # fmt: skip
 
 
