@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 INGEST_PATHS = frozenset({"/meter", "/dg"})
 TALLY_SECONDS = 1.0
@@ -52,6 +53,24 @@ class JsonLines(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class ClientMistakesAtDebug(logging.Filter):
+    """Lowers to DEBUG what aiohttp's server logs at ERROR, with a traceback, about requests it
+    could not parse (bytes that are not ASCII in the path, an over-long or control character in
+    a header, an unknown method) and about clients that hang up mid-request.
+
+    Neither is the gateway's fault, and the access log already has the 400 it answered; at
+    ERROR, any client could fill the error log with tracebacks.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False (dropped) for such a record unless DEBUG is on; True for every other record."""
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError | ConnectionResetError):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Send every log record to standard error as JSON."""
     handler = logging.StreamHandler(sys.stderr)
@@ -59,6 +78,9 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientMistakesAtDebug) for f in server.filters):
+        server.addFilter(ClientMistakesAtDebug())
 
 
 class IngestTally:

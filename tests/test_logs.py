@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from gateway import logs
 from gateway.logs import AccessLogger, IngestTally, JsonLines
+from tests.reliability.gatewayproc import GatewayProcess
 
 
 def test_json_lines_carry_the_extra_fields_and_the_traceback() -> None:
@@ -88,3 +90,37 @@ async def test_a_tally_is_written_when_its_second_is_over_without_another_reques
     logger.log(make_mocked_request("POST", "/meter"), respond(200), 0.002)
     await asyncio.wait_for(done.wait(), 5)
     assert lines.records[-1].__dict__["ingest_requests"] == {"/meter": {"200": 1}}
+
+
+async def _raw(port: int, request: bytes) -> bytes:
+    """Send bytes as they are (no client library would send these) and read the status line."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await reader.readline()
+    finally:
+        writer.close()
+
+
+async def test_requests_aiohttp_cannot_parse_are_logged_by_the_access_log_not_as_errors(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A real `gateway serve` at the default INFO level: each of these got aiohttp's 400 and an
+    ERROR line with a traceback, so that any client could fill the error log."""
+    gateway = GatewayProcess(sqlite_url, tmp_path, env={"GATEWAY_LOG_LEVEL": "INFO"})
+    await gateway.start()
+    bad = [
+        "GET /api/v1/admin/audit?after=\u0661\u0662 HTTP/1.1\r\nHost: x\r\n\r\n".encode(),  # not ASCII
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Odd: a\x01b\r\n\r\n",  # a control character in a header
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",  # over 8,190 bytes
+        b"POST /meter HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    ]
+    try:
+        for request in bad:
+            assert (await _raw(gateway.port, request)).split()[1] == b"400", request[:40]
+    finally:
+        assert await gateway.stop() == 0
+    lines = [json.loads(line) for line in (tmp_path / "gateway.log").read_text().splitlines() if line.startswith("{")]
+    assert not [line for line in lines if line["levelname"] in ("ERROR", "CRITICAL")]
+    assert sum(line.get("status") == 400 for line in lines) == len(bad)  # each in the access log
