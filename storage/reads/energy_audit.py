@@ -163,9 +163,9 @@ async def _flats_per_day(
     Two plans, one per database, for the same sums. `by_half_hour` (PostgreSQL): one aggregate
     over all the days grouped by half hour, folded into local days here; asked one day at a
     time, its planner scanned the month's whole partition for each day (13 s for the bench's
-    10,000 meters, 2.3 s in one pass). Otherwise (SQLite, which has no hash
-    aggregate): one aggregate per day, each walking the site's meters through the primary key;
-    grouped by half hour, SQLite sorted the site-month's every reading (41.7 s and 964 MB).
+    10,000 meters, 2.3 s in one pass). Otherwise (SQLite, which has no hash aggregate): one
+    aggregate per day, each walking the site's meters through the primary key; grouped by half
+    hour, SQLite sorted the site-month's every reading (41.7 s and 964 MB).
     """
     grid: dict[dt.date, Decimal] = defaultdict(lambda: ZERO_KWH)
     dg: dict[dt.date, Decimal] = defaultdict(lambda: ZERO_KWH)
