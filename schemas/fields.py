@@ -130,7 +130,11 @@ class Day(fields.Date):
             raise ValidationError("Not a valid date: expected YYYY-MM-DD.")
         day = day_from_text(value.strip())
         if day is None:
-            raise ValidationError(f"Not a valid date: expected a real date {DAY_RANGE}.")
+            try:
+                dt.date.fromisoformat(value.strip())
+            except ValueError:  # no such date (2025-02-30)
+                raise self.make_error("invalid") from None
+            raise ValidationError(f"Not a valid date: expected a day {DAY_RANGE}.")
         return day
 
 

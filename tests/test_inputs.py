@@ -84,8 +84,10 @@ def test_one_day_rule() -> None:
         assert day_from_text(text) is None, text
     assert day_from_text("1970-01-01") == FIRST_DAY and day_from_text("9998-12-31") == LAST_DAY
     assert Day().deserialize(" 2025-02-08 ") == dt.date(2025, 2, 8)
-    with pytest.raises(ValidationError, match=r"expected a real date from 1970-01-01 to 9998-12-31\."):
+    with pytest.raises(ValidationError, match=r"expected a day from 1970-01-01 to 9998-12-31\."):
         Day().deserialize("0001-01-01")
+    with pytest.raises(ValidationError, match=r"^Not a valid date\.$"):
+        Day().deserialize("2025-02-30")
 
 
 def test_local_times_timezones_and_event_cursors_refuse_what_would_overflow() -> None:
