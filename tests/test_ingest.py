@@ -574,12 +574,13 @@ async def _working_table_pages(executor: PostgresExecutor) -> int:
     return pages
 
 
-async def test_postgres_writer_vacuums_its_working_tables_as_readings_pass(
+async def test_postgres_writer_prepares_its_statements_and_vacuums_its_working_tables(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each group deletes the last group's working rows, and a temp table's dead rows go only with
-    a vacuum: unvacuumed, the tables grow with every group, and the planner, which sizes them by
-    their pages, misjudged them (it walked every meter to update a group's few)."""
+    """The group's statements run prepared, planned once per connection. Each group deletes the
+    last group's working rows, and a temp table's dead rows go only with a vacuum: unvacuumed,
+    the tables grow with every group, and the planner, which sizes them by their pages,
+    misjudged them (it walked every meter to update a group's few)."""
     await _truncate_all(postgres_url)
     db = Database(postgres_url)
     await sites.add_site(db, site_id="S1", name="Green Park", region="North")
@@ -602,6 +603,12 @@ async def test_postgres_writer_vacuums_its_working_tables_as_readings_pass(
                 recorded += len(group)
                 assert await executor.record(group, NOW) == [STORED] * len(group)
                 largest = max(largest, await _working_table_pages(executor))
+            # The group's statements ran prepared, each planned once (a generic plan, reused).
+            assert executor._conn is not None
+            query = "SELECT name, generic_plans FROM pg_prepared_statements WHERE name LIKE 'ingest_%'"
+            plans = await executor._in_thread(executor._conn.fetch(query))
+            assert {row["name"] for row in plans} == set(run.prepared_names(executor._statements).values())
+            assert sum(row["generic_plans"] for row in plans) >= 40 * 6  # lock, classify, 4 of the record steps
         finally:
             await executor.close()
         return largest
