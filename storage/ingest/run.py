@@ -9,10 +9,9 @@ Each group runs on the writer's own connection, off the gateway's event loop:
 - PostgreSQL: an asyncpg connection driven by its own event loop in its own thread. A group is
   two round trips: the load (which also empties the previous group's working rows), then the
   parameterless statements, prepared once per connection, as one script of EXECUTEs from BEGIN
-  to COMMIT; a third reads the results when
-  some reading was not simply stored (after the commit: if that read fails, the group is
-  reported failed although it was stored, and a client's retry is answered "Duplicate
-  reading", as after a crash).
+  to COMMIT; a third reads the results when some reading was not simply stored (after the
+  commit: if that read fails, the group is reported failed although it was stored, and a
+  client's retry is answered "Duplicate reading", as after a crash).
 
 Values cross into the statements in integer units (watt-hours) and the driver's time type
 (integer microseconds on SQLite, as `storage.db.types.UtcTime` stores them; aware datetimes on
@@ -198,10 +197,9 @@ WRITER_SETTINGS = "SET enable_hashjoin = off; SET enable_mergejoin = off; SET ji
 
 
 # Readings recorded between vacuums of the working tables. Each group deletes the last one's
-# rows, and a temp table's dead rows stay until a vacuum: the planner sizes these tables by their
-# pages, so as they grow it misjudges them (it walked all 10,000 meters to update a group's 63).
-# Measured per group, vacuumed every 1,000 groups against every 2,000 readings: 10.0 → 5.2 ms for
-# 63 single packets, 87 → 30 ms for a 1,000-packet batch; a vacuum takes about 1 ms.
+# rows, and a temp table's dead rows stay until a vacuum (autovacuum skips temp tables): the
+# planner sizes these tables by their pages, so as they grew it misjudged them (it walked all
+# 10,000 meters to update a group's 63). A vacuum takes about a millisecond.
 VACUUM_AFTER_READINGS = 2000
 
 
@@ -210,8 +208,8 @@ def prepared_names(statements: IngestStatements) -> dict[str, str]:
     """Each statement of a group's script, and the name it is prepared under (`prepare_postgres`).
 
     Prepared once, each is planned once per connection (again only when a table it reads
-    changes, say when autovacuum analyses `meter`): planned at every run, classification alone
-    took 1.6 ms of a 63-reading group, against 0.6 prepared.
+    changes, say when autovacuum analyses `meter`), not at every group: planning was most of
+    what classifying a group of single packets cost.
     """
     texts = (
         statements.lock,
