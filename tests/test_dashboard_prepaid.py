@@ -101,7 +101,9 @@ async def test_completeness_drills_down_to_missing_intervals(staff: TestClient) 
     assert (await staff.get("/management-dashboard/missing?site=S1&day=12-02")).status == 400
     for day in ("0001-01-01", "9999-12-31", "20250211", "2025-W07-2"):  # the first two were 500s
         page = await staff.get(f"/management-dashboard/missing?site=S1&day={day}")
-        assert page.status == 400 and "use YYYY-MM-DD, from 1970-01-01 to 9998-12-31" in await page.text(), day
+        text = await page.text()
+        assert page.status == 400 and "day must be a date YYYY-MM-DD from 1970-01-01 to 9998-12-31" in text, day
+        assert text.lstrip().startswith("<!"), day  # the portal's HTML error page
     assert (await staff.get("/management-dashboard/missing?site=ZZ")).status == 404
 
 

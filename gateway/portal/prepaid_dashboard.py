@@ -13,10 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway.app_keys import CLOCK, DB
+from gateway.errors import day_input
 from gateway.portal.charts import stacked_bars
-from gateway.portal.render import error_page, render
+from gateway.portal.render import render
 from gateway.portal.sessions import current_account
-from schemas.fields import DAY_RANGE, day_from_text
 from storage.calendar import local_day
 from storage.db.models import Site
 from storage.portal.portal_users import Account
@@ -90,8 +90,7 @@ async def missing(request: web.Request) -> web.Response:
     db, now = request.app[DB], request.app[CLOCK].now()
     site = await staff_site(request, account)
     text = request.query.get("day", "")
-    day = day_from_text(text) if text else local_day(site.timezone, now) - dt.timedelta(days=1)
-    if day is None:
-        return await error_page(request, 400, f"“{text}” is not a date: use YYYY-MM-DD, {DAY_RANGE}.")
+    # A bad day is InvalidInput, which the portal's middleware answers with its HTML 400 page.
+    day = day_input(text) if text else local_day(site.timezone, now) - dt.timedelta(days=1)
     rows = await prepaid_fleet.missing_intervals(db, site_id=site.id, day=day, now=now, only=account.site_filter)
     return await render(request, "missing.html", {"site": site, "day": day, "rows": rows})
